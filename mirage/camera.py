@@ -330,7 +330,7 @@ def euler_to_rotmat(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) 
     ey = torch.tensor([0.0, 1.0, 0.0], dtype=yaw.dtype, device=yaw.device)
     ez = torch.tensor([0.0, 0.0, 1.0], dtype=yaw.dtype, device=yaw.device)
     Ry = axis_angle_to_rotmat(ey.expand(*yaw.shape, 3), yaw)
-    Rx = axis_angle_to_rotmat(ex.expand(*pitch.shape, 3), -pitch)  # y is down: looking up is -x rotation
+    Rx = axis_angle_to_rotmat(ex.expand(*pitch.shape, 3), pitch)  # y is down: +x rotation tilts +z toward -y (up)
     Rz = axis_angle_to_rotmat(ez.expand(*roll.shape, 3), roll)
     return Ry @ Rx @ Rz
 

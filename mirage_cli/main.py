@@ -1,0 +1,132 @@
+"""The `mirage` command: a thin Typer shell over the library.
+
+Every command parses options, calls one library function and renders its result. This module holds the one error
+boundary: a :class:`mirage.errors.MirageError` becomes one red line (plus a hint) and a non-zero exit code;
+``MIRAGE_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+import mirage
+from mirage.errors import MirageError
+
+err_console = Console(stderr=True)
+console = Console()
+
+app = typer.Typer(
+    name="mirage",
+    help="One image + a camera path -> a 3D-consistent video, with a latent spatial memory.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"mirage {mirage.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs."),
+) -> None:
+    """mirage: one image + a camera path -> a 3D-consistent video."""
+    _setup_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+def _setup_logging(level: int) -> None:
+    log = logging.getLogger("mirage")
+    for h in list(log.handlers):
+        if isinstance(h, RichHandler):
+            log.removeHandler(h)
+    handler = RichHandler(console=err_console, show_time=False, show_path=False, markup=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+
+
+@app.command()
+def env() -> None:
+    """Print versions of python, torch, diffusers, transformers, av and the CUDA devices seen (for bug reports)."""
+    from mirage.envinfo import collect_env
+
+    info = collect_env()
+    table = Table(show_header=False, box=None)
+    for k, v in info.items():
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def _register_subcommands() -> None:
+    """Attach the command groups. Each lives in its own module; a missing one is an install bug, not silent."""
+    from mirage_cli import traj
+
+    app.add_typer(traj.app, name="traj", help="Inspect, plot and convert camera trajectories.")
+    for name in ("render", "models", "bench"):
+        try:
+            module = __import__(f"mirage_cli.{name}", fromlist=["register"])
+        except ModuleNotFoundError as e:
+            if e.name == f"mirage_cli.{name}":
+                continue  # command group not built yet in this version
+            raise
+        module.register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Console-script entry point with the one error boundary."""
+    debug = os.environ.get("MIRAGE_DEBUG", "") not in ("", "0")
+    try:
+        app(standalone_mode=False)
+    except MirageError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        if e.hint:
+            err_console.print(f"[dim]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click's own usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            err_console.print("[red]aborted[/]")
+            sys.exit(1)
+        if debug:
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True
+        )
+        err_console.print("[dim]hint:[/] this is a bug in mirage; rerun with MIRAGE_DEBUG=1 and report the traceback")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main", "platform"]

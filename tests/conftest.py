@@ -1,0 +1,41 @@
+"""Shared test fixtures: the real data in ../shared (skipped cleanly when absent), seeds, temp caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared, or skip the test with a reason if it is absent."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real test data {p} is absent (../shared is not beside the repo)")
+    return p
+
+
+@pytest.fixture
+def shared():
+    return shared_path
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_env(tmp_path_factory):
+    """Keep caches out of the user's home and make sure no test reaches the network."""
+    cache = os.environ.get("MIRAGE_TEST_CACHE") or str(tmp_path_factory.mktemp("mirage-cache"))
+    os.environ.setdefault("MIRAGE_CACHE", cache)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    yield
