@@ -1,0 +1,152 @@
+"""`mirage traj`: list presets, show (and plot) a trajectory, convert one to mirage's JSON.
+
+Parsing and rendering only: every decision lives in :mod:`mirage.trajectory`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mirage.errors import InputError
+from mirage.trajectory import Trajectory, TrajFormat, list_presets, load_trajectory
+
+console = Console()
+
+app = typer.Typer(
+    help="Inspect, plot and convert camera trajectories (presets and camera files).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"832x480"`` -> ``(832, 480)``; anything else raises a one-line :class:`InputError`."""
+    m = _SIZE_RE.match(text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise InputError(f"--size: {text!r} is not WIDTHxHEIGHT in pixels; write e.g. --size 832x480")
+    return int(m.group(1)), int(m.group(2))
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, reading only its header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except FileNotFoundError:
+        raise InputError(f"--image: {path} does not exist; check the path") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"--image: {path} is not a readable image ({type(e).__name__}); pass a PNG or JPEG") from None
+
+
+def _size(image: Path | None, size: str | None) -> tuple[int | None, int | None]:
+    if image is not None and size is not None:
+        raise InputError("--image and --size both given; pass one (the image's size is used with --image)")
+    if image is not None:
+        return image_size(image)
+    if size is not None:
+        return parse_size(size)
+    return None, None
+
+
+def _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order) -> Trajectory:
+    width, height = _size(image, size)
+    return load_trajectory(
+        traj, width=width, height=height, fmt=fmt, frames=frames, fps=fps, scale=traj_scale, start=start,
+        scene_depth=scene_depth, colmap_order=colmap_order,
+    )
+
+
+# shared options
+_TRAJ = typer.Argument(..., help="Preset name (see `mirage traj list`), preset .yaml, or camera file / COLMAP folder.")
+_IMAGE = typer.Option(None, "--image", help="Input image: its size (only) is used.", dir_okay=False)
+_SIZE = typer.Option(None, "--size", help="Image size WIDTHxHEIGHT, e.g. 832x480 (instead of --image).")
+_FORMAT = typer.Option(TrajFormat.AUTO, "--format", help="Camera-file format.", case_sensitive=False)
+_FRAMES = typer.Option(None, "--frames", help="Number of frames (presets: resolved at it; files: resampled).")
+_FPS = typer.Option(None, "--fps", help="Frames per second.")
+_SCALE = typer.Option(1.0, "--traj-scale", help="Multiply translations by this factor.")
+_START = typer.Option(None, "--start", help="Camera files: name of the frame that becomes frame 0.")
+_DEPTH = typer.Option(1.0, "--scene-depth", help="Median scene depth: presets' distances are multiplied by it.")
+_ORDER = typer.Option("name", "--colmap-order", help="COLMAP image order: name or id.")
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """One line per shipped preset: name and description."""
+    presets = list_presets()
+    width = max((len(p.name) for p in presets), default=0)
+    for p in presets:
+        console.print(f"{p.name:<{width}}  {p.description}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("show")
+def show_cmd(
+    traj: str = _TRAJ,
+    image: Path | None = _IMAGE,
+    size: str | None = _SIZE,
+    fmt: TrajFormat = _FORMAT,
+    frames: int | None = _FRAMES,
+    fps: float | None = _FPS,
+    traj_scale: float = _SCALE,
+    start: str | None = _START,
+    scene_depth: float = _DEPTH,
+    colmap_order: str = _ORDER,
+    plot: Path | None = typer.Option(None, "--plot", help="Write a top/side view of the path to this .png.", dir_okay=False),
+) -> None:
+    """Summarise a trajectory (frames, fps, FoV, path length, rotation) and optionally plot it."""
+    t = _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order)
+    s = t.stats()
+    table = Table(title=f"trajectory {traj}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_row("source", t.source)
+    table.add_row("frames", str(s.frames))
+    table.add_row("fps", f"{s.fps:g}")
+    table.add_row("duration", f"{s.duration_s:.2f} s")
+    table.add_row("image size", f"{t.width}x{t.height}")
+    fov = f"{s.fov_x_deg_first:.1f} deg"
+    if s.fov_x_deg_max - s.fov_x_deg_min > 0.05:
+        fov += f" (range {s.fov_x_deg_min:.1f} - {s.fov_x_deg_max:.1f})"
+    table.add_row("horizontal fov", fov)
+    table.add_row("path length", f"{s.path_length:.4g}")
+    table.add_row("max translation", f"{s.max_translation:.4g}")
+    table.add_row("max rotation", f"{s.max_rotation_deg:.1f} deg")
+    console.print(table)
+    if plot is not None:
+        from mirage.trajectory.plot import plot_trajectory
+
+        plot_trajectory(t, plot, scene_depth=scene_depth)
+        console.print(f"plot written to {plot}", highlight=False, markup=False)
+
+
+@app.command("convert")
+def convert_cmd(
+    traj: str = _TRAJ,
+    output: Path = typer.Option(..., "--output", "-o", help="Output mirage trajectory .json.", dir_okay=False),
+    image: Path | None = _IMAGE,
+    size: str | None = _SIZE,
+    fmt: TrajFormat = _FORMAT,
+    frames: int | None = _FRAMES,
+    fps: float | None = _FPS,
+    traj_scale: float = _SCALE,
+    start: str | None = _START,
+    scene_depth: float = _DEPTH,
+    colmap_order: str = _ORDER,
+) -> None:
+    """Resolve a trajectory (preset or camera file) and write it as mirage JSON (pixel K, OpenCV w2c)."""
+    t = _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order)
+    t.save_json(output)
+    console.print(f"{t.num_frames} frames ({t.width}x{t.height}, {t.fps:g} fps) written to {output}",
+                  highlight=False, markup=False)
+
+
+__all__ = ["app", "parse_size", "image_size"]
