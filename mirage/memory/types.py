@@ -45,6 +45,12 @@ class WriteStats:
     dropped: int  # tokens removed to keep the budget (oldest first) or rejected (invalid depth)
     tokens: int  # tokens in the cache after the write
     bytes: int  # cache size after the write
+    rejected: int = 0  # revealed cells/pixels not stored because their (aligned) depth was invalid (part of dropped)
+    replaced: int = 0  # stored tokens removed because a newer one took their voxel (VoxelWinner.NEWEST)
+    scales: tuple[float, ...] = ()  # depth-alignment scale per written view
+    shifts: tuple[float, ...] = ()  # depth-alignment shift per written view
+    residuals: tuple[float, ...] = ()  # median relative depth error per view after the fit (NaN: no overlap)
+    warning: str | None = None  # one line when something was not as asked (alignment fell back, depth masked)
 
 
 @dataclass(frozen=True)

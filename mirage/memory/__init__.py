@@ -1,0 +1,147 @@
+"""Spatial memories: the 3D cache a chunk is read from and written back to.
+
+Two implementations share one interface (:class:`SpatialMemory`) so the pipeline and the benchmark can swap them:
+
+- :class:`LatentMemory` (``MemoryKind.LATENT``, mirage's design): VAE latent tokens in world space, splatted
+  straight into the latent grid of the target views;
+- :class:`RGBMemory` (``MemoryKind.RGB``, the baseline): coloured points rendered to pixels, then VAE-encoded.
+
+Build either with :func:`create_memory`; load a saved one with :func:`load_memory`. Design: ``docs/memory.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from mirage._check import check_shape
+from mirage.errors import InputError
+from mirage.memory.align import AlignMode, DepthFit, fit_depth
+from mirage.memory.latent import InitReport, LatentMemory
+from mirage.memory.rgb import RGBMemory
+from mirage.memory.splat import (
+    FootprintDepth,
+    MemoryConfig,
+    SplatMode,
+    VoxelWinner,
+    latent_frame_indices,
+    load_store,
+    splat_points,
+)
+from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
+
+
+@runtime_checkable
+class SpatialMemory(Protocol):
+    """What the pipeline needs from a memory (both kinds implement it)."""
+
+    kind: MemoryKind
+
+    def read(self, K: torch.Tensor, w2c: torch.Tensor) -> MemoryRead:
+        """K: (F, 3, 3) pixel intrinsics; w2c: (F, 4, 4) OpenCV -> latents (T, C, h, w), holes, depth (T, h, w)."""
+        ...
+
+    def write(self, frames: torch.Tensor, latents: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
+              c2w: torch.Tensor, region: torch.Tensor) -> WriteStats:
+        """frames (F, 3, H, W) [-1, 1]; latents (T, C, h, w); depth (F, H, W) raw; K (F, 3, 3); c2w (F, 4, 4);
+        region (F, H, W) or (T, h, w) bool."""
+        ...
+
+    def stats(self) -> MemoryStats: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+    def export_ply(self, path: str | Path, decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None: ...
+
+
+def create_memory(
+    kind: MemoryKind,
+    *,
+    image: torch.Tensor,
+    latents: torch.Tensor,
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    c2w: torch.Tensor,
+    stride: int,
+    temporal_stride: int,
+    config: MemoryConfig,
+    encode_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    model_id: str = "",
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> SpatialMemory:
+    """A memory of the input view.
+
+    Args:
+        kind: which memory (:class:`MemoryKind`).
+        image: (3, H, W) float in [-1, 1], the input image (the RGB memory's colours).
+        latents: (C, h, w) its VAE-normalised latents, ``H = h * stride`` (the latent memory's tokens; the RGB
+            memory only takes C from it).
+        depth: (H, W) z-depth in world units; NaN/inf/<=0 are masked and counted (``memory.init_report``).
+        K: (3, 3) pixel intrinsics of the image; c2w: (4, 4) camera-to-world of the input view, OpenCV.
+        stride, temporal_stride: the VAE's spatial and temporal strides (Wan: 8, 4).
+        config: :class:`MemoryConfig`.
+        encode_video: RGB memory only (required there): (F, 3, H, W) in [-1, 1] -> latents (T, C, h, w).
+        model_id: the latent space's model id, stored in saved files and checked on load.
+        dtype: latent dtype (default ``latents.dtype``); device: where the cloud lives (default ``latents.device``).
+    """
+    kind = MemoryKind(kind)
+    check_shape(image, (3, "H", "W"), "image")
+    check_shape(latents, ("C", "h", "w"), "latents")
+    if kind == MemoryKind.LATENT:
+        return LatentMemory.from_view(latents, depth, K, c2w, stride=stride, temporal_stride=temporal_stride,
+                                      config=config, model_id=model_id, dtype=dtype, device=device)
+    if encode_video is None:
+        raise InputError("memory rgb: needs an encode_video callable (the VAE encoder); pass encode_video=...")
+    return RGBMemory.from_view(image, depth, K, c2w, encode_video=encode_video, stride=stride,
+                               temporal_stride=temporal_stride, latent_channels=latents.shape[0], config=config,
+                               model_id=model_id, latent_dtype=dtype or latents.dtype,
+                               device=device if device is not None else latents.device)
+
+
+def load_memory(
+    path: str | Path,
+    *,
+    latent_channels: int | None = None,
+    stride: int | None = None,
+    temporal_stride: int | None = None,
+    model_id: str | None = None,
+    encode_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    device: torch.device | str = "cpu",
+) -> SpatialMemory:
+    """Load a saved memory of either kind (the kind is read from the file); arguments not None must match the
+    file's latent space (else :class:`~mirage.errors.MemoryFileError`). An RGB memory needs ``encode_video``."""
+    _, header = load_store(path, "cpu")
+    if header.get("kind") == MemoryKind.RGB.value:
+        if encode_video is None:
+            raise InputError(f"memory file {path}: an RGB memory needs encode_video to be loaded; pass the encoder")
+        return RGBMemory.load(path, encode_video=encode_video, latent_channels=latent_channels, stride=stride,
+                              temporal_stride=temporal_stride, model_id=model_id, device=device)
+    return LatentMemory.load(path, latent_channels=latent_channels, stride=stride, temporal_stride=temporal_stride,
+                             model_id=model_id, device=device)
+
+
+__all__ = [
+    "AlignMode",
+    "DepthFit",
+    "FootprintDepth",
+    "InitReport",
+    "LatentMemory",
+    "MemoryConfig",
+    "MemoryKind",
+    "MemoryRead",
+    "MemoryStats",
+    "RGBMemory",
+    "SpatialMemory",
+    "SplatMode",
+    "VoxelWinner",
+    "WriteStats",
+    "create_memory",
+    "fit_depth",
+    "latent_frame_indices",
+    "load_memory",
+    "splat_points",
+]

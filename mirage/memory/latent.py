@@ -1,0 +1,403 @@
+"""The latent spatial memory: one 3D token per latent cell, splatted straight into the latent grid of target views.
+
+Init: the input image's VAE latents (C, h, w) and its depth (H, W). Token (i, j) takes the depth of its
+stride x stride pixel footprint (:class:`~mirage.memory.splat.FootprintDepth`) and sits at the latent cell centre
+``stride * j + (stride - 1) / 2`` (``intrinsics_to_latent``), back-projected with the frame-0 camera.
+
+Read: the tokens are splatted (bilinear, soft z-buffer, :func:`~mirage.memory.splat.splat_points`) into the
+latent grid of every *latent* frame of a chunk at once. Write: generated latent frames add tokens where content was
+newly revealed, after their depth has been aligned to the memory (:mod:`mirage.memory.align`); voxel
+de-duplication and a token budget keep the cloud bounded. See ``docs/memory.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mirage._check import check_shape
+from mirage.camera import check_poses, intrinsics_to_latent, invert_rigid
+from mirage.errors import InputError, MemoryFileError
+from mirage.memory.align import fit_depth
+from mirage.memory.splat import (
+    MemoryConfig,
+    PointStore,
+    Splat,
+    check_header,
+    check_intrinsics,
+    footprint_depth,
+    grid_to_world,
+    invalid_depth,
+    latent_frame_indices,
+    load_store,
+    pool_any,
+    save_store,
+    splat_points,
+    to_uint8,
+    write_ply,
+)
+from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
+
+logger = logging.getLogger("mirage")
+
+
+@dataclass(frozen=True)
+class InitReport:
+    """What building a memory from the first view did.
+
+    Attributes:
+        tokens: tokens stored.
+        invalid_pixels: depth pixels that were NaN, inf or <= 0 (ignored).
+        rejected_tokens: tokens not stored because no pixel of their footprint had a valid depth.
+        voxel_size: the de-duplication voxel in world units (resolved when the config said auto).
+        warning: one line when something was masked out, else None.
+    """
+
+    tokens: int
+    invalid_pixels: int
+    rejected_tokens: int
+    voxel_size: float
+    warning: str | None = None
+
+
+class LatentMemory:
+    """Tokens of a latent space in world space (also the point store of :class:`~mirage.memory.rgb.RGBMemory`,
+    which composes one of these on the pixel grid: ``stride = 1``, colours as features).
+
+    Build it with :func:`mirage.memory.create_memory` or :meth:`from_view`; the constructor takes a ready store.
+
+    Attributes:
+        kind: :attr:`MemoryKind.LATENT`.
+        store: the points (xyz float32, features in the model dtype, birth).
+        stride: spatial stride of the token grid relative to the image (8 for Wan / TAESD).
+        temporal_stride: pixel frames per latent frame (4 for Wan, 1 for image VAEs).
+        image_size: (H, W) of the pixel grid the intrinsics refer to.
+        config: :class:`MemoryConfig`; voxel_size: the resolved voxel size.
+        init_report: :class:`InitReport` of the first view (None after :meth:`load`).
+    """
+
+    kind = MemoryKind.LATENT
+
+    def __init__(
+        self,
+        store: PointStore,
+        *,
+        stride: int,
+        temporal_stride: int,
+        image_size: tuple[int, int],
+        config: MemoryConfig,
+        voxel_size: float,
+        model_id: str = "",
+        writes: int = 0,
+        init_report: InitReport | None = None,
+    ):
+        self.store = store
+        self.stride = int(stride)
+        self.temporal_stride = int(temporal_stride)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.config = config
+        self.voxel_size = float(voxel_size)
+        self.model_id = model_id
+        self.writes = int(writes)
+        self.init_report = init_report
+
+    # ----------------------------------------------------------------------------------------------------------
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(h, w) of the token grid."""
+        return self.image_size[0] // self.stride, self.image_size[1] // self.stride
+
+    @property
+    def channels(self) -> int:
+        return int(self.store.features.shape[1])
+
+    @classmethod
+    def from_view(
+        cls,
+        latents: torch.Tensor,
+        depth: torch.Tensor,
+        K: torch.Tensor,
+        c2w: torch.Tensor,
+        *,
+        stride: int,
+        temporal_stride: int,
+        config: MemoryConfig,
+        model_id: str = "",
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> LatentMemory:
+        """A memory holding one token per cell of ``latents`` (tokens with no valid depth are left out and counted).
+
+        Args:
+            latents: (C, h, w) VAE-normalised latents of the input image (or colours, C=3, stride 1).
+            depth: (H, W) z-depth in world units (metres where known), ``H = h * stride``; NaN/inf/<=0 are masked.
+            K: (3, 3) pixel intrinsics of the (H, W) image.
+            c2w: (4, 4) camera-to-world of the input view, OpenCV axes.
+            stride, temporal_stride: the VAE's strides.
+            config: :class:`MemoryConfig`.
+            dtype: feature dtype (default: ``latents.dtype``); positions are always float32.
+            device: where the cloud lives (default: ``latents.device``).
+        """
+        check_shape(latents, ("C", "h", "w"), "latents")
+        check_shape(depth, ("H", "W"), "depth")
+        if stride < 1:
+            raise InputError(f"stride: {stride} must be >= 1")
+        C, h, w = latents.shape
+        H, W = depth.shape
+        if (H, W) != (h * stride, w * stride):
+            raise InputError(
+                f"depth: size {W}x{H} does not match latents {w}x{h} at stride {stride} "
+                f"(expected {w * stride}x{h * stride}); resize the depth map to the image"
+            )
+        check_intrinsics(K, H, W, "K")
+        check_shape(c2w, (4, 4), "c2w")
+        check_poses(c2w[None].double(), "c2w")
+        device = torch.device(device) if device is not None else latents.device
+        dtype = dtype or latents.dtype
+        depth = depth.to(device)
+        n_bad_px = int(invalid_depth(depth).sum())
+        d_grid = footprint_depth(depth[None], stride, config.footprint_depth)  # (1, h, w)
+        K_grid = intrinsics_to_latent(K.to(device).double(), stride).float()[None]  # (1, 3, 3)
+        c2w_ = c2w.to(device).float()[None]
+        ok = ~torch.isnan(d_grid.reshape(-1))  # (h*w,)
+        xyz = grid_to_world(d_grid, K_grid, c2w_)[0]  # (h*w, 3)
+        feats = latents.to(device).permute(1, 2, 0).reshape(-1, C)  # (h*w, C)
+        n_rej = int((~ok).sum())
+        if not bool(ok.any()):
+            raise InputError("depth: no valid value (all NaN, inf or <= 0); pass a depth map with positive depths")
+        if config.voxel_size is None:
+            voxel = float(d_grid.reshape(-1)[ok].median()) / float(K_grid[0, 0, 0])
+        else:
+            voxel = float(config.voxel_size)
+        store = PointStore(xyz[ok].float(), feats[ok].to(dtype), torch.zeros(int(ok.sum()), dtype=torch.long, device=device))
+        warning = None
+        if n_bad_px:
+            warning = (
+                f"depth: {n_bad_px} pixel(s) were NaN, inf or <= 0 and were ignored; "
+                f"{n_rej} token(s) had no valid depth and were not stored"
+            )
+            logger.warning(warning)
+        report = InitReport(len(store), n_bad_px, n_rej, voxel, warning)
+        mem = cls(store, stride=stride, temporal_stride=temporal_stride, image_size=(H, W), config=config,
+                  voxel_size=voxel, model_id=model_id, init_report=report)
+        mem.store.trim(config.max_tokens)
+        return mem
+
+    # ----------------------------------------------------------------------------------------------------------
+    def render_grid(self, K_grid: torch.Tensor, w2c: torch.Tensor, *, features: bool = True) -> Splat:
+        """Splat the store into B cameras on the token grid. ``K_grid``: (B, 3, 3) token-grid intrinsics;
+        ``w2c``: (B, 4, 4). No host sync. Returns :class:`Splat` with (B, C, h, w) float32 features."""
+        h, w = self.grid_size
+        dev = self.store.xyz.device
+        c = self.config
+        return splat_points(
+            self.store.xyz, self.store.features if features else None, K_grid.to(dev).float(), w2c.to(dev).float(),
+            h, w, mode=c.splat, depth_tolerance=c.depth_tolerance, min_coverage=c.min_coverage, near=c.near,
+        )
+
+    def read(self, K: torch.Tensor, w2c: torch.Tensor) -> MemoryRead:
+        """The memory seen from the latent frames of a chunk. No host sync (poses are not validated here: a
+        non-finite pose renders as all holes).
+
+        Args:
+            K: (F, 3, 3) pixel intrinsics of the (H, W) image grid.
+            w2c: (F, 4, 4) world-to-camera, OpenCV; F = ``temporal_stride * k + 1`` pixel frames.
+        Returns:
+            :class:`MemoryRead` with latents (T, C, h, w) in the store's dtype (0 in holes), holes (T, h, w) bool,
+            depth (T, h, w) float32 (0 in holes); T = len(latent_frame_indices(F, temporal_stride)).
+        """
+        check_shape(K, ("F", 3, 3), "K")
+        check_shape(w2c, (K.shape[0], 4, 4), "w2c")
+        idx = torch.tensor(latent_frame_indices(K.shape[0], self.temporal_stride), device=K.device)
+        K_grid = intrinsics_to_latent(K[idx].float(), self.stride)
+        sp = self.render_grid(K_grid, w2c.to(K.device)[idx])
+        return MemoryRead(latents=sp.features.to(self.store.features.dtype), holes=sp.holes, depth=sp.depth)
+
+    # ----------------------------------------------------------------------------------------------------------
+    def write(
+        self,
+        frames: torch.Tensor,
+        latents: torch.Tensor,
+        depth: torch.Tensor,
+        K: torch.Tensor,
+        c2w: torch.Tensor,
+        region: torch.Tensor,
+    ) -> WriteStats:
+        """Add the tokens of newly revealed regions of a generated chunk (uses its latent frames).
+
+        Args:
+            frames: (F, 3, H, W) decoded pixels in [-1, 1] (shape-checked only; the latent memory stores latents).
+            latents: (T, C, h, w) latents of the chunk, T = len(latent_frame_indices(F, temporal_stride)).
+            depth: (F, H, W) RAW depth-model output of the pixel frames (aligned to the memory here).
+            K: (F, 3, 3) pixel intrinsics; c2w: (F, 4, 4) camera-to-world, OpenCV.
+            region: (F, H, W) or (T, h, w) bool, where content is newly revealed (a latent cell is in the region
+                when any of its pixels is).
+        Returns:
+            :class:`WriteStats`.
+        """
+        F = depth.shape[0] if depth.ndim == 3 else -1
+        H, W = self.image_size
+        h, w = self.grid_size
+        check_shape(depth, ("F", H, W), "depth")
+        check_shape(frames, (F, 3, H, W), "frames")
+        idx = latent_frame_indices(F, self.temporal_stride)
+        T = len(idx)
+        check_shape(latents, (T, self.channels, h, w), "latents")
+        check_shape(K, (F, 3, 3), "K")
+        check_shape(c2w, (F, 4, 4), "c2w")
+        if tuple(region.shape) == (F, H, W):
+            region_grid = pool_any(region[idx].bool(), self.stride)
+        elif tuple(region.shape) == (T, h, w):
+            region_grid = region.bool()
+        else:
+            raise InputError(f"region: expected shape {(F, H, W)} or {(T, h, w)}, got {tuple(region.shape)}")
+        return self.integrate_views(latents, depth[idx], K[idx], c2w[idx], region_grid)
+
+    def integrate_views(
+        self,
+        features_grid: torch.Tensor,
+        depth_raw: torch.Tensor,
+        K: torch.Tensor,
+        c2w: torch.Tensor,
+        region_grid: torch.Tensor,
+    ) -> WriteStats:
+        """Write B views into the store (shared by both memories; may sync, runs once per chunk).
+
+        1. the raw depth of each view is pooled to the token grid (footprint depth) and fitted to the memory's
+           rendered depth where the memory is not a hole (:func:`~mirage.memory.align.fit_depth`, one fit per view);
+        2. views are added in order: view 0 adds every cell of its region; view b > 0 adds the cells of its region
+           that are *still* holes after views < b were added (consecutive poses do not add the same surface twice);
+        3. candidates go through voxel de-duplication (:meth:`PointStore.merge`), then the token budget is applied.
+
+        Args:
+            features_grid: (B, C, h, w) features of the views on the token grid.
+            depth_raw: (B, H, W) raw depth; K: (B, 3, 3) pixel intrinsics; c2w: (B, 4, 4).
+            region_grid: (B, h, w) bool.
+        """
+        B = features_grid.shape[0]
+        H, W = self.image_size
+        check_intrinsics(K, H, W, "K")
+        check_poses(c2w.double().cpu(), "c2w")
+        dev = self.store.xyz.device
+        c = self.config
+        C = self.channels
+        K_grid = intrinsics_to_latent(K.to(dev).double(), self.stride).float()  # (B, 3, 3)
+        c2w = c2w.to(dev).float()
+        w2c = invert_rigid(c2w.double()).float()
+        region_grid = region_grid.to(dev)
+        raw = footprint_depth(depth_raw.to(dev), self.stride, c.footprint_depth)  # (B, h, w), NaN invalid
+        ref = self.render_grid(K_grid, w2c, features=False)
+        fits = [
+            fit_depth(raw[b], ref.depth[b], ~ref.holes[b], mode=c.align, min_valid=c.align_min_valid, trim=c.align_trim)
+            for b in range(B)
+        ]
+        aligned = torch.stack([f.apply(raw[b]) for b, f in enumerate(fits)])  # (B, h, w)
+        warnings = [f"view {b}: {f.warning}" for b, f in enumerate(fits) if f.warning]
+        self.writes += 1
+        added = merged = replaced = rejected = 0
+        feats = features_grid.to(dev).permute(0, 2, 3, 1).reshape(B, -1, C)  # (B, h*w, C)
+        for b in range(B):
+            cand = region_grid[b]
+            if b > 0:
+                cand = cand & self.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False).holes[0]
+            bad = invalid_depth(aligned[b])
+            rejected += int((cand & bad).sum())
+            m = (cand & ~bad).reshape(-1)  # (h*w,)
+            xyz = grid_to_world(aligned[b : b + 1], K_grid[b : b + 1], c2w[b : b + 1])[0]  # (h*w, 3)
+            counts = self.store.merge(xyz[m], feats[b][m], self.writes, self.voxel_size, c.voxel_winner)
+            added, merged, replaced = added + counts.added, merged + counts.merged, replaced + counts.replaced
+        over = self.store.trim(c.max_tokens)
+        if rejected:
+            warnings.append(f"{rejected} revealed cell(s) had no valid depth and were not stored")
+        warning = "; ".join(warnings) if warnings else None
+        if warning:
+            logger.warning("memory write: %s", warning)
+        return WriteStats(
+            added=added, merged=merged, dropped=over + rejected, tokens=len(self.store), bytes=self.store.nbytes,
+            rejected=rejected, replaced=replaced,
+            scales=tuple(f.scale for f in fits), shifts=tuple(f.shift for f in fits),
+            residuals=tuple(f.residual for f in fits), warning=warning,
+        )
+
+    # ----------------------------------------------------------------------------------------------------------
+    def stats(self) -> MemoryStats:
+        lo, hi = self.store.bounds()
+        return MemoryStats(tokens=len(self.store), bytes=self.store.nbytes, bounds_min=lo, bounds_max=hi)
+
+    def header(self) -> dict[str, Any]:
+        """The JSON header of a saved file (format and version are added by the writer)."""
+        return {
+            "kind": self.kind.value,
+            "latent_channels": self.channels,
+            "stride": self.stride,
+            "temporal_stride": self.temporal_stride,
+            "model_id": self.model_id,
+            "image_size": list(self.image_size),
+            "voxel_size": self.voxel_size,
+            "writes": self.writes,
+            "config": self.config.to_dict(),
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the memory as safetensors + JSON header, atomically (see ``docs/memory.md``)."""
+        save_store(path, self.store, self.header())
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        latent_channels: int | None = None,
+        stride: int | None = None,
+        temporal_stride: int | None = None,
+        model_id: str | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> LatentMemory:
+        """Load a file written by :meth:`save`. The expected latent space (any argument not None) must match the
+        file's, else :class:`MemoryFileError`; a corrupt file is a :class:`MemoryFileError` too."""
+        store, header = load_store(path, device)
+        check_header(header, path, {"kind": cls.kind.value, "latent_channels": latent_channels, "stride": stride,
+                                    "temporal_stride": temporal_stride, "model_id": model_id})
+        try:
+            config = MemoryConfig.from_dict(header["config"], where=f"memory file {path}")
+            mem = cls(store, stride=header["stride"], temporal_stride=header["temporal_stride"],
+                      image_size=tuple(header["image_size"]), config=config, voxel_size=header["voxel_size"],
+                      model_id=header["model_id"], writes=header["writes"])
+        except (KeyError, TypeError, InputError) as e:
+            raise MemoryFileError(f"memory file {path}: header is incomplete or invalid ({e}); the file is corrupt") from None
+        if mem.store.features.shape[1] != header.get("latent_channels"):
+            raise MemoryFileError(f"memory file {path}: feature channels disagree with the header; the file is corrupt")
+        if dtype is not None:
+            mem.store.features = mem.store.features.to(dtype)
+        return mem
+
+    def export_ply(self, path: str | Path, decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Write the tokens as a coloured binary .ply for point-cloud viewers.
+
+        Colours: with ``decode``, each token is decoded on its own: ``decode(latents (n, C, 1, 1)) -> rgb (n, 3, ...)``
+        in [-1, 1], averaged over its spatial dims (batches of 4096 tokens). Without it, the first three latent
+        channels are min-max normalised to false colours (a debugging view, logged as such).
+        """
+        feats = self.store.features
+        if decode is not None:
+            cols = []
+            for i in range(0, feats.shape[0], 4096):
+                out = decode(feats[i : i + 4096, :, None, None])
+                if out.ndim < 2 or out.shape[0] != feats[i : i + 4096].shape[0] or out.shape[1] != 3:
+                    raise InputError(f"export_ply decode: returned shape {tuple(out.shape)}, expected (n, 3, ...)")
+                cols.append(out.float().reshape(out.shape[0], 3, -1).mean(-1))
+            rgb = to_uint8(torch.cat(cols)) if cols else torch.zeros(0, 3, dtype=torch.uint8)
+        else:
+            logger.info("export_ply: no decoder given; colouring tokens by their first 3 latent channels")
+            f = feats[:, :3].float()
+            if f.shape[1] < 3:
+                f = torch.cat([f, f[:, :1].expand(-1, 3 - f.shape[1])], dim=1)
+            lo, hi = f.amin(0, keepdim=True), f.amax(0, keepdim=True)
+            rgb = to_uint8((f - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1)
+        write_ply(path, self.store.xyz, rgb)

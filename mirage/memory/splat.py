@@ -1,0 +1,535 @@
+"""Shared machinery of both spatial memories: configuration, projection + z-buffer splatting, footprint depth,
+the bounded point store (voxel de-duplication, token budget) and the file format.
+
+Everything here is a pure function on tensors or a small container, used by :mod:`mirage.memory.latent` (tokens
+on the VAE's latent grid) and :mod:`mirage.memory.rgb` (coloured points on the pixel grid); the two differ only in
+the grid they splat on and in what they do with the result. See ``docs/memory.md`` for the design.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mirage._check import check_shape
+from mirage.camera import pixel_grid, project_cam_to_pixels, transform_points, unproject_to_cam
+from mirage.errors import InputError, MemoryFileError
+from mirage.io import atomic_path
+from mirage.memory.align import AlignMode
+
+logger = logging.getLogger("mirage")
+
+MEMORY_FILE_FORMAT = "mirage-memory"
+MEMORY_FILE_VERSION = 1
+_SNAP = 1e-3  # projected positions within this many cells of a cell centre snap onto it (float noise)
+
+
+class SplatMode(str, Enum):
+    """How a projected point spreads onto the target grid."""
+
+    NEAREST = "nearest"  # the one cell whose centre is nearest
+    BILINEAR = "bilinear"  # the 4 surrounding cells with bilinear weights (default)
+
+
+class FootprintDepth(str, Enum):
+    """Which depth a token takes from the stride x stride pixels of depth under it."""
+
+    MEDIAN = "median"  # the (lower) median of the valid pixels: the majority surface (default)
+    MIN = "min"  # the nearest valid pixel: fattens foreground at depth edges
+
+
+class VoxelWinner(str, Enum):
+    """Which token survives when a new one lands in an occupied voxel."""
+
+    EXISTING = "existing"  # the stored one (older = closer to the real input image) wins (default)
+    NEWEST = "newest"  # the new one replaces every stored token of that voxel
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Settings of a spatial memory (both kinds). Serialised into saved memory files."""
+
+    voxel_size: float | None = None  # world units; None = auto: median init depth / focal length of the memory's grid
+    max_tokens: int = 1_000_000  # token budget; the oldest tokens are dropped beyond it (~52 MB at C=16 bf16)
+    footprint_depth: FootprintDepth = FootprintDepth.MEDIAN  # median: a token sits on the surface it mostly shows
+    splat: SplatMode = SplatMode.BILINEAR  # bilinear: sub-cell motion is visible, a half-cell shift averages
+    depth_tolerance: float = 0.05  # soft z-test: accept z <= zmin * (1 + tol) (5% covers slanted surfaces)
+    min_coverage: float = 0.25  # a cell is a hole when the accepted bilinear weight is below this; also the weight
+    #                             a token needs on a cell to claim its z-buffer (weaker ones only blend in)
+    near: float = 1e-3  # world units; points nearer than this to the camera plane are not drawn
+    align: AlignMode = AlignMode.SCALE  # depth fit of written frames to the memory (see mirage.memory.align)
+    align_min_valid: int = 32  # grid cells of overlap the depth fit needs, else scale 1 and a warning
+    align_trim: float = 0.2  # fraction of outlier cells the depth fit drops
+    voxel_winner: VoxelWinner = VoxelWinner.EXISTING  # see VoxelWinner
+    phases: int = 1  # polyphase memory (sub-stride offsets per axis); only 1 is implemented
+
+    def __post_init__(self) -> None:
+        if self.voxel_size is not None and not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
+            raise InputError(f"memory voxel_size: {self.voxel_size} must be positive and finite, or None for auto")
+        if int(self.max_tokens) < 1:
+            raise InputError(f"memory max_tokens: {self.max_tokens} must be >= 1")
+        if not (math.isfinite(self.depth_tolerance) and self.depth_tolerance >= 0):
+            raise InputError(f"memory depth_tolerance: {self.depth_tolerance} must be >= 0 (a relative band)")
+        if not 0.0 < self.min_coverage <= 1.0:
+            raise InputError(f"memory min_coverage: {self.min_coverage} must be in (0, 1]")
+        if not (math.isfinite(self.near) and self.near > 0):
+            raise InputError(f"memory near: {self.near} must be positive")
+        if not 0.0 <= self.align_trim <= 0.9:
+            raise InputError(f"memory align_trim: {self.align_trim} must be in [0, 0.9]")
+        if self.phases != 1:
+            raise InputError(f"memory phases: {self.phases} is not supported yet; use phases=1")
+        for name, enum in (("footprint_depth", FootprintDepth), ("splat", SplatMode), ("align", AlignMode),
+                           ("voxel_winner", VoxelWinner)):
+            value = getattr(self, name)
+            if not isinstance(value, enum):
+                try:
+                    object.__setattr__(self, name, enum(value))
+                except ValueError:
+                    valid = ", ".join(m.value for m in enum)
+                    raise InputError(f"memory {name}: {value!r} is not one of {valid}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (enums as their values)."""
+        return {f.name: (v.value if isinstance(v := getattr(self, f.name), Enum) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "memory config") -> MemoryConfig:
+        """Inverse of :meth:`to_dict`; an unknown key is an :class:`InputError` naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(names))}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# frames
+
+
+def latent_frame_indices(num_frames: int, temporal_stride: int) -> list[int]:
+    """The pixel frame whose pose each latent frame is read/written at.
+
+    A causal video VAE (Wan: ``temporal_stride`` 4) maps pixel frame 0 to latent frame 0 and each following group
+    of ``temporal_stride`` pixel frames to one latent frame. Latent frame ``t > 0`` uses the pose of the *last*
+    pixel frame of its group, ``temporal_stride * t`` (the group's content is mostly settled there, and the last
+    frame of the chunk gets a latent frame of its own pose). ``temporal_stride = 1`` means every frame.
+
+    Args:
+        num_frames: pixel frames F; must be ``temporal_stride * k + 1``.
+        temporal_stride: pixel frames per latent frame (>= 1).
+    Returns:
+        T = (F - 1) // temporal_stride + 1 indices into the pixel frames, ``[0, ts, 2 ts, ..., F - 1]``.
+    """
+    if temporal_stride < 1:
+        raise InputError(f"temporal_stride: {temporal_stride} must be >= 1")
+    if num_frames < 1 or (num_frames - 1) % temporal_stride:
+        raise InputError(
+            f"frames: {num_frames} pixel frames do not form whole latent frames with temporal stride "
+            f"{temporal_stride}; pass {temporal_stride}*k+1 frames"
+        )
+    return list(range(0, num_frames, temporal_stride))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# splatting
+
+
+@dataclass
+class Splat:
+    """A rendered view of a point set (one per target camera).
+
+    Attributes:
+        features: (B, C, H, W) float32 weighted mean of the accepted points' features, 0 in holes (None when
+            rendering depth only).
+        coverage: (B, H, W) float32, sum of the accepted bilinear weights.
+        depth: (B, H, W) float32, z of the nearest surface (the hard z-buffer winner), 0 in holes.
+        holes: (B, H, W) bool, ``coverage < min_coverage``.
+    """
+
+    features: torch.Tensor | None
+    coverage: torch.Tensor
+    depth: torch.Tensor
+    holes: torch.Tensor
+
+
+def splat_points(
+    xyz_world: torch.Tensor,
+    features: torch.Tensor | None,
+    K: torch.Tensor,
+    w2c: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    mode: SplatMode = SplatMode.BILINEAR,
+    depth_tolerance: float = 0.05,
+    min_coverage: float = 0.25,
+    near: float = 1e-3,
+    valid: torch.Tensor | None = None,
+) -> Splat:
+    """Render points into B cameras at once with a deterministic soft z-buffer. No host sync, fixed shapes.
+
+    1. project every point into every camera; each point contributes to 1 (nearest) or 4 (bilinear) cells with
+       weight ``w``; contributions outside the image, behind ``near`` or with ``w == 0`` go to a dummy cell;
+    2. z-buffer: ``zmin`` per cell = ``scatter_reduce(amin)`` of the depths of contributions with
+       ``w >= min_coverage`` (a point must cover a good part of a cell to occlude it); cells that only weak
+       contributions reach use the amin over all of them. amin is exact, so ``zmin`` (and ``depth``) do not depend on
+       the order of the points;
+    3. soft depth test: a contribution is accepted when ``z <= zmin * (1 + depth_tolerance)`` (nearer weak ones blend
+       in: antialiased edges); accepted weights and weighted features are summed with ``index_add_`` (order-independent
+       up to float rounding) and the features normalised by the weight sum.
+
+    Args:
+        xyz_world: (N, 3) float world points.
+        features: (N, C) any float dtype, or None to render depth/coverage only.
+        K: (B, 3, 3) intrinsics of the target grid (height x width), pixel-centre convention.
+        w2c: (B, 4, 4) world-to-camera, OpenCV. Non-finite poses render as all holes (no error, no sync).
+        height, width: target grid size.
+        mode, depth_tolerance, min_coverage, near: see :class:`MemoryConfig`.
+        valid: optional (N,) bool; False points are not drawn.
+    Returns:
+        :class:`Splat` on the points' device.
+    """
+    check_shape(xyz_world, ("N", 3), "xyz_world")
+    N = xyz_world.shape[0]
+    check_shape(K, ("B", 3, 3), "K")
+    B = K.shape[0]
+    check_shape(w2c, (B, 4, 4), "w2c")
+    if features is not None:
+        check_shape(features, (N, "C"), "features")
+    if valid is not None:
+        check_shape(valid, (N,), "valid")
+    HW = height * width
+    dev = xyz_world.device
+    xyz_cam = transform_points(w2c.float(), xyz_world.float())  # (B, N, 3)
+    uv, z = project_cam_to_pixels(xyz_cam, K.float())  # (B, N, 2), (B, N)
+    finite = torch.isfinite(uv).all(-1) & torch.isfinite(z)  # (B, N)
+    uv = uv.nan_to_num(nan=-4.0, posinf=-4.0, neginf=-4.0).clamp(-4.0, float(max(height, width) + 4))
+    r = torch.round(uv)
+    uv = torch.where((uv - r).abs() < _SNAP, r, uv)  # exact cell centres stay exact (identity reads are exact)
+    if mode == SplatMode.NEAREST:
+        corner = torch.floor(uv + 0.5)[:, :, None, :]  # (B, N, 1, 2)
+        w = torch.ones(corner.shape[:-1], dtype=torch.float32, device=dev)  # (B, N, 1)
+    else:
+        base = torch.floor(uv)
+        frac = uv - base  # (B, N, 2) in [0, 1)
+        off = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], device=dev)  # (4, 2)
+        corner = base[:, :, None, :] + off  # (B, N, 4, 2)
+        wxy = torch.where(off.bool(), frac[:, :, None, :], 1.0 - frac[:, :, None, :])  # (B, N, 4, 2)
+        w = wxy[..., 0] * wxy[..., 1]  # (B, N, 4)
+    cu, cv = corner[..., 0], corner[..., 1]
+    ok = (
+        (finite & (z > near))[..., None]
+        & (w > 0)
+        & (cu >= 0) & (cu <= width - 1) & (cv >= 0) & (cv <= height - 1)
+    )  # (B, N, S)
+    if valid is not None:
+        ok = ok & valid[None, :, None]
+    b = torch.arange(B, device=dev)[:, None, None]
+    flat = b * HW + cv.long().clamp(0, height - 1) * width + cu.long().clamp(0, width - 1)  # (B, N, S)
+    flat = torch.where(ok, flat, torch.full_like(flat, B * HW))  # dummy cell B*HW
+    zc = z[..., None].expand_as(w)  # (B, N, S)
+    inf = torch.full((B * HW + 1,), float("inf"), dtype=torch.float32, device=dev)
+    z_all = inf.scatter_reduce(0, flat.reshape(-1), torch.where(ok, zc, float("inf")).reshape(-1), "amin")
+    strong = ok & (w >= min_coverage)
+    z_strong = inf.scatter_reduce(0, flat.reshape(-1), torch.where(strong, zc, float("inf")).reshape(-1), "amin")
+    zmin = torch.where(torch.isinf(z_strong), z_all, z_strong)  # (B*HW + 1,)
+    accept = ok & (zc <= zmin[flat] * (1.0 + depth_tolerance))  # (B, N, S)
+    wa = torch.where(accept, w, 0.0)
+    cov = torch.zeros(B * HW + 1, dtype=torch.float32, device=dev).index_add_(0, flat.reshape(-1), wa.reshape(-1))
+    holes = cov[:-1] < min_coverage  # (B*HW,)
+    depth = torch.where(holes, 0.0, zmin[:-1])
+    feats_out = None
+    if features is not None:
+        C = features.shape[1]
+        f32 = features.float()
+        acc = torch.zeros(B * HW + 1, C, dtype=torch.float32, device=dev)
+        for s in range(w.shape[-1]):  # 1 or 4 corners: bounds the peak memory to B*N*C
+            contrib = wa[:, :, s, None] * f32[None]  # (B, N, C)
+            acc.index_add_(0, flat[:, :, s].reshape(-1), contrib.reshape(-1, C))
+        mean = acc[:-1] / cov[:-1, None].clamp_min(1e-12)  # (B*HW, C)
+        mean = torch.where(holes[:, None], 0.0, mean)
+        feats_out = mean.reshape(B, height, width, C).permute(0, 3, 1, 2)  # (B, C, H, W)
+    return Splat(
+        features=feats_out,
+        coverage=cov[:-1].reshape(B, height, width),
+        depth=depth.reshape(B, height, width),
+        holes=holes.reshape(B, height, width),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# depth -> points
+
+
+def invalid_depth(depth: torch.Tensor) -> torch.Tensor:
+    """True where a depth value cannot be used (NaN, inf, <= 0). Same shape, bool."""
+    return ~(torch.isfinite(depth) & (depth > 0))
+
+
+def footprint_depth(depth: torch.Tensor, stride: int, mode: FootprintDepth = FootprintDepth.MEDIAN) -> torch.Tensor:
+    """Per-token depth from the stride x stride pixels under each token.
+
+    Args:
+        depth: (B, H, W) float z-depth; NaN/inf/<=0 pixels are ignored.
+        stride: spatial stride of the token grid (H and W must be multiples of it; 1 = per pixel).
+        mode: see :class:`FootprintDepth`.
+    Returns:
+        (B, H // stride, W // stride) float32 depth, NaN where no pixel of the footprint is valid.
+    """
+    B, H, W = depth.shape
+    if H % stride or W % stride:
+        raise InputError(f"depth: size {W}x{H} is not a multiple of the latent stride {stride}; resize to a multiple")
+    d = torch.where(invalid_depth(depth), float("nan"), depth.float())
+    if stride == 1:
+        return d
+    h, w = H // stride, W // stride
+    blocks = d.reshape(B, h, stride, w, stride).permute(0, 1, 3, 2, 4).reshape(B, h, w, stride * stride)
+    if mode == FootprintDepth.MIN:
+        m = torch.where(torch.isnan(blocks), float("inf"), blocks).amin(-1)
+        return torch.where(torch.isinf(m), float("nan"), m)
+    return blocks.nanmedian(dim=-1).values
+
+
+def grid_to_world(depth_grid: torch.Tensor, K_grid: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """Back-project every cell centre of a grid to world space.
+
+    Args:
+        depth_grid: (B, h, w) float32 z-depth (NaN allowed; gives NaN points).
+        K_grid: (B, 3, 3) intrinsics of that grid.
+        c2w: (B, 4, 4) camera-to-world.
+    Returns:
+        xyz_world: (B, h * w, 3) float32, row-major cells.
+    """
+    B, h, w = depth_grid.shape
+    uv = pixel_grid(h, w, device=depth_grid.device).reshape(1, -1, 2).expand(B, -1, -1)  # (B, h*w, 2)
+    xyz_cam = unproject_to_cam(uv, depth_grid.reshape(B, -1).float(), K_grid.float())  # (B, h*w, 3)
+    return transform_points(c2w.float(), xyz_cam)
+
+
+def pool_any(mask: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, H, W) bool -> (B, H/stride, W/stride): True where any pixel of the block is True."""
+    if stride == 1:
+        return mask
+    B, H, W = mask.shape
+    return mask.reshape(B, H // stride, stride, W // stride, stride).any(dim=4).any(dim=2)
+
+
+def check_intrinsics(K: torch.Tensor, height: int, width: int, name: str) -> None:
+    """Raise :class:`InputError` unless ``K`` (..., 3, 3) is finite with positive focals and a principal point
+    within a quarter image of the image (pixel-centre convention) of a ``width`` x ``height`` image."""
+    if K.ndim < 2 or K.shape[-2:] != (3, 3):
+        raise InputError(f"{name}: expected intrinsics of shape (3, 3), got {tuple(K.shape)}")
+    if not bool(torch.isfinite(K).all()):
+        raise InputError(f"{name}: intrinsics hold NaN or inf; fix the camera")
+    if not bool((K[..., 0, 0] > 0).all() and (K[..., 1, 1] > 0).all()):
+        raise InputError(f"{name}: focal lengths must be positive")
+    cx, cy = K[..., 0, 2], K[..., 1, 2]
+    if not bool(((cx > -0.25 * width) & (cx < 1.25 * width) & (cy > -0.25 * height) & (cy < 1.25 * height)).all()):
+        raise InputError(
+            f"{name}: principal point ({float(cx.reshape(-1)[0]):.1f}, {float(cy.reshape(-1)[0]):.1f}) is far outside "
+            f"the {width}x{height} image; pass intrinsics in pixels of this image size"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the point store
+
+
+_KEY_BITS = 21
+_KEY_HALF = 1 << (_KEY_BITS - 1)
+
+
+def voxel_keys(xyz_world: torch.Tensor, voxel_size: float) -> torch.Tensor:
+    """One int64 key per point: its voxel (21 bits per axis, +-1M voxels around the origin; farther points clamp
+    onto the outermost voxel and a warning is logged). ``xyz_world``: (N, 3) float. Returns (N,) int64."""
+    q = torch.floor(xyz_world.double() / voxel_size)
+    if bool((q.abs() >= _KEY_HALF - 1).any()):
+        logger.warning("memory: some points lie more than %d voxels from the origin; they share edge voxels", _KEY_HALF)
+    q = q.clamp(-_KEY_HALF + 1, _KEY_HALF - 1).long() + _KEY_HALF  # (N, 3) in [1, 2^21)
+    return (q[:, 0] << (2 * _KEY_BITS)) | (q[:, 1] << _KEY_BITS) | q[:, 2]
+
+
+@dataclass
+class MergeCounts:
+    added: int  # candidates stored in a new voxel
+    merged: int  # candidates that met an occupied voxel (or another candidate's) and were folded into it
+    replaced: int  # stored tokens removed because a newer one took their voxel (VoxelWinner.NEWEST)
+
+
+@dataclass
+class PointStore:
+    """The cloud of a memory: positions, features and the write that made each point.
+
+    Attributes:
+        xyz: (N, 3) float32 world positions.
+        features: (N, C) model dtype (latent tokens) or float (RGB colours in [-1, 1]).
+        birth: (N,) int64, 0 for the init view, k for the k-th write (the token budget drops the smallest first).
+    """
+
+    xyz: torch.Tensor
+    features: torch.Tensor
+    birth: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.xyz.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.xyz, self.features, self.birth))
+
+    def merge(self, xyz: torch.Tensor, features: torch.Tensor, birth: int, voxel_size: float,
+              winner: VoxelWinner) -> MergeCounts:
+        """Add candidate points with voxel de-duplication (one new point per voxel).
+
+        Among candidates sharing a voxel the first (earliest frame, then row-major) is kept. A candidate whose voxel
+        already holds stored points is merged: with ``EXISTING`` it is discarded, with ``NEWEST`` it replaces them.
+        Stored points are never de-duplicated among themselves (the init view keeps every token).
+
+        Args:
+            xyz: (M, 3) float32; features: (M, C) (cast to the store's dtype); birth: the write index.
+        """
+        M = xyz.shape[0]
+        if M == 0:
+            return MergeCounts(0, 0, 0)
+        dev = self.xyz.device
+        k_new = voxel_keys(xyz, voxel_size)
+        uniq, inv = torch.unique(k_new, return_inverse=True)
+        first = torch.full((uniq.shape[0],), M, dtype=torch.long, device=dev).scatter_reduce(
+            0, inv, torch.arange(M, device=dev), "amin"
+        )
+        first = first.sort().values  # (U,) kept candidates in their original order
+        n_intra = M - int(first.shape[0])
+        k_kept = k_new[first]
+        k_old = voxel_keys(self.xyz, voxel_size) if len(self) else torch.empty(0, dtype=torch.long, device=dev)
+        occupied = torch.isin(k_kept, k_old)  # (U,)
+        n_occ = int(occupied.sum())
+        replaced = 0
+        if winner == VoxelWinner.EXISTING:
+            take = first[~occupied]
+        else:
+            gone = torch.isin(k_old, k_kept)
+            replaced = int(gone.sum())
+            self._keep(~gone)
+            take = first
+        self.xyz = torch.cat([self.xyz, xyz[take].float()])
+        self.features = torch.cat([self.features, features[take].to(self.features.dtype)])
+        self.birth = torch.cat([self.birth, torch.full((take.shape[0],), birth, dtype=torch.long, device=dev)])
+        added = int(take.shape[0]) - (n_occ if winner == VoxelWinner.NEWEST else 0)
+        return MergeCounts(added=added, merged=n_intra + n_occ, replaced=replaced)
+
+    def trim(self, max_tokens: int) -> int:
+        """Drop the oldest points (smallest ``birth``, then lowest index) beyond ``max_tokens``. Returns the count."""
+        extra = len(self) - max_tokens
+        if extra <= 0:
+            return 0
+        order = torch.argsort(self.birth, stable=True)
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.xyz.device)
+        keep[order[:extra]] = False
+        self._keep(keep)
+        return extra
+
+    def _keep(self, mask: torch.Tensor) -> None:
+        self.xyz, self.features, self.birth = self.xyz[mask], self.features[mask], self.birth[mask]
+
+    def bounds(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        if len(self) == 0:
+            nan = (float("nan"),) * 3
+            return nan, nan
+        lo, hi = self.xyz.amin(0).tolist(), self.xyz.amax(0).tolist()
+        return (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# files
+
+
+def save_store(path: str | Path, store: PointStore, header: dict[str, Any]) -> None:
+    """Write ``store`` as safetensors (``xyz``, ``features``, ``birth``) with ``header`` as JSON in the metadata
+    key ``"mirage"``, atomically (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    meta = {"format": MEMORY_FILE_FORMAT, "version": MEMORY_FILE_VERSION, **header}
+    tensors = {
+        "xyz": store.xyz.detach().contiguous().cpu(),
+        "features": store.features.detach().contiguous().cpu(),
+        "birth": store.birth.detach().contiguous().cpu(),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"mirage": json.dumps(meta)})
+
+
+def load_store(path: str | Path, device: torch.device | str = "cpu") -> tuple[PointStore, dict[str, Any]]:
+    """Read a file written by :func:`save_store`. Any unreadable/corrupt/foreign file -> :class:`MemoryFileError`."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MemoryFileError(f"memory file {path}: not found; pass a file written by memory.save()")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as e:  # safetensors raises several types for a damaged file
+        raise MemoryFileError(f"memory file {path}: cannot be read ({type(e).__name__}); the file is corrupt") from None
+    try:
+        header = json.loads(meta["mirage"])
+    except (KeyError, json.JSONDecodeError):
+        raise MemoryFileError(f"memory file {path}: no mirage header; it was not written by memory.save()") from None
+    if header.get("format") != MEMORY_FILE_FORMAT or header.get("version") != MEMORY_FILE_VERSION:
+        raise MemoryFileError(
+            f"memory file {path}: format {header.get('format')!r} v{header.get('version')} is not "
+            f"{MEMORY_FILE_FORMAT!r} v{MEMORY_FILE_VERSION}; re-create the memory with this version"
+        )
+    missing = {"xyz", "features", "birth"} - set(tensors)
+    if missing:
+        raise MemoryFileError(f"memory file {path}: tensor(s) {', '.join(sorted(missing))} missing; the file is corrupt")
+    xyz, feats, birth = tensors["xyz"], tensors["features"], tensors["birth"]
+    n = xyz.shape[0]
+    if xyz.shape != (n, 3) or feats.ndim != 2 or feats.shape[0] != n or birth.shape != (n,):
+        raise MemoryFileError(f"memory file {path}: tensor shapes disagree; the file is corrupt")
+    return PointStore(xyz.to(device), feats.to(device), birth.to(device)), header
+
+
+def check_header(header: dict[str, Any], path: str | Path, expect: dict[str, Any]) -> None:
+    """Raise :class:`MemoryFileError` when a file's latent space differs from what the caller expects
+    (keys whose expected value is None are not checked)."""
+    for key, want in expect.items():
+        if want is None:
+            continue
+        got = header.get(key)
+        if got != want:
+            raise MemoryFileError(
+                f"memory file {path}: {key} is {got!r}, this run needs {want!r}; the memory was made for another "
+                "latent space: re-create it with this model"
+            )
+
+
+def write_ply(path: str | Path, xyz: torch.Tensor, rgb_uint8: torch.Tensor) -> None:
+    """Binary little-endian .ply of coloured points, atomically. ``xyz``: (N, 3) float; ``rgb_uint8``: (N, 3) uint8."""
+    n = int(xyz.shape[0])
+    arr = np.empty(n, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    p = xyz.detach().float().cpu().numpy()
+    c = rgb_uint8.detach().cpu().numpy()
+    arr["x"], arr["y"], arr["z"] = p[:, 0], p[:, 1], p[:, 2]
+    arr["r"], arr["g"], arr["b"] = c[:, 0], c[:, 1], c[:, 2]
+    head = (
+        "ply\nformat binary_little_endian 1.0\n"
+        f"element vertex {n}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(head.encode("ascii") + arr.tobytes())
+
+
+def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """Colours in [-1, 1] (any shape) -> uint8 in [0, 255]."""
+    return ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
