@@ -47,7 +47,12 @@ class SpatialMemory(Protocol):
     def write(self, frames: torch.Tensor, latents: torch.Tensor, depth: torch.Tensor, K: torch.Tensor,
               c2w: torch.Tensor, region: torch.Tensor) -> WriteStats:
         """frames (F, 3, H, W) [-1, 1]; latents (T, C, h, w); depth (F, H, W) raw; K (F, 3, 3); c2w (F, 4, 4);
-        region (F, H, W) or (T, h, w) bool."""
+        region (F, H, W) or (T, h, w) bool. ``depth`` may also hold only the frames of
+        :meth:`write_frame_indices`."""
+        ...
+
+    def write_frame_indices(self, num_frames: int) -> list[int]:
+        """Which pixel frames of an F-frame chunk :meth:`write` needs depth for."""
         ...
 
     def stats(self) -> MemoryStats: ...

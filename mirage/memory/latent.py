@@ -240,13 +240,15 @@ class LatentMemory:
         Returns:
             :class:`WriteStats`.
         """
-        F = depth.shape[0] if depth.ndim == 3 else -1
+        F = frames.shape[0] if frames.ndim == 4 else -1
         H, W = self.image_size
         h, w = self.grid_size
-        check_shape(depth, ("F", H, W), "depth")
-        check_shape(frames, (F, 3, H, W), "frames")
+        check_shape(frames, ("F", 3, H, W), "frames")
         idx = latent_frame_indices(F, self.temporal_stride)
         T = len(idx)
+        if depth.ndim == 3 and depth.shape[0] == T and T != F:
+            depth = _scatter_frames(depth, idx, F)  # depth given for the written frames only
+        check_shape(depth, (F, H, W), "depth")
         check_shape(latents, (T, self.channels, h, w), "latents")
         check_shape(K, (F, 3, 3), "K")
         check_shape(c2w, (F, 4, 4), "c2w")
@@ -257,6 +259,10 @@ class LatentMemory:
         else:
             raise InputError(f"region: expected shape {(F, H, W)} or {(T, h, w)}, got {tuple(region.shape)}")
         return self.integrate_views(latents, depth[idx], K[idx], c2w[idx], region_grid)
+
+    def write_frame_indices(self, num_frames: int) -> list[int]:
+        """The pixel frames of a chunk whose depth :meth:`write` uses (its latent frames' poses)."""
+        return latent_frame_indices(num_frames, self.temporal_stride)
 
     def integrate_views(
         self,
@@ -401,3 +407,10 @@ class LatentMemory:
             lo, hi = f.amin(0, keepdim=True), f.amax(0, keepdim=True)
             rgb = to_uint8((f - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1)
         write_ply(path, self.store.xyz, rgb)
+
+
+def _scatter_frames(depth_sel: torch.Tensor, idx: list[int], num_frames: int) -> torch.Tensor:
+    """(len(idx), H, W) depth of some frames -> (num_frames, H, W) with NaN (invalid) in the others."""
+    out = torch.full((num_frames, *depth_sel.shape[1:]), float("nan"), dtype=depth_sel.dtype, device=depth_sel.device)
+    out[idx] = depth_sel
+    return out

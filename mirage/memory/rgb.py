@@ -184,6 +184,10 @@ class RGBMemory:
             raise InputError(f"region: expected shape {(F, H, W)} or {(T, H // s, W // s)}, got {tuple(region.shape)}")
         return self.points.integrate_views(frames.float(), depth, K, c2w, region_px)
 
+    def write_frame_indices(self, num_frames: int) -> list[int]:
+        """The pixel frames of a chunk whose depth :meth:`write` uses: all of them (one point per pixel)."""
+        return list(range(num_frames))
+
     # ----------------------------------------------------------------------------------------------------------
     def stats(self) -> MemoryStats:
         return self.points.stats()
