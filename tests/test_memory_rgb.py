@@ -66,7 +66,7 @@ def test_hole_pooling_majority_rule_and_write_back():
                    depth=torch.full((5, H, W), Z * 0.5), K=K[None].expand(5, 3, 3), c2w=c2w[None].expand(5, 4, 4),
                    region=r.pixel_holes)
     assert st.added == 20 * H  # frame 0 fills all; frames 1-4 (same pose) add nothing
-    assert st.scales == pytest.approx((2.0,) * 5, rel=1e-5)
+    assert st.scales == pytest.approx((2.0,) * 2, rel=1e-5)  # written: pixel frames 0 and 4 (latent frames' poses)
     r2 = mem.read(K[None], w2c[None])
     assert not r2.pixel_holes.any()
     torch.testing.assert_close(r2.rgb[0, :, :, W - 20 :], torch.full((3, H, 20), 0.5))

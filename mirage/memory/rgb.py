@@ -156,37 +156,45 @@ class RGBMemory:
         c2w: torch.Tensor,
         region: torch.Tensor,
     ) -> WriteStats:
-        """Add points from the decoded pixel frames where content is newly revealed (all F frames are used).
+        """Add points from the decoded pixel frames where content is newly revealed.
+
+        Only the frames of :meth:`write_frame_indices` are written (the latent frames' poses, the same frames the
+        latent memory writes), so both memories pay for the same depth estimates and differ only in what they store:
+        a full image of coloured points per written frame here, a latent map of tokens there.
 
         Args:
             frames: (F, 3, H, W) decoded pixels in [-1, 1] (the colours stored).
             latents: (T, C, h, w), shape-checked only.
-            depth: (F, H, W) RAW depth-model output (aligned to the memory per frame).
+            depth: (F, H, W) RAW depth-model output (aligned to the memory per frame), or only the written frames'
+                (T, H, W).
             K: (F, 3, 3) pixel intrinsics; c2w: (F, 4, 4).
-            region: (F, H, W) bool, or (T, h, w) bool expanded to the pixels and pixel frames of each latent cell.
+            region: (F, H, W) bool, or (T, h, w) bool expanded to the pixels of each latent cell.
         """
         H, W = self.points.image_size
-        F = depth.shape[0] if depth.ndim == 3 else -1
-        check_shape(depth, ("F", H, W), "depth")
-        check_shape(frames, (F, 3, H, W), "frames")
-        T = len(latent_frame_indices(F, self.temporal_stride))
+        F = frames.shape[0] if frames.ndim == 4 else -1
+        check_shape(frames, ("F", 3, H, W), "frames")
+        idx = self.write_frame_indices(F)
+        T = len(idx)
+        if depth.ndim == 3 and depth.shape[0] == T and T != F:
+            depth_sel = depth
+        else:
+            check_shape(depth, (F, H, W), "depth")
+            depth_sel = depth[idx]
         s = self.stride
         check_shape(latents, (T, self.latent_channels, H // s, W // s), "latents")
         check_shape(K, (F, 3, 3), "K")
         check_shape(c2w, (F, 4, 4), "c2w")
         if tuple(region.shape) == (F, H, W):
-            region_px = region.bool()
+            region_px = region.bool()[idx]
         elif tuple(region.shape) == (T, H // s, W // s):
-            up = region.bool().repeat_interleave(s, 1).repeat_interleave(s, 2)  # (T, H, W)
-            group = torch.tensor([0] + [1 + (f - 1) // self.temporal_stride for f in range(1, F)], device=up.device)
-            region_px = up[group]  # (F, H, W): each pixel frame takes its latent frame's region
+            region_px = region.bool().repeat_interleave(s, 1).repeat_interleave(s, 2)  # (T, H, W)
         else:
             raise InputError(f"region: expected shape {(F, H, W)} or {(T, H // s, W // s)}, got {tuple(region.shape)}")
-        return self.points.integrate_views(frames.float(), depth, K, c2w, region_px)
+        return self.points.integrate_views(frames[idx].float(), depth_sel, K[idx], c2w[idx], region_px)
 
     def write_frame_indices(self, num_frames: int) -> list[int]:
-        """The pixel frames of a chunk whose depth :meth:`write` uses: all of them (one point per pixel)."""
-        return list(range(num_frames))
+        """The pixel frames of a chunk that :meth:`write` stores: the latent frames' poses (as the latent memory)."""
+        return latent_frame_indices(num_frames, self.temporal_stride)
 
     # ----------------------------------------------------------------------------------------------------------
     def stats(self) -> MemoryStats:

@@ -1,0 +1,269 @@
+"""The VAE stage: pixels <-> normalised latents, in mirage's (T, C, h, w) layout.
+
+One class, :class:`VAE`, wraps either diffusers' ``AutoencoderKLWan`` (Wan 2.1's causal video VAE: 8x spatial,
+4x temporal) or ``AutoencoderTiny`` (TAESD: 8x spatial, per frame). Normalisation lives here and only here:
+every latent that leaves this module is *normalised* (Wan: ``(z - latents_mean) / latents_std``, exactly as
+``WanVACEPipeline`` does it; TAESD: ``(z - shift_factor) * scaling_factor``), and :meth:`VAE.decode` takes
+normalised latents back. The denoiser works in the same normalised space.
+
+Wan temporal layout (see docs/models.md): a video of ``F = 4k + 1`` frames gives ``T = k + 1`` latent frames;
+latent frame 0 encodes pixel frame 0 alone, latent frame ``t >= 1`` encodes pixel frames ``4t-3 .. 4t`` (causally,
+with the earlier frames as context). :meth:`VAE.latent_frame_indices` names the pixel frame each latent frame is
+read at (0, then ``4t``, the last frame of its group).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mirage._check import check_shape
+from mirage.errors import InputError, ModelError
+
+log = logging.getLogger("mirage")
+
+
+class VaeKind(str, Enum):
+    """Which autoencoder family a :class:`VAE` wraps."""
+
+    WAN = "wan"  # AutoencoderKLWan: causal 3D VAE, temporal stride 4
+    TINY = "tiny"  # AutoencoderTiny (TAESD family): per-frame 2D VAE, temporal stride 1
+
+
+_CLASS_TO_KIND = {"AutoencoderKLWan": VaeKind.WAN, "AutoencoderTiny": VaeKind.TINY}
+
+
+class VAE:
+    """Encode/decode videos in mirage's layout; all latents are normalised.
+
+    Args:
+        model: a diffusers ``AutoencoderKLWan`` or ``AutoencoderTiny`` (already on its device/dtype).
+        source: where it came from (Hub id or folder), for messages.
+    """
+
+    def __init__(self, model: Any, source: str = "<in-memory>"):
+        name = type(model).__name__
+        if name not in _CLASS_TO_KIND:
+            raise ModelError(
+                f"vae {source}: class {name} is not supported; use an AutoencoderKLWan or AutoencoderTiny folder"
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.kind = _CLASS_TO_KIND[name]
+        self.source = source
+        self._empty_cache: dict[tuple, torch.Tensor] = {}
+        if self.kind is VaeKind.WAN:
+            cfg = model.config
+            self._latents_mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
+            # diffusers stores the reciprocal and multiplies; keep the same float ops for bit-for-bit parity
+            self._latents_std_inv = 1.0 / torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        repo_or_path: str | Path,
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> VAE:
+        """Load a VAE from a Hub id or a local folder (safetensors only, strict keys; see :mod:`mirage.hub`).
+
+        Args:
+            repo_or_path: Hub repo id (``"madebyollin/taesd"``) or a local folder holding ``config.json`` and
+                ``diffusion_pytorch_model.safetensors`` (or a folder with ``subfolder/`` inside).
+            revision: Hub revision (branch, tag or 40-hex commit); ignored for local folders.
+            subfolder: component subfolder (``"vae"`` in a pipeline repo), or None.
+            device: where to put the weights.
+            dtype: weight dtype (Wan's VAE is usually kept in float32).
+        """
+        from mirage.hub import load_diffusers_model  # lazy: hub imports this module
+
+        model = load_diffusers_model(
+            "vae", str(repo_or_path), revision=revision, subfolder=subfolder, device=device, dtype=dtype,
+            allowed_classes=tuple(_CLASS_TO_KIND),
+        )
+        return cls(model, source=str(repo_or_path))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def spatial_stride(self) -> int:
+        """Pixels per latent cell along each image axis (8 for Wan and TAESD)."""
+        if self.kind is VaeKind.WAN:
+            return 2 ** len(self.model.config.temperal_downsample)
+        return 2 ** (len(self.model.config.encoder_block_out_channels) - 1)  # first block keeps the size
+
+    @property
+    def temporal_stride(self) -> int:
+        """Pixel frames per latent frame after the first (4 for Wan, 1 for TAESD)."""
+        if self.kind is VaeKind.WAN:
+            return 2 ** sum(self.model.config.temperal_downsample)
+        return 1
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels C of a latent (16 for Wan 2.1, 4 for TAESD, 16 for TAESD3)."""
+        if self.kind is VaeKind.WAN:
+            return int(self.model.config.z_dim)
+        return int(self.model.config.latent_channels)
+
+    # ------------------------------------------------------------------ frame bookkeeping
+
+    def num_latent_frames(self, num_frames: int) -> int:
+        """Latent frames T for ``num_frames`` pixel frames: ``(F - 1) // 4 + 1`` for Wan (F must be 4k+1), F for TAESD."""
+        self._check_num_frames(num_frames)
+        return (num_frames - 1) // self.temporal_stride + 1
+
+    def num_pixel_frames(self, num_latent_frames: int) -> int:
+        """Pixel frames F that ``num_latent_frames`` decode to: ``4(T - 1) + 1`` for Wan, T for TAESD."""
+        if num_latent_frames < 1:
+            raise InputError(f"num_latent_frames: got {num_latent_frames}; need at least 1")
+        return (num_latent_frames - 1) * self.temporal_stride + 1
+
+    def latent_frame_indices(self, num_frames: int) -> list[int]:
+        """The pixel frame each latent frame is read at: ``[0, 4, 8, ..., F-1]`` for Wan, ``[0..F-1]`` for TAESD.
+
+        Latent frame 0 holds pixel frame 0 alone; latent frame t >= 1 holds frames ``4t-3 .. 4t`` and is read at
+        ``4t``, the last (most recent) frame of its group.
+        """
+        t = self.num_latent_frames(num_frames)
+        return [i * self.temporal_stride for i in range(t)]
+
+    def _check_num_frames(self, num_frames: int) -> None:
+        s = self.temporal_stride
+        if num_frames < 1 or (num_frames - 1) % s != 0:
+            lo = max(1, (num_frames - 1) // s * s + 1)
+            raise InputError(
+                f"num_frames: got {num_frames}; this VAE needs {s}k+1 frames (e.g. {lo} or {lo + s}); "
+                "pass --frames with such a count"
+            )
+
+    def _check_size(self, height: int, width: int, name: str) -> None:
+        s = self.spatial_stride
+        if height % s or width % s or height <= 0 or width <= 0:
+            raise InputError(
+                f"{name}: size {width}x{height} is not a multiple of {s}; resize to "
+                f"{max(s, width // s * s)}x{max(s, height // s * s)}"
+            )
+
+    # ------------------------------------------------------------------ memory switches
+
+    def enable_tiling(self) -> None:
+        """Encode/decode in overlapping spatial tiles (bounds VRAM at large sizes; results differ slightly at seams)."""
+        self.model.enable_tiling()
+
+    def disable_tiling(self) -> None:
+        self.model.disable_tiling()
+
+    def enable_slicing(self) -> None:
+        """Process batch items one at a time (TAESD: frame by frame; Wan: no effect with mirage's batch of 1)."""
+        self.model.enable_slicing()
+
+    def disable_slicing(self) -> None:
+        self.model.disable_slicing()
+
+    # ------------------------------------------------------------------ normalisation (the one place)
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw VAE latents -> normalised latents. raw: (B, C, T, h, w) (Wan) or (N, C, h, w) (TAESD)."""
+        if self.kind is VaeKind.WAN:
+            mean = self._latents_mean.to(raw.device)
+            std_inv = self._latents_std_inv.to(raw.device)
+            return ((raw.float() - mean) * std_inv).to(self.dtype)
+        cfg = self.model.config
+        return (raw - float(getattr(cfg, "shift_factor", 0.0) or 0.0)) * float(cfg.scaling_factor)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> raw VAE latents (inverse of :meth:`normalize`, the pipeline's decode formula).
+        latents: (B, C, T, h, w) (Wan) or (N, C, h, w) (TAESD)."""
+        if self.kind is VaeKind.WAN:
+            mean = self._latents_mean.to(latents.device, latents.dtype)
+            std_inv = self._latents_std_inv.to(latents.device, latents.dtype)
+            return latents / std_inv + mean
+        cfg = self.model.config
+        return latents / float(cfg.scaling_factor) + float(getattr(cfg, "shift_factor", 0.0) or 0.0)
+
+    # ------------------------------------------------------------------ encode / decode
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """Encode a video to normalised latents.
+
+        Args:
+            video: (F, 3, H, W) float in [-1, 1]; F = 4k+1 for Wan; H, W multiples of :attr:`spatial_stride`.
+
+        Returns:
+            (T, C, H/8, W/8) normalised latents in the VAE dtype, on the VAE device; T = (F-1)//4+1 (Wan) or F.
+            Wan uses the posterior mode (``latent_dist.mode()``), as ``WanVACEPipeline`` does ("argmax").
+        """
+        check_shape(video, ["F", 3, "H", "W"], "video")
+        f, _, h, w = video.shape
+        self._check_num_frames(f)
+        self._check_size(h, w, "video")
+        x = video.to(self.device, self.dtype)
+        if self.kind is VaeKind.WAN:
+            x = x.permute(1, 0, 2, 3).unsqueeze(0)  # (1, 3, F, H, W)
+            raw = self.model.encode(x).latent_dist.mode()  # (1, C, T, h, w)
+            return self.normalize(raw)[0].permute(1, 0, 2, 3).contiguous()  # (T, C, h, w)
+        raw = self.model.encode(x).latents  # (F, C, h, w)
+        return self.normalize(raw)
+
+    @torch.no_grad()
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Encode one image. image: (3, H, W) float in [-1, 1]. Returns (C, H/8, W/8) normalised latents."""
+        check_shape(image, [3, "H", "W"], "image")
+        return self.encode_video(image.unsqueeze(0))[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode normalised latents to pixels.
+
+        Args:
+            latents: (T, C, h, w) normalised latents (any float dtype; cast to the VAE dtype).
+
+        Returns:
+            (F, 3, 8h, 8w) float in [-1, 1] (VAE dtype), F = 4(T-1)+1 for Wan, T for TAESD.
+        """
+        check_shape(latents, ["T", self.latent_channels, "h", "w"], "latents")
+        z = latents.to(self.device, self.dtype)
+        if self.kind is VaeKind.WAN:
+            z = self.denormalize(z.permute(1, 0, 2, 3).unsqueeze(0))  # (1, C, T, h, w)
+            out = self.model.decode(z).sample  # (1, 3, F, H, W)
+            return out[0].permute(1, 0, 2, 3).contiguous()  # (F, 3, H, W)
+        return self.model.decode(self.denormalize(z)).sample.clamp(-1.0, 1.0)  # (T, 3, H, W)
+
+    @torch.no_grad()
+    def empty_latents(self, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """The normalised latent of an all-zero (mid-grey) video: what the VAE gives for "no content".
+
+        Computed once per (F, H, W, device, dtype) and cached; returns a clone so callers may edit it.
+
+        Args:
+            num_frames: F pixel frames (4k+1 for Wan).
+            height, width: pixel size H, W (multiples of 8).
+
+        Returns:
+            (T, C, H/8, W/8) normalised latents, VAE dtype and device.
+        """
+        self._check_num_frames(num_frames)
+        self._check_size(height, width, "empty_latents")
+        key = (num_frames, height, width, str(self.device), self.dtype)
+        if key not in self._empty_cache:
+            zeros = torch.zeros(num_frames, 3, height, width, device=self.device, dtype=self.dtype)
+            self._empty_cache[key] = self.encode_video(zeros)
+        return self._empty_cache[key].clone()

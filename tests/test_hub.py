@@ -1,0 +1,192 @@
+"""Hub layer: presets, the tiny preset through the real loading path, strict/safetensors-only loads, offline errors,
+and the prompt-embedding cache."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mirage import hub
+from mirage.errors import InputError, ModelError
+from mirage.prompt import PromptCache, encode_prompt
+from mirage.vae import VAE, VaeKind
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mirage-cache")
+    hub.build_tiny(root)
+    return root
+
+
+@pytest.fixture
+def no_hf_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-empty"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_presets_table():
+    assert hub.parse_preset("wan-vace-1.3b") is hub.Preset.WAN_VACE_1_3B is hub.DEFAULT_PRESET
+    with pytest.raises(InputError, match="valid presets: wan-vace-1.3b, wan-vace-14b, preview, tiny"):
+        hub.parse_preset("wan-1.3b")
+    spec = hub.PRESETS[hub.Preset.WAN_VACE_1_3B]
+    vae = spec.get(hub.Component.VAE)
+    assert (vae.repo_id, vae.subfolder, vae.cls_name) == ("Wan-AI/Wan2.1-VACE-1.3B-diffusers", "vae", "AutoencoderKLWan")
+    assert spec.get(hub.Component.SCHEDULER).cls_name == "UniPCMultistepScheduler"
+    assert hub.PRESETS[hub.Preset.WAN_VACE_14B].get(hub.Component.TRANSFORMER).repo_id == "Wan-AI/Wan2.1-VACE-14B-diffusers"
+    assert hub.PRESETS[hub.Preset.PREVIEW].get(hub.Component.TRANSFORMER) is None
+    infos = {i.name: i for i in hub.list_presets()}
+    assert list(infos) == ["wan-vace-1.3b", "wan-vace-14b", "preview", "tiny"]
+    assert infos["wan-vace-1.3b"].default and not infos["tiny"].default and infos["tiny"].local
+    assert infos["wan-vace-14b"].approx_size_gb > infos["wan-vace-1.3b"].approx_size_gb > 10
+
+
+def test_tiny_preset_loads_through_load_components(tiny_root):
+    before = {p.name: p.stat().st_mtime_ns for p in (tiny_root / hub.TINY_VERSION).iterdir()}
+    comps = hub.load_components("tiny", tiny_root=tiny_root, dtype=torch.float32, need_depth=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (tiny_root / hub.TINY_VERSION).iterdir()}
+    assert before == after  # built once, reused
+    assert comps.vae.kind is VaeKind.WAN and comps.vae.latent_channels == 16
+    assert type(comps.transformer).__name__ == "WanVACETransformer3DModel"
+    assert comps.transformer.config.vace_layers == [0]
+    assert comps.scheduler_config["_class_name"] == "UniPCMultistepScheduler"
+    assert comps.scheduler_config["flow_shift"] == 3.0
+    assert set(comps.resolved) == {"vae", "transformer", "scheduler", "text_encoder", "tokenizer"}
+    assert all(r.local for r in comps.resolved.values())
+    te = comps.text_encoder()
+    assert te is not comps.text_encoder()  # not kept resident
+    assert comps.tokenizer() is comps.tokenizer()
+    ids = comps.tokenizer()("a room", padding="max_length", max_length=6).input_ids
+    assert ids == [3, 14, 1, 0, 0, 0]  # words, </s>, padding
+    # the weights are the saved ones (strict load), not a fresh random init
+    saved = load_file(str(tiny_root / hub.TINY_VERSION / "transformer" / "diffusion_pytorch_model.safetensors"))
+    k = "vace_patch_embedding.weight"
+    assert torch.equal(comps.transformer.state_dict()[k], saved[k])
+
+
+def test_tiny_depth_component(tiny_root):
+    depth = pytest.importorskip("mirage.depth", reason="mirage.depth not written yet")
+    if not (tiny_root / hub.TINY_VERSION / "depth").is_dir():
+        pytest.skip("mirage.depth has no build_tiny_depth_model yet")
+    comps = hub.load_components("tiny", tiny_root=tiny_root, dtype=torch.float32, need_denoiser=False)
+    assert comps.resolved["depth"].local and comps.depth is not None
+    assert comps.depth() is comps.depth() and hasattr(depth, "load_depth_model")
+
+
+def test_preview_has_no_denoiser():
+    with pytest.raises(ModelError, match="preset preview: has no denoiser"):
+        hub.load_components("preview", need_denoiser=True)
+
+
+def test_unknown_override_key(tiny_root):
+    with pytest.raises(InputError, match="unknown component 'unet'"):
+        hub.load_components("tiny", tiny_root=tiny_root, overrides={"unet": "x/y"})
+    with pytest.raises(InputError, match="not an existing folder nor a Hub id"):
+        hub.load_components("tiny", tiny_root=tiny_root, overrides={"vae": "./no/such/folder"})
+
+
+def _copy_vae(tiny_root, dst):
+    shutil.copytree(tiny_root / hub.TINY_VERSION / "vae", dst)
+    return dst / "diffusion_pytorch_model.safetensors"
+
+
+def test_missing_weight_key_is_an_error(tiny_root, tmp_path):
+    f = _copy_vae(tiny_root, tmp_path / "vae")
+    sd = load_file(str(f))
+    dropped = sorted(sd)[0]
+    del sd[dropped]
+    save_file(sd, str(f))
+    with pytest.raises(ModelError, match=f"1 missing keys \\({dropped}\\)"):
+        hub.load_components("tiny", tiny_root=tiny_root, overrides={"vae": str(tmp_path / "vae")}, need_denoiser=False, need_depth=False)
+
+
+def test_extra_or_misshaped_weight_is_an_error(tiny_root, tmp_path):
+    f = _copy_vae(tiny_root, tmp_path / "vae")
+    sd = load_file(str(f))
+    sd["extra.weight"] = torch.zeros(2)
+    save_file(sd, str(f))
+    with pytest.raises(ModelError, match="1 unexpected keys \\(extra.weight\\)"):
+        VAE.from_pretrained(tmp_path / "vae")
+    del sd["extra.weight"]
+    k = "quant_conv.bias"
+    sd[k] = torch.zeros(sd[k].numel() + 1)
+    save_file(sd, str(f))
+    with pytest.raises(ModelError, match="1 mismatched keys"):
+        VAE.from_pretrained(tmp_path / "vae")
+
+
+def test_pickle_only_folder_is_refused(tiny_root, tmp_path):
+    f = _copy_vae(tiny_root, tmp_path / "vae")
+    torch.save(load_file(str(f)), tmp_path / "vae" / "diffusion_pytorch_model.bin")
+    f.unlink()
+    with pytest.raises(ModelError, match="holds only diffusion_pytorch_model.bin; mirage loads safetensors only"):
+        hub.load_components("tiny", tiny_root=tiny_root, overrides={"vae": str(tmp_path / "vae")}, need_denoiser=False, need_depth=False)
+
+
+def test_pipeline_folder_override_uses_subfolder(tiny_root, tmp_path):
+    _copy_vae(tiny_root, tmp_path / "pipe" / "vae")
+    comps = hub.load_components(
+        "tiny", tiny_root=tiny_root, overrides={"vae": str(tmp_path / "pipe")}, need_denoiser=False, need_depth=False
+    )
+    assert comps.resolved["vae"].subfolder == "vae" and comps.vae.kind is VaeKind.WAN
+    src = hub.parse_override(hub.Component.VAE, str(tmp_path / "pipe"), "vae")
+    assert src.local and src.subfolder == "vae"
+    hubsrc = hub.parse_override(hub.Component.VAE, "Wan-AI/Wan2.1-VACE-14B-diffusers@abc123:vae", "vae")
+    assert (hubsrc.source, hubsrc.revision, hubsrc.subfolder, hubsrc.local) == ("Wan-AI/Wan2.1-VACE-14B-diffusers", "abc123", "vae", False)
+
+
+def test_offline_uncached_hub_model_is_one_line_error(no_hf_cache):
+    with pytest.raises(ModelError) as info:
+        hub.load_components("wan-vace-1.3b", need_depth=False)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "Wan-AI/Wan2.1-VACE-1.3B-diffusers@main file vae/config.json" in msg
+    assert "`mirage download wan-vace-1.3b`" in msg and "--vae PATH" in msg
+    with pytest.raises(ModelError, match="madebyollin/taesd@main file config.json .*HF_HUB_OFFLINE=1"):
+        VAE.from_pretrained("madebyollin/taesd")
+
+
+def test_cached_reports_components(tiny_root, no_hf_cache, monkeypatch):
+    got = hub.cached("wan-vace-1.3b")
+    assert {"vae", "transformer", "text_encoder", "tokenizer", "scheduler"} <= set(got) and not any(got.values())
+    monkeypatch.setenv("MIRAGE_CACHE", str(tiny_root))
+    got = hub.cached("tiny")
+    assert all(got[k] for k in ("vae", "transformer", "text_encoder", "tokenizer", "scheduler"))
+
+
+def test_prompt_cache_skips_the_encoder(tiny_root, tmp_path):
+    comps = hub.load_components("tiny", tiny_root=tiny_root, dtype=torch.float32, need_depth=False)
+    calls = []
+
+    def loader():
+        calls.append(1)
+        return comps.text_encoder()
+
+    te_src = comps.resolved["text_encoder"]
+    cache = PromptCache(tmp_path, te_src.source, te_src.revision)
+    first = cache.encode(["a room", "", "a room"], loader, comps.tokenizer, max_len=8)
+    assert len(calls) == 1 and len(list((tmp_path / "prompts").glob("*.safetensors"))) == 2
+    direct = encode_prompt(comps.text_encoder, comps.tokenizer(), "a room", 8)
+    torch.testing.assert_close(first[0], direct)
+    torch.testing.assert_close(first[0], first[2])
+    assert first[1].shape == (8, hub.TINY_TEXT_DIM) and not torch.equal(first[0], first[1])
+    again = cache.encode(["a  room ", ""], loader, comps.tokenizer, max_len=8)  # same after cleaning
+    assert len(calls) == 1
+    torch.testing.assert_close(again[0], direct, rtol=0, atol=0)
+    cache.encode(["a room"], loader, comps.tokenizer, max_len=12)  # another key
+    assert len(calls) == 2
+    other = PromptCache(tmp_path, te_src.source, "other-revision")
+    assert other.get("a room", 8, torch.float32) is None
+
+
+def test_download_offline_is_a_model_error(no_hf_cache):
+    seen = []
+    with pytest.raises(ModelError, match="Wan-AI/Wan2.1-VACE-1.3B-diffusers/vae@main .*mirage download wan-vace-1.3b"):
+        hub.download("wan-vace-1.3b", progress=lambda c, i, n: seen.append((c, i)))
+    assert seen == [("vae", 0)]
