@@ -124,6 +124,29 @@ def conditioning_from_video(vae: VAE, video: torch.Tensor, mask: torch.Tensor) -
 
 
 @torch.no_grad()
+def conditioning_from_render(vae: VAE, inactive: torch.Tensor, pixel_holes: torch.Tensor) -> VaceConditioning:
+    """VACE conditioning of the RGB memory: its render, already VAE-encoded by the memory's read.
+
+    Equal to :func:`conditioning_from_video` (diffusers' way) for a render that is 0 in its holes, with one VAE
+    encode instead of two: ``video * (1 - mask)`` is the render itself (encoded by the RGB memory's read) and
+    ``video * mask`` is an all-zero video, whose latent is the cached :meth:`VAE.empty_latents`.
+
+    Args:
+        vae: the Wan VAE.
+        inactive: (T, C, h, w) normalised latents of the render (0 in holes), as ``RGBMemory.read`` returns them.
+        pixel_holes: (F, H, W) bool, True = generate (the render's holes).
+    """
+    _require_wan(vae)
+    check_shape(pixel_holes, ["F", "H", "W"], "pixel_holes")
+    f, hh, ww = pixel_holes.shape
+    t = vae.num_latent_frames(f)
+    check_shape(inactive, [t, vae.latent_channels, hh // vae.spatial_stride, ww // vae.spatial_stride], "inactive")
+    empty = vae.empty_latents(f, hh, ww)  # (T, C, h, w)
+    packed = pack_mask(pixel_holes.to(empty.device), t).to(empty.dtype)  # (T, 64, h, w)
+    return VaceConditioning(torch.cat([inactive.to(empty.device, empty.dtype), empty, packed], dim=1), f)
+
+
+@torch.no_grad()
 def conditioning_from_latents(
     vae: VAE, latents: torch.Tensor, holes: torch.Tensor, num_frames: int
 ) -> VaceConditioning:

@@ -248,6 +248,34 @@ class VAE:
         return self.model.decode(self.denormalize(z)).sample.clamp(-1.0, 1.0)  # (T, 3, H, W)
 
     @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode N independent images (each its own one-frame clip).
+
+        Args:
+            images: (N, 3, H, W) float in [-1, 1].
+        Returns:
+            (N, C, h, w) normalised latents (for Wan: latent frame 0 of a one-frame video, per image).
+        """
+        check_shape(images, ["N", 3, "H", "W"], "images")
+        if self.kind is VaeKind.WAN:
+            return torch.cat([self.encode_video(img[None]) for img in images])
+        return self.encode_video(images)
+
+    @torch.no_grad()
+    def decode_images(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode N independent latent maps (each a one-frame clip) to images.
+
+        Args:
+            latents: (N, C, h, w) normalised latents.
+        Returns:
+            (N, 3, 8h, 8w) float in [-1, 1].
+        """
+        check_shape(latents, ["N", self.latent_channels, "h", "w"], "latents")
+        if self.kind is VaeKind.WAN:
+            return torch.cat([self.decode(z[None]) for z in latents])
+        return self.decode(latents)
+
+    @torch.no_grad()
     def empty_latents(self, num_frames: int, height: int, width: int) -> torch.Tensor:
         """The normalised latent of an all-zero (mid-grey) video: what the VAE gives for "no content".
 

@@ -29,7 +29,7 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 def from_uint8(frames: np.ndarray) -> torch.Tensor:
     """``(F, H, W, 3)`` uint8 -> ``(F, 3, H, W)`` float32 in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def read_image(path: str | Path) -> torch.Tensor:

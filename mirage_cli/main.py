@@ -58,6 +58,11 @@ def _setup_logging(level: int) -> None:
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
+    if level > logging.DEBUG:  # diffusers/transformers chatter (config notes, weight-loading bars) only with -v
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 @app.command()

@@ -1,0 +1,247 @@
+"""`mirage bench`: the latent memory against the RGB point-cloud baseline, measured side by side.
+
+Both memories run the full render code path (:class:`mirage.pipeline.Pipeline`), same inputs, same seed, same
+denoiser, in one process, after a warm-up; each setting is repeated and the median and spread are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from mirage.errors import InputError, MirageError
+from mirage.memory.types import MemoryKind
+from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions
+
+logger = logging.getLogger("mirage")
+
+#: Stages between the denoiser calls: what a spatial memory costs (read, render + VAE encode of renders for the
+#: RGB memory, VACE conditioning, write-back with its depth estimates).
+CONDITIONING_STAGES = ("memory_read", "conditioning", "memory_write")
+
+BENCH_SCHEMA_VERSION = 1
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_IMAGE = REPO_ROOT / "examples" / "room" / "image.png"
+DEFAULT_DEPTH = REPO_ROOT / "examples" / "room" / "depth.png"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark run: a sweep over frames x steps, both memories per setting."""
+
+    render: RenderConfig  # models, device, dtype, size, chunking (steps and memory are swept)
+    image: Path = DEFAULT_IMAGE  # input image (default: the example scene)
+    depth_file: Path | None = DEFAULT_DEPTH  # its depth (default: the scene's true depth; None = depth model)
+    traj: str = "orbit"  # trajectory preset or file
+    frames: tuple[int, ...] = (81,)  # video lengths to sweep
+    steps: tuple[int, ...] = (4, 20, 50)  # denoising steps to sweep
+    repeats: int = 3  # timed runs per setting (median and spread reported)
+    warmup: int = 1  # untimed runs before the first timed one (per frames value)
+    memories: tuple[MemoryKind, ...] = (MemoryKind.LATENT, MemoryKind.RGB)
+    random_weights: bool = False  # components at their real architecture with random weights (no download)
+
+
+@dataclass
+class RunMeasure:
+    """One timed render."""
+
+    total_ms: float
+    stages_ms: dict[str, float]
+    peak_vram_bytes: dict[str, int]
+    memory_bytes: list[int]  # cache size after each chunk
+
+
+@dataclass
+class BenchRow:
+    """One setting (memory, frames, steps): all its timed runs and their summary."""
+
+    memory: str
+    frames: int
+    steps: int
+    runs: list[RunMeasure] = field(default_factory=list)
+    error: str | None = None
+
+    def median(self, key: str) -> float | None:
+        vals = [_get(r, key) for r in self.runs]
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
+
+    def spread(self, key: str) -> tuple[float, float] | None:
+        vals = [v for v in (_get(r, key) for r in self.runs) if v is not None]
+        return (min(vals), max(vals)) if vals else None
+
+    def summary(self) -> dict:
+        keys = ["total_ms", "conditioning_ms", "denoise_ms", "decode_ms", "memory_read_ms", "memory_write_ms",
+                "peak_vram_overall", "peak_vram_conditioning", "memory_bytes_final"]
+        return {k: {"median": self.median(k), "min_max": self.spread(k)} for k in keys}
+
+
+def _get(r: RunMeasure, key: str) -> float | None:
+    if key == "total_ms":
+        return r.total_ms
+    if key == "conditioning_ms":
+        return sum(r.stages_ms.get(s, 0.0) for s in CONDITIONING_STAGES)
+    if key.endswith("_ms"):
+        return r.stages_ms.get(key[:-3])
+    if key == "peak_vram_overall":
+        return r.peak_vram_bytes.get("overall")
+    if key == "peak_vram_conditioning":
+        vals = [r.peak_vram_bytes[s] for s in CONDITIONING_STAGES if s in r.peak_vram_bytes]
+        return max(vals) if vals else None
+    if key == "memory_bytes_final":
+        return r.memory_bytes[-1] if r.memory_bytes else None
+    raise KeyError(key)
+
+
+@dataclass
+class BenchReport:
+    """What `mirage bench` prints and writes as JSON."""
+
+    schema_version: int
+    header: dict  # device, versions, preset, size, random_weights, representative, command settings
+    rows: list[BenchRow]
+    ratios: list[dict]  # per (frames, steps): rgb / latent for time, conditioning time, VRAM, bytes
+
+    @property
+    def failed(self) -> list[BenchRow]:
+        return [r for r in self.rows if r.error]
+
+    def to_dict(self) -> dict:
+        return {
+            "schema_version": self.schema_version,
+            "header": self.header,
+            "rows": [dict(asdict(r), summary=r.summary()) for r in self.rows],
+            "ratios": self.ratios,
+        }
+
+
+def compute_ratios(rows: list[BenchRow]) -> list[dict]:
+    """rgb / latent for each (frames, steps) where both ran: end to end, conditioning path, peak VRAM, bytes."""
+    out = []
+    by_key = {(r.memory, r.frames, r.steps): r for r in rows if not r.error and r.runs}
+    for (mem, frames, steps), lat in sorted(by_key.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if mem != MemoryKind.LATENT.value:
+            continue
+        rgb = by_key.get((MemoryKind.RGB.value, frames, steps))
+        if rgb is None:
+            continue
+        entry = {"frames": frames, "steps": steps}
+        for key in ("total_ms", "conditioning_ms", "peak_vram_conditioning", "peak_vram_overall", "memory_bytes_final"):
+            a, b = rgb.median(key), lat.median(key)
+            entry[key] = (a / b) if (a is not None and b not in (None, 0)) else None
+        out.append(entry)
+    return out
+
+
+def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
+    import platform
+
+    import mirage
+
+    dev = pipe.device
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    rc = cfg.render
+    return {
+        "mirage_version": mirage.__version__,
+        "torch": torch.__version__,
+        "device": str(dev),
+        "gpu": gpu,
+        "host": platform.node(),
+        "preset": rc.preset,
+        "random_weights": cfg.random_weights,
+        "representative": dev.type == "cuda",
+        "note": None if dev.type == "cuda" else "CPU run: figures are not representative of GPU speed",
+        "dtype": rc.dtype,
+        "size": list(rc.size) if rc.size else None,
+        "chunk_frames": rc.chunk_frames,
+        "image": str(cfg.image),
+        "depth_file": str(cfg.depth_file) if cfg.depth_file else None,
+        "traj": cfg.traj,
+        "frames": list(cfg.frames),
+        "steps": list(cfg.steps),
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "conditioning_stages": list(CONDITIONING_STAGES),
+        "timing": "cuda-events" if dev.type == "cuda" else "perf_counter",
+    }
+
+
+def run_bench(
+    cfg: BenchConfig,
+    *,
+    progress: Callable[[str, int, int], None] | None = None,
+    pipeline: Pipeline | None = None,
+) -> BenchReport:
+    """Run the sweep. A failing setting is recorded in its row (``error``) and the sweep goes on.
+
+    Args:
+        cfg: what to measure.
+        progress: called as ("run", done, total) after each render.
+        pipeline: a ready pipeline (tests); default: one built from ``cfg.render`` (random weights if asked).
+    """
+    if cfg.repeats < 1:
+        raise InputError(f"--repeats: {cfg.repeats} must be at least 1")
+    if not cfg.frames or not cfg.steps:
+        raise InputError("bench: --frames and --steps need at least one value each")
+    for s in cfg.steps:
+        if s < 1:
+            raise InputError(f"--steps: {s} must be at least 1")
+    t0 = time.perf_counter()
+    if pipeline is None:
+        if cfg.random_weights:
+            from mirage.hub import random_components
+
+            comps = random_components(cfg.render.preset, device=torch.device(cfg.render.device),
+                                      dtype=cfg.render.torch_dtype)
+            pipeline = Pipeline(cfg.render, components=comps)
+        else:
+            pipeline = Pipeline(cfg.render)
+    load_s = time.perf_counter() - t0
+    header = _header(cfg, pipeline)
+    header["load_s"] = load_s
+    rows: list[BenchRow] = []
+    total_runs = len(cfg.frames) * len(cfg.steps) * len(cfg.memories) * cfg.repeats
+    done = 0
+    base = pipeline.config
+    for frames in cfg.frames:
+        traj = TrajectoryOptions(spec=cfg.traj, frames=frames)
+        # warm-up: kernels, allocator, autotuning, prompt-embedding cache; one per memory kind, fewest steps
+        for _ in range(cfg.warmup):
+            for mem in cfg.memories:
+                pipeline.config = replace(base, memory=mem, steps=min(cfg.steps))
+                try:
+                    pipeline.render(cfg.image, traj, depth_file=cfg.depth_file)
+                except MirageError as e:
+                    logger.warning("warm-up (%s, %d frames) failed: %s", mem.value, frames, e)
+        for steps in cfg.steps:
+            for mem in cfg.memories:
+                row = BenchRow(memory=mem.value, frames=frames, steps=steps)
+                pipeline.config = replace(base, memory=mem, steps=steps)
+                for _ in range(cfg.repeats):
+                    try:
+                        res = pipeline.render(cfg.image, traj, depth_file=cfg.depth_file)
+                    except (MirageError, torch.cuda.OutOfMemoryError) as e:
+                        row.error = f"{type(e).__name__}: {e}"
+                        break
+                    rep = res.report
+                    row.runs.append(
+                        RunMeasure(
+                            total_ms=rep.timing_ms["total"],
+                            stages_ms={k: v for k, v in rep.timing_ms.items() if k not in ("total", "load")},
+                            peak_vram_bytes=dict(rep.peak_vram_bytes),
+                            memory_bytes=[c["bytes"] for c in rep.chunks],
+                        )
+                    )
+                    done += 1
+                    if progress:
+                        progress("run", done, total_runs)
+                rows.append(row)
+    pipeline.config = base
+    return BenchReport(BENCH_SCHEMA_VERSION, header, rows, compute_ratios(rows))

@@ -1,0 +1,119 @@
+"""Writing a render's outputs: MP4, JSON report, PNG frames, side-by-side reads, WorldScore layout, memory file.
+
+Every file is written to a temporary name and renamed when complete (``mirage.io``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mirage.camera import fov_x_from_intrinsics, opencv_to_opengl_c2w
+from mirage.io import atomic_write_text
+from mirage.pipeline import RenderResult
+from mirage.video import side_by_side, write_frames_dir, write_mp4, write_png
+
+logger = logging.getLogger("mirage")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Which files to write for one render (None = not written)."""
+
+    video: Path  # the MP4
+    report: Path | None = None  # JSON report; default: the MP4 with .json
+    frames_dir: Path | None = None  # PNG frames
+    warped: Path | None = None  # MP4 of the decoded memory reads beside the output
+    memory: Path | None = None  # the spatial memory, to continue later with --memory-from
+    worldscore_dir: Path | None = None  # WorldScore's evaluation layout
+    crf: int = 18  # x264 quality
+
+
+def default_report_path(video: Path) -> Path:
+    return video.with_suffix(".json")
+
+
+def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> dict[str, str]:
+    """Write every requested output of ``result``. Returns {kind: path}; also fills ``result.report.outputs``.
+
+    ``timer`` (a StageTimer), when given, times the writing as stage ``video_write``.
+    """
+    import contextlib
+
+    stage = timer.stage("video_write") if timer is not None else contextlib.nullcontext()
+    fps = result.trajectory.fps
+    written: dict[str, str] = {}
+    with stage:
+        write_mp4(opts.video, result.frames, fps, crf=opts.crf)
+        written["video"] = str(opts.video)
+        if opts.frames_dir is not None:
+            write_frames_dir(opts.frames_dir, result.frames)
+            written["frames_dir"] = str(opts.frames_dir)
+        if opts.warped is not None:
+            if result.reads is None:
+                raise ValueError("write_outputs: warped output asked for but the render kept no reads (keep_reads)")
+            write_mp4(opts.warped, side_by_side(result.reads, result.frames), fps, crf=opts.crf)
+            written["warped"] = str(opts.warped)
+        if opts.memory is not None:
+            result.memory.save(opts.memory)
+            written["memory"] = str(opts.memory)
+        if opts.worldscore_dir is not None:
+            write_worldscore(opts.worldscore_dir, result)
+            written["worldscore_dir"] = str(opts.worldscore_dir)
+    report_path = opts.report or default_report_path(opts.video)
+    result.report.outputs = dict(written, report=str(report_path))
+    if timer is not None:
+        result.report.timing_ms["video_write"] = timer.times_ms().get("video_write", 0.0)
+    atomic_write_text(report_path, json.dumps(result.report.to_dict(), indent=1, default=_json_default))
+    written["report"] = str(report_path)
+    return written
+
+
+def _json_default(o):
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "value"):
+        return o.value
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_worldscore(folder: Path, result: RenderResult) -> None:
+    """The layout WorldScore evaluates: frames/000.png..., videos/output.mp4, camera_data.json, image_data.json,
+    input_image.png, time.txt (seconds of generation).
+
+    ``camera_data.json`` holds OpenGL camera-to-world matrices and the focal length in pixels, the convention of
+    WorldScore's own camera files (see mirage/trajectory/formats.py); it reads back with ``--format worldscore``.
+    """
+    folder = Path(folder)
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
+    write_frames_dir(folder / "frames", result.frames, pattern="{:03d}.png")
+    write_mp4(folder / "videos" / "output.mp4", result.frames, result.trajectory.fps)
+    write_png(folder / "input_image.png", result.image)
+    traj = result.trajectory
+    c2w_gl = opencv_to_opengl_c2w(traj.c2w)
+    fov = fov_x_from_intrinsics(traj.K, traj.width)
+    cams = {
+        "focal_length": float(traj.K[0, 0, 0]),
+        "scale": 1.0,
+        "fov_x_deg": float(fov[0]),
+        "width": traj.width,
+        "height": traj.height,
+        "cameras": [m.tolist() for m in c2w_gl],
+        "cameras_interp": [m.tolist() for m in c2w_gl],
+    }
+    atomic_write_text(folder / "camera_data.json", json.dumps(cams, indent=1))
+    image_data = {
+        "image_path": "input_image.png",
+        "source": result.report.inputs.get("image"),
+        "prompt": result.report.settings.get("prompt", ""),
+        "num_frames": int(result.frames.shape[0]),
+        "resolution": [traj.width, traj.height],
+    }
+    atomic_write_text(folder / "image_data.json", json.dumps(image_data, indent=1))
+    atomic_write_text(folder / "time.txt", f"{result.time_s:.3f}\n")

@@ -1,0 +1,158 @@
+"""`mirage render`: parse options, build a RenderConfig, call mirage.batch.render, show progress and a summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mirage.errors import InputError, RuntimeFailure
+from mirage.memory.types import MemoryKind
+from mirage.pipeline import DenoiserKind, OffloadMode, RenderConfig, TrajectoryOptions
+
+console = Console(stderr=True)
+
+
+def parse_size(value: str | None, option: str = "--size") -> tuple[int, int] | None:
+    """'832x480' -> (832, 480); None stays None. One clear line on a bad value."""
+    if value is None:
+        return None
+    try:
+        w, h = value.lower().split("x")
+        size = int(w), int(h)
+    except ValueError:
+        raise InputError(f"{option}: {value!r} is not WIDTHxHEIGHT; write it like 832x480") from None
+    if min(size) <= 0:
+        raise InputError(f"{option}: {value!r} must be positive")
+    return size
+
+
+def parse_intrinsics(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(x) for x in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4:
+        raise InputError(f"--intrinsics: {value!r} is not fx,fy,cx,cy (four numbers in pixels of the input image)")
+    return parts  # type: ignore[return-value]
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. Only the CLI resolves 'auto'."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    if dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise InputError(f"--dtype: {dtype!r} is not one of auto, float32, bfloat16, float16")
+    return dtype
+
+
+def _overrides(**kw: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k, v in kw.items() if v)
+
+
+def render_command(
+    images: list[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
+    traj: str = typer.Option(..., "--traj", "-t", help="Preset name (see `mirage traj list`), YAML file or camera file."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output MP4 (one image)."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Output folder (several images; files named after inputs)."),
+    traj_format: str = typer.Option("auto", "--format", help="Force the camera file format (auto, preset, colmap, realestate10k, nerfstudio, worldscore, mirage)."),
+    frames: int | None = typer.Option(None, "--frames", help="Resample the trajectory to N frames."),
+    fps: float | None = typer.Option(None, "--fps", help="Frame rate of the output."),
+    traj_scale: float = typer.Option(1.0, "--traj-scale", help="Multiply imported translations."),
+    start: str | None = typer.Option(None, "--start", help="COLMAP: image name that is frame 0."),
+    preset: str = typer.Option("wan-vace-1.3b", "--preset", help="Model preset (see `mirage models`)."),
+    vae: str | None = typer.Option(None, "--vae", help="Override the VAE: Hub id or local folder."),
+    transformer: str | None = typer.Option(None, "--transformer", help="Override the video transformer."),
+    text_encoder: str | None = typer.Option(None, "--text-encoder", help="Override the text encoder."),
+    depth_model: str | None = typer.Option(None, "--depth-model", help="Override the depth model."),
+    denoiser: DenoiserKind = typer.Option(DenoiserKind.VACE, "--denoiser", help="none = preview: decode the memory reads directly."),
+    memory: MemoryKind = typer.Option(MemoryKind.LATENT, "--memory", help="latent (mirage) or rgb (the point-cloud baseline)."),
+    steps: int = typer.Option(20, "--steps", help="Denoising steps."),
+    guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance; 1.0 = off."),
+    seed: int = typer.Option(0, "--seed"),
+    prompt: str = typer.Option("", "--prompt", help="Text prompt (optional)."),
+    chunk_frames: int = typer.Option(33, "--chunk-frames", help="Frames per chunk (4k+1); chunks overlap by one frame."),
+    size: str | None = typer.Option(None, "--size", help="Output WIDTHxHEIGHT (multiples of 16); default: the preset's area at the image's aspect."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    offload: OffloadMode = typer.Option(OffloadMode.NONE, "--offload", help="CPU offload for small GPUs."),
+    depth: Path | None = typer.Option(None, "--depth", help="Depth map for the image (.npy metres or 16-bit PNG millimetres)."),
+    fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view of the image, degrees."),
+    intrinsics: str | None = typer.Option(None, "--intrinsics", help="fx,fy,cx,cy in pixels of the image."),
+    no_fill: bool = typer.Option(False, "--no-fill", help="Preview: leave holes visible instead of filling them."),
+    frames_dir: Path | None = typer.Option(None, "--frames-dir", help="Also write PNG frames here (batch: per input)."),
+    report: Path | None = typer.Option(None, "--report", help="JSON report path (default: next to the MP4)."),
+    save_warped: bool = typer.Option(False, "--save-warped", help="Also write <out>_warped.mp4: decoded memory reads beside the output."),
+    save_memory: Path | None = typer.Option(None, "--save-memory", help="Save the spatial memory (continue with --memory-from)."),
+    memory_from: Path | None = typer.Option(None, "--memory-from", help="Continue from a saved spatial memory."),
+    worldscore: Path | None = typer.Option(None, "--worldscore", help="Also write WorldScore's evaluation layout into this folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Re-render outputs that already exist."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Render a 3D-consistent video from IMAGE(S) along a camera trajectory."""
+    from mirage.batch import OutputRequest, render
+
+    if (out is None) == (out_dir is None):
+        raise InputError("render: give exactly one of -o OUT.mp4 (one image) or --out-dir DIR (several images)")
+    dev = resolve_device(device)
+    config = RenderConfig(
+        preset=preset,
+        overrides=_overrides(vae=vae, transformer=transformer, text_encoder=text_encoder, depth=depth_model),
+        denoiser=denoiser, memory=memory, steps=steps, guidance=guidance, seed=seed, prompt=prompt,
+        chunk_frames=chunk_frames, size=parse_size(size), device=dev, dtype=resolve_dtype(dtype, dev),
+        offload=offload, hole_fill=not no_fill, fov=fov, intrinsics=parse_intrinsics(intrinsics),
+    )
+    traj_opts = TrajectoryOptions(spec=traj, fmt=traj_format, frames=frames, fps=fps, scale=traj_scale, start=start)
+    req = OutputRequest(
+        out=out, out_dir=out_dir, report=report, frames_dir=frames_dir if frames_dir else False,
+        save_warped=save_warped, save_memory=save_memory if save_memory else False, worldscore=worldscore,
+        overwrite=overwrite,
+    )
+    show = not quiet and sys.stderr.isatty() and os.environ.get("CI") is None
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, disable=not show, transient=True)
+    tasks: dict[str, int] = {}
+
+    def on_progress(what: str, done: int, total: int) -> None:
+        if what not in tasks:
+            tasks[what] = progress.add_task({"chunk": "chunks", "step": "denoising"}.get(what, what), total=total)
+        if done == 1 and what == "step":
+            progress.reset(tasks[what], total=total)
+        progress.update(tasks[what], completed=done, total=total)
+
+    def on_item(item, i, n) -> None:
+        mark = {"done": "[green]done[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]failed[/]"}[item.status]
+        console.print(f"{mark} {item.image} -> {item.video}" + (f" ({item.error})" if item.error else ""), highlight=False)
+
+    with progress:
+        result = render(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
+                        progress=on_progress, on_item=on_item)
+    if len(result.items) > 1 or result.failed:
+        table = Table(title="mirage render")
+        for col in ("image", "status", "output", "seconds"):
+            table.add_column(col)
+        for it in result.items:
+            table.add_row(str(it.image), it.status, str(it.video), f"{it.seconds:.1f}")
+        console.print(table)
+    if result.failed:
+        names = ", ".join(str(i.image) for i in result.failed)
+        raise RuntimeFailure(f"{len(result.failed)} of {len(result.items)} inputs failed: {names}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render")(render_command)
