@@ -44,6 +44,9 @@ DEFAULT_DEPTH_MODEL: str = "apple/DepthPro-hf"
 """Hub repo of the default depth model: Depth Pro (metric depth and the horizontal FoV from one image)."""
 
 DEFAULT_DEPTH_REVISION: str = "main"
+DEFAULT_DEPTH_CLASS = "DepthProForDepthEstimation"
+DEFAULT_DEPTH_LICENCE = "apple-amlr (Apple ML research licence)"
+DEFAULT_DEPTH_SIZE_GB = 1.9  # fp32 safetensors
 """Pinned revision of :data:`DEFAULT_DEPTH_MODEL`. "main" because no full commit hash of apple/DepthPro-hf could be
 verified offline; replace it with the commit hash (``huggingface_hub.model_info(...).sha``) when online."""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from mirage import __version__
+from mirage.camera import fov_x_from_intrinsics, scale_intrinsics
 from mirage.errors import InputError, MirageError, RuntimeFailure
 from mirage.holefill import push_pull_fill
 from mirage.memory.types import MemoryKind, MemoryRead
@@ -71,6 +72,7 @@ class RenderConfig:
     fov: float | None = None  # horizontal FoV in degrees of the input image (overrides the depth model's)
     intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy in pixels of the input image
     vae_dtype: str = "float32"  # VAE dtype: float32 (as diffusers' Wan examples) or "model" (the model dtype)
+    compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
     write_back: bool = True  # write revealed content back into the memory after each chunk
     keep_reads: bool = False  # also decode the memory reads (for --save-warped)
 
@@ -201,6 +203,8 @@ class Pipeline:
             if config.denoiser is DenoiserKind.VACE:
                 self.denoiser = Denoiser(components.transformer, components.scheduler_config)
                 self._apply_offload()
+                if config.compile:
+                    self.denoiser.transformer = torch.compile(self.denoiser.transformer, fullgraph=False)
         self.preset = str(getattr(components.preset, "value", components.preset))
         self._prompt_cache: dict[tuple[str, str | None], tuple] = {}
 
@@ -304,7 +308,8 @@ class Pipeline:
         # --- depth of the input image
         with timer.stage("depth"):
             if depth_file is not None:
-                dres = depth_mod.read_depth_file(depth_file, W, H)
+                # a depth file is in the coordinates of the image as given: read it there, resize it like the image
+                dres = _resize_depth_result(depth_mod.read_depth_file(depth_file, *src_wh), W, H)
             else:
                 fov_hint = c.fov if c.intrinsics is None else None
                 dres = self.depth_model().estimate(image, fov_x_deg=fov_hint)
@@ -316,9 +321,11 @@ class Pipeline:
         scene_depth = float(depth[valid].median())
 
         # --- intrinsics and trajectory
-        K_img, k_source, k_warn = depth_mod.resolve_intrinsics(
-            W, H, fov_x_deg=c.fov, intrinsics=c.intrinsics, predicted_fov_x_deg=dres.fov_x_deg
+        # intrinsics are given (or predicted) for the image as given, then follow its resize to (W, H)
+        K_src, k_source, k_warn = depth_mod.resolve_intrinsics(
+            *src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics, predicted_fov_x_deg=dres.fov_x_deg
         )
+        K_img = scale_intrinsics(K_src, W / src_wh[0], H / src_wh[1])
         traj_t = load_trajectory(
             traj.spec, width=W, height=H, K=K_img, scene_depth=scene_depth, fmt=traj.fmt, frames=traj.frames,
             fps=traj.fps, scale=traj.scale, start=traj.start,
@@ -503,7 +510,9 @@ class Pipeline:
 
     def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w):
         idx = memory.write_frame_indices(frames.shape[0])
-        depth_new = self.depth_model().estimate_batch(frames[idx].to(self.dtype))  # (T, H, W) raw
+        # the generated frames' cameras are known exactly: give their FoV to models that use one (Depth Pro)
+        fov = float(fov_x_from_intrinsics(K[idx[0]], frames.shape[-1]))
+        depth_new = self.depth_model().estimate_batch(frames[idx].to(self.dtype), fov_x_deg=fov)  # (T, H, W) raw
         region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
         return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
 
@@ -534,6 +543,15 @@ def _pin_first_frame(read: MemoryRead, frame: torch.Tensor, latent: torch.Tensor
         pix = pix.clone()
         pix[0] = False
     return replace(read, latents=lat, holes=holes, rgb=rgb, pixel_holes=pix)
+
+
+def _resize_depth_result(dres, width: int, height: int):
+    """A DepthResult resized to (width, height): nearest neighbour, so depth edges and the valid mask stay sharp."""
+    if tuple(dres.depth.shape) == (height, width):
+        return dres
+    d = torch.nn.functional.interpolate(dres.depth[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0]
+    v = torch.nn.functional.interpolate(dres.valid[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0]
+    return replace(dres, depth=d, valid=v > 0.5)
 
 
 def _stats_dict(st) -> dict:

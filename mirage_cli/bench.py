@@ -1,0 +1,157 @@
+"""`mirage bench`: latent memory vs the RGB point-cloud baseline; `mirage bench fidelity`: read fidelity."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from mirage.errors import InputError, RuntimeFailure
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _BenchGroup(TyperGroup):
+    """`mirage bench [IMAGE] [options]` runs the speed benchmark; `mirage bench fidelity ...` is a subcommand."""
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["--image", args[0], *args[1:]]  # a leading positional that is no subcommand is the IMAGE
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_BenchGroup, invoke_without_command=True, no_args_is_help=False,
+                  help="Latent memory vs the RGB point-cloud baseline, side by side (and `bench fidelity`).")
+
+
+def parse_int_list(value: str, option: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{option}: {value!r} is not a comma-separated list of integers (e.g. 4,20,50)") from None
+    if not out or min(out) < 1:
+        raise InputError(f"{option}: {value!r} needs at least one positive integer")
+    return out
+
+
+def _mb(x) -> str:
+    return "-" if x is None else f"{x / 2**20:,.0f}"
+
+
+def _ms(x) -> str:
+    return "-" if x is None else f"{x:,.1f}"
+
+
+@app.callback()
+def bench(
+    ctx: typer.Context,
+    image: Path | None = typer.Option(None, "--image", help="Input image (default: the example scene, with its true depth)."),
+    traj: str = typer.Option("orbit", "--traj", "-t", help="Trajectory preset or camera file."),
+    preset: str | None = typer.Option(None, "--preset", help="Model preset (default: wan-vace-1.3b on GPU, tiny on CPU)."),
+    frames: str = typer.Option("81", "--frames", help="Comma-separated video lengths, e.g. 81,161."),
+    steps: str = typer.Option("4,20,50", "--steps", help="Comma-separated denoising step counts."),
+    chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk (default 81)."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed runs per setting (median and spread reported)."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up runs per video length."),
+    size: str | None = typer.Option(None, "--size", help="WIDTHxHEIGHT (default 832x480 on GPU)."),
+    depth: Path | None = typer.Option(None, "--depth", help="Depth map of IMAGE (default: the depth model)."),
+    fov: float | None = typer.Option(None, "--fov", help="Horizontal FoV of IMAGE, degrees."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Real architectures, random weights: no download."),
+    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    vae_dtype: str = typer.Option("float32", "--vae-dtype", help="float32 or model (the model dtype)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full results as JSON."),
+) -> None:
+    """Run the full render path with --memory latent and --memory rgb, same inputs and seed; report both and the ratios."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
+    from mirage.pipeline import RenderConfig
+    from mirage_cli.render import parse_size, resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    on_gpu = dev.startswith("cuda")
+    preset = preset or ("wan-vace-1.3b" if on_gpu else "tiny")
+    size_t = parse_size(size) or ((832, 480) if on_gpu else (112, 64))
+    if image is None:
+        image, depth, fov = DEFAULT_IMAGE, depth or DEFAULT_DEPTH, fov or 60.0
+    render_cfg = RenderConfig(
+        preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=vae_dtype, fov=fov,
+        chunk_frames=chunk_frames or 81, compile=compile,
+    )
+    cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,
+                      frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),
+                      repeats=repeats, warmup=warmup, random_weights=random_weights)
+    if not on_gpu:
+        err_console.print("[yellow]note:[/] no GPU: running on the CPU with the tiny preset; figures are not "
+                          "representative of GPU speed")
+    show = sys.stderr.isatty() and os.environ.get("CI") is None
+
+    def on_progress(what: str, done: int, total: int) -> None:
+        if show:
+            err_console.print(f"[dim]run {done}/{total}[/]", highlight=False)
+
+    report = run_bench(cfg, progress=on_progress)
+    _print(report)
+    if json_out is not None:
+        from mirage.io import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1, default=str))
+        console.print(f"results written to {json_out}")
+    if report.failed:
+        raise RuntimeFailure(
+            f"{len(report.failed)} setting(s) failed: "
+            + "; ".join(f"{r.memory} frames={r.frames} steps={r.steps}: {r.error}" for r in report.failed)
+        )
+
+
+def _print(report) -> None:
+    h = report.header
+    title = (f"mirage bench on {h.get('gpu') or h['device']} | preset {h['preset']}"
+             + (" (random weights)" if h["random_weights"] else "") + f" | {h['size'][0]}x{h['size'][1]}"
+             + f" | {h['repeats']} repeat(s), median")
+    t = Table(title=title)
+    for col in ("memory", "frames", "steps", "total ms", "(min-max)", "cond. path ms", "denoise ms", "decode ms",
+                "peak VRAM MiB", "cond. VRAM MiB", "cache MiB"):
+        t.add_column(col, justify="right")
+    for r in report.rows:
+        if r.error:
+            t.add_row(r.memory, str(r.frames), str(r.steps), "[red]failed[/]", *[""] * 7)
+            continue
+        sp = r.spread("total_ms")
+        t.add_row(r.memory, str(r.frames), str(r.steps), _ms(r.median("total_ms")),
+                  f"{sp[0]:,.0f}-{sp[1]:,.0f}" if sp else "-", _ms(r.median("conditioning_ms")),
+                  _ms(r.median("denoise_ms")), _ms(r.median("decode_ms")), _mb(r.median("peak_vram_overall")),
+                  _mb(r.median("peak_vram_conditioning")), _mb(r.median("memory_bytes_final")))
+    console.print(t)
+    rt = Table(title="rgb / latent")
+    for col in ("frames", "steps", "end to end", "cond. path", "cond. VRAM", "cache bytes"):
+        rt.add_column(col, justify="right")
+    for e in report.ratios:
+        f = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        rt.add_row(str(e["frames"]), str(e["steps"]), f(e["total_ms"]), f(e["conditioning_ms"]),
+                   f(e["peak_vram_conditioning"]), f(e["memory_bytes_final"]))
+    console.print(rt)
+    if h.get("note"):
+        console.print(f"[yellow]{h['note']}[/]")
+
+
+def register(root: typer.Typer) -> None:
+    import importlib
+
+    try:
+        fidelity = importlib.import_module("mirage_cli.fidelity")
+    except ModuleNotFoundError as e:
+        if e.name != "mirage_cli.fidelity":
+            raise
+    else:
+        fidelity.register(app)
+    root.add_typer(app, name="bench")

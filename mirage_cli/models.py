@@ -1,0 +1,56 @@
+"""`mirage models` (presets, components, sizes, licences, cache state) and `mirage download PRESET`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+console = Console()
+
+
+def models_command() -> None:
+    """List model presets: components, Hub ids and revisions, sizes, licences, and whether each is cached."""
+    from mirage import hub
+
+    for info in hub.list_presets():
+        try:
+            state = hub.cached(info.name)
+        except Exception as e:  # noqa: BLE001 -- a broken cache must not hide the list
+            state = {}
+            console.print(f"[yellow]{info.name}: cache state unknown ({type(e).__name__})[/]")
+        title = f"{info.name}{' (default)' if info.default else ''}: {info.description}"
+        t = Table(title=title, title_justify="left")
+        for col in ("component", "class", "source", "revision", "size", "licence", "cached"):
+            t.add_column(col)
+        for c in info.components:
+            src = c.repo_id + (f":{c.subfolder}" if c.subfolder else "")
+            ok = state.get(c.name.value)
+            t.add_row(c.name.value, c.cls_name, "built locally" if info.local else src, c.revision or "-",
+                      f"{c.approx_size_gb:.2f} GB" if c.approx_size_gb else "-", c.licence,
+                      "[green]yes[/]" if ok else ("[red]no[/]" if ok is not None else "?"))
+        console.print(t)
+        console.print(f"  download: about {info.approx_size_gb:.1f} GB" if not info.local else "  built locally on first use")
+
+
+def download_command(
+    preset: str = typer.Argument(..., help="Preset to fetch into the Hugging Face cache (see `mirage models`)."),
+) -> None:
+    """Pre-fetch a preset's weights into the Hugging Face cache (needs internet; afterwards runs work offline)."""
+    from mirage import hub
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+        task = bar.add_task(f"download {preset}", total=None)
+
+        def on_progress(component: str, done: int, total: int) -> None:
+            bar.update(task, total=total, completed=done, description=f"download {preset}: {component}")
+
+        folders = hub.download(preset, progress=on_progress)
+    for comp, folder in folders.items():
+        console.print(f"{comp}: {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("models")(models_command)
+    app.command("download")(download_command)
