@@ -196,10 +196,11 @@ def run_bench(
     t0 = time.perf_counter()
     if pipeline is None:
         if cfg.random_weights:
-            from mirage.hub import random_components
+            from mirage.random_weights import random_components
 
-            comps = random_components(cfg.render.preset, device=torch.device(cfg.render.device),
-                                      dtype=cfg.render.torch_dtype)
+            rc = cfg.render
+            comps = random_components(rc.preset, device=torch.device(rc.device), dtype=rc.torch_dtype,
+                                      vae_dtype=torch.float32 if rc.vae_dtype == "float32" else rc.torch_dtype)
             pipeline = Pipeline(cfg.render, components=comps)
         else:
             pipeline = Pipeline(cfg.render)

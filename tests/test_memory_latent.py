@@ -226,7 +226,7 @@ def test_bad_inputs_raise_input_error():
     with pytest.raises(InputError, match="encode_video"):
         create_memory("rgb", **args)
     with pytest.raises(InputError, match="phases"):
-        MemoryConfig(phases=2)
+        MemoryConfig(phases=3)
     with pytest.raises(InputError, match="splat"):
         MemoryConfig(splat="cubic")
     with pytest.raises(InputError, match="unknown key"):

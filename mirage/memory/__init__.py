@@ -11,6 +11,8 @@ Build either with :func:`create_memory`; load a saved one with :func:`load_memor
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -20,7 +22,7 @@ import torch
 from mirage._check import check_shape
 from mirage.errors import InputError
 from mirage.memory.align import AlignMode, DepthFit, fit_depth
-from mirage.memory.latent import InitReport, LatentMemory
+from mirage.memory.latent import InitReport, LatentMemory, phase_offsets, shift_image
 from mirage.memory.rgb import RGBMemory
 from mirage.memory.splat import (
     FootprintDepth,
@@ -32,6 +34,8 @@ from mirage.memory.splat import (
     splat_points,
 )
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
+
+logger = logging.getLogger("mirage")
 
 
 @runtime_checkable
@@ -77,6 +81,7 @@ def create_memory(
     model_id: str = "",
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
+    phase_latents: dict[tuple[int, int], torch.Tensor] | None = None,
 ) -> SpatialMemory:
     """A memory of the input view.
 
@@ -92,15 +97,23 @@ def create_memory(
         encode_video: RGB memory only (required there): (F, 3, H, W) in [-1, 1] -> latents (T, C, h, w).
         model_id: the latent space's model id, stored in saved files and checked on load.
         dtype: latent dtype (default ``latents.dtype``); device: where the cloud lives (default ``latents.device``).
+        phase_latents: latent memory with ``config.phases`` > 1 only: ``{(dy, dx): (C, h, w)}`` latents of the image
+            shifted by sub-stride offsets (:func:`mirage.fidelity.encode_phases`; see
+            :meth:`LatentMemory.from_view`). The RGB memory has no phases: it builds with ``phases = 1`` (logged).
     """
     kind = MemoryKind(kind)
     check_shape(image, (3, "H", "W"), "image")
     check_shape(latents, ("C", "h", "w"), "latents")
     if kind == MemoryKind.LATENT:
         return LatentMemory.from_view(latents, depth, K, c2w, stride=stride, temporal_stride=temporal_stride,
-                                      config=config, model_id=model_id, dtype=dtype, device=device)
+                                      config=config, model_id=model_id, dtype=dtype, device=device,
+                                      phase_latents=phase_latents)
     if encode_video is None:
         raise InputError("memory rgb: needs an encode_video callable (the VAE encoder); pass encode_video=...")
+    if config.phases != 1:
+        logger.info("memory phases: %d -> 1 for the rgb memory (one point per pixel has no sub-stride phases)",
+                    config.phases)
+        config = dataclasses.replace(config, phases=1)
     return RGBMemory.from_view(image, depth, K, c2w, encode_video=encode_video, stride=stride,
                                temporal_stride=temporal_stride, latent_channels=latents.shape[0], config=config,
                                model_id=model_id, latent_dtype=dtype or latents.dtype,
@@ -148,5 +161,7 @@ __all__ = [
     "fit_depth",
     "latent_frame_indices",
     "load_memory",
+    "phase_offsets",
+    "shift_image",
     "splat_points",
 ]

@@ -4,6 +4,11 @@ Init: the input image's VAE latents (C, h, w) and its depth (H, W). Token (i, j)
 stride x stride pixel footprint (:class:`~mirage.memory.splat.FootprintDepth`) and sits at the latent cell centre
 ``stride * j + (stride - 1) / 2`` (``intrinsics_to_latent``), back-projected with the frame-0 camera.
 
+Polyphase init (``MemoryConfig.phases`` p > 1): the image is also encoded shifted by every multiple of
+``stride / p`` pixels along each axis (``phase_latents``, from :func:`mirage.fidelity.encode_phases`); the token of
+cell (i, j) of the image shifted by (dy, dx) pixels sits at pixel ``stride * j + (stride - 1) / 2 + dx`` (and the
+same in y), so every token's features match its exact 3D position; p**2 x the tokens.
+
 Read: the tokens are splatted (bilinear, soft z-buffer, :func:`~mirage.memory.splat.splat_points`) into the
 latent grid of every *latent* frame of a chunk at once. Write: generated latent frames add tokens where content was
 newly revealed, after their depth has been aligned to the memory (:mod:`mirage.memory.align`); voxel
@@ -21,7 +26,7 @@ from typing import Any
 import torch
 
 from mirage._check import check_shape
-from mirage.camera import check_poses, intrinsics_to_latent, invert_rigid
+from mirage.camera import check_poses, intrinsics_to_latent, invert_rigid, pixel_grid, transform_points, unproject_to_cam
 from mirage.errors import InputError, MemoryFileError
 from mirage.memory.align import fit_depth
 from mirage.memory.splat import (
@@ -130,8 +135,10 @@ class LatentMemory:
         model_id: str = "",
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        phase_latents: dict[tuple[int, int], torch.Tensor] | None = None,
     ) -> LatentMemory:
-        """A memory holding one token per cell of ``latents`` (tokens with no valid depth are left out and counted).
+        """A memory holding one token per cell of ``latents`` (tokens with no valid depth are left out and counted),
+        and with ``config.phases`` p > 1 one more token per cell of every shifted encoding in ``phase_latents``.
 
         Args:
             latents: (C, h, w) VAE-normalised latents of the input image (or colours, C=3, stride 1).
@@ -142,11 +149,33 @@ class LatentMemory:
             config: :class:`MemoryConfig`.
             dtype: feature dtype (default: ``latents.dtype``); positions are always float32.
             device: where the cloud lives (default: ``latents.device``).
+            phase_latents: polyphase only (required iff ``config.phases`` > 1): ``{(dy, dx): (C, h, w)}``, the
+                latents of the image shifted up/left by (dy, dx) pixels (crop + replicate the bottom/right edge,
+                :func:`mirage.fidelity.encode_phases`), for every dy, dx in ``0, stride/p, ..., stride - stride/p``
+                except (0, 0) (that is ``latents``; if present it is ignored). Depth is shifted the same way; a
+                token whose centre falls outside the image (offsets > stride / 2, last row/column) is left out.
         """
         check_shape(latents, ("C", "h", "w"), "latents")
         check_shape(depth, ("H", "W"), "depth")
         if stride < 1:
             raise InputError(f"stride: {stride} must be >= 1")
+        offsets = phase_offsets(stride, config.phases)
+        if config.phases == 1 and phase_latents:
+            raise InputError("phase_latents: given, but memory phases is 1; set MemoryConfig(phases=2 or 4) or drop them")
+        if config.phases > 1:
+            if phase_latents is None:
+                raise InputError(
+                    f"phase_latents: memory phases is {config.phases}, so the latents of the shifted images are "
+                    "needed; compute them with mirage.fidelity.encode_phases(vae, image, phases)"
+                )
+            missing = [o for o in offsets if o != (0, 0) and o not in phase_latents]
+            if missing:
+                raise InputError(
+                    f"phase_latents: offset(s) {missing} missing for {config.phases} phases at stride {stride}; "
+                    "pass every (dy, dx) of encode_phases"
+                )
+            for o in offsets[1:]:
+                check_shape(phase_latents[o], tuple(latents.shape), f"phase_latents[{o}]")
         C, h, w = latents.shape
         H, W = depth.shape
         if (H, W) != (h * stride, w * stride):
@@ -167,11 +196,24 @@ class LatentMemory:
         ok = ~torch.isnan(d_grid.reshape(-1))  # (h*w,)
         xyz = grid_to_world(d_grid, K_grid, c2w_)[0]  # (h*w, 3)
         feats = latents.to(device).permute(1, 2, 0).reshape(-1, C)  # (h*w, C)
+        if config.phases > 1:  # phase-major order: phase (0, 0) first, then row-major offsets
+            xs, fs, oks = [xyz], [feats], [ok]
+            for dy, dx in offsets[1:]:
+                d_shift = footprint_depth(shift_image(depth[None], dy, dx), stride, config.footprint_depth)  # (1, h, w)
+                uv = pixel_grid(h, w, device=device).reshape(-1, 2) + torch.tensor(
+                    [dx / stride, dy / stride], device=device
+                )  # (h*w, 2) token-grid coordinates of the shifted cell centres
+                inside = (uv[:, 0] * stride + (stride - 1) / 2 <= W - 0.5) & (uv[:, 1] * stride + (stride - 1) / 2 <= H - 0.5)
+                xyz_cam = unproject_to_cam(uv[None], d_shift.reshape(1, -1), K_grid)  # (1, h*w, 3)
+                xs.append(transform_points(c2w_, xyz_cam)[0])
+                fs.append(phase_latents[(dy, dx)].to(device).permute(1, 2, 0).reshape(-1, C))
+                oks.append(~torch.isnan(d_shift.reshape(-1)) & inside)
+            xyz, feats, ok = torch.cat(xs), torch.cat(fs), torch.cat(oks)  # (p*p*h*w, ...)
         n_rej = int((~ok).sum())
         if not bool(ok.any()):
             raise InputError("depth: no valid value (all NaN, inf or <= 0); pass a depth map with positive depths")
         if config.voxel_size is None:
-            voxel = float(d_grid.reshape(-1)[ok].median()) / float(K_grid[0, 0, 0])
+            voxel = float(d_grid.reshape(-1).nanmedian()) / float(K_grid[0, 0, 0])
         else:
             voxel = float(config.voxel_size)
         store = PointStore(xyz[ok].float(), feats[ok].to(dtype), torch.zeros(int(ok.sum()), dtype=torch.long, device=device))
@@ -195,9 +237,13 @@ class LatentMemory:
         h, w = self.grid_size
         dev = self.store.xyz.device
         c = self.config
+        weights = None
+        if c.phases > 1:  # init tokens are p*p times denser than written ones: weigh them so coverage stays ~1
+            weights = torch.where(self.store.birth == 0, 1.0 / c.phases**2, 1.0).float()  # (N,)
         return splat_points(
             self.store.xyz, self.store.features if features else None, K_grid.to(dev).float(), w2c.to(dev).float(),
             h, w, mode=c.splat, depth_tolerance=c.depth_tolerance, min_coverage=c.min_coverage, near=c.near,
+            weights=weights,
         )
 
     def read(self, K: torch.Tensor, w2c: torch.Tensor) -> MemoryRead:
@@ -407,6 +453,27 @@ class LatentMemory:
             lo, hi = f.amin(0, keepdim=True), f.amax(0, keepdim=True)
             rgb = to_uint8((f - lo) / (hi - lo).clamp_min(1e-12) * 2 - 1)
         write_ply(path, self.store.xyz, rgb)
+
+
+def phase_offsets(stride: int, phases: int) -> list[tuple[int, int]]:
+    """The (dy, dx) pixel offsets of a polyphase memory, row-major from (0, 0): every multiple of
+    ``stride // phases`` below ``stride`` on each axis (``phases**2`` offsets). ``stride`` must be divisible."""
+    if phases < 1 or stride % phases:
+        raise InputError(f"memory phases: {phases} does not divide the latent stride {stride}; use 1, 2 or 4")
+    step = stride // phases
+    return [(dy, dx) for dy in range(0, stride, step) for dx in range(0, stride, step)]
+
+
+def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Shift an image up/left by (dy, dx) >= 0 pixels: crop the first dy rows / dx columns, then replicate the last
+    row/column to keep the size. ``x``: (..., H, W) any dtype -> same shape; ``out[..., y, x] =
+    x[..., min(y + dy, H - 1), min(x + dx, W - 1)]``."""
+    H, W = x.shape[-2:]
+    if dy < 0 or dx < 0 or dy >= H or dx >= W:
+        raise InputError(f"shift: offset ({dy}, {dx}) must be >= 0 and smaller than the {W}x{H} image")
+    rows = torch.arange(H, device=x.device).add(dy).clamp(max=H - 1)
+    cols = torch.arange(W, device=x.device).add(dx).clamp(max=W - 1)
+    return x.index_select(-2, rows).index_select(-1, cols)
 
 
 def _scatter_frames(depth_sel: torch.Tensor, idx: list[int], num_frames: int) -> torch.Tensor:

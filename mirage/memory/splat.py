@@ -38,6 +38,9 @@ class SplatMode(str, Enum):
 
     NEAREST = "nearest"  # the one cell whose centre is nearest
     BILINEAR = "bilinear"  # the 4 surrounding cells with bilinear weights (default)
+    CLOSEST = "closest"  # coverage and z-buffer as BILINEAR, but each cell takes the features of the one accepted
+    #                      (front-surface) point whose projection is nearest its centre: no blending (the read of
+    #                      a polyphase memory, see MemoryConfig.phases)
 
 
 class FootprintDepth(str, Enum):
@@ -70,7 +73,8 @@ class MemoryConfig:
     align_min_valid: int = 32  # grid cells of overlap the depth fit needs, else scale 1 and a warning
     align_trim: float = 0.2  # fraction of outlier cells the depth fit drops
     voxel_winner: VoxelWinner = VoxelWinner.EXISTING  # see VoxelWinner
-    phases: int = 1  # polyphase memory (sub-stride offsets per axis); only 1 is implemented
+    phases: int = 1  # polyphase init: 1, 2 or 4 sub-stride offsets per axis (phases**2 x the init tokens); > 1
+    #                  needs the latents of the shifted images (mirage.fidelity.encode_phases); read with CLOSEST
 
     def __post_init__(self) -> None:
         if self.voxel_size is not None and not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
@@ -85,8 +89,8 @@ class MemoryConfig:
             raise InputError(f"memory near: {self.near} must be positive")
         if not 0.0 <= self.align_trim <= 0.9:
             raise InputError(f"memory align_trim: {self.align_trim} must be in [0, 0.9]")
-        if self.phases != 1:
-            raise InputError(f"memory phases: {self.phases} is not supported yet; use phases=1")
+        if self.phases not in (1, 2, 4):
+            raise InputError(f"memory phases: {self.phases} is not one of 1, 2, 4 (sub-stride offsets per axis)")
         for name, enum in (("footprint_depth", FootprintDepth), ("splat", SplatMode), ("align", AlignMode),
                            ("voxel_winner", VoxelWinner)):
             value = getattr(self, name)
@@ -174,6 +178,7 @@ def splat_points(
     min_coverage: float = 0.25,
     near: float = 1e-3,
     valid: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> Splat:
     """Render points into B cameras at once with a deterministic soft z-buffer. No host sync, fixed shapes.
 
@@ -185,7 +190,10 @@ def splat_points(
        the order of the points;
     3. soft depth test: a contribution is accepted when ``z <= zmin * (1 + depth_tolerance)`` (nearer weak ones blend
        in: antialiased edges); accepted weights and weighted features are summed with ``index_add_`` (order-independent
-       up to float rounding) and the features normalised by the weight sum.
+       up to float rounding) and the features normalised by the weight sum;
+    4. ``CLOSEST`` only: each cell instead takes the features of the accepted point nearest its centre (ties: the
+       lower point index; an exact int64 ``scatter_reduce(amin)`` of (quantised squared distance, index) keys, so
+       the choice is order-independent and deterministic).
 
     Args:
         xyz_world: (N, 3) float world points.
@@ -195,6 +203,9 @@ def splat_points(
         height, width: target grid size.
         mode, depth_tolerance, min_coverage, near: see :class:`MemoryConfig`.
         valid: optional (N,) bool; False points are not drawn.
+        weights: optional (N,) float32 per-point density weight, multiplying the splat weight in the coverage and
+            the feature mean (a polyphase memory's init tokens weigh ``1 / phases**2``, so a cell's coverage stays
+            ~1). The z-buffer's "strong" test uses the unweighted splat weight.
     Returns:
         :class:`Splat` on the points' device.
     """
@@ -207,6 +218,8 @@ def splat_points(
         check_shape(features, (N, "C"), "features")
     if valid is not None:
         check_shape(valid, (N,), "valid")
+    if weights is not None:
+        check_shape(weights, (N,), "weights")
     HW = height * width
     dev = xyz_world.device
     xyz_cam = transform_points(w2c.float(), xyz_world.float())  # (B, N, 3)
@@ -243,12 +256,27 @@ def splat_points(
     z_strong = inf.scatter_reduce(0, flat.reshape(-1), torch.where(strong, zc, float("inf")).reshape(-1), "amin")
     zmin = torch.where(torch.isinf(z_strong), z_all, z_strong)  # (B*HW + 1,)
     accept = ok & (zc <= zmin[flat] * (1.0 + depth_tolerance))  # (B, N, S)
+    if weights is not None:
+        w = w * weights.float()[None, :, None]
     wa = torch.where(accept, w, 0.0)
     cov = torch.zeros(B * HW + 1, dtype=torch.float32, device=dev).index_add_(0, flat.reshape(-1), wa.reshape(-1))
     holes = cov[:-1] < min_coverage  # (B*HW,)
     depth = torch.where(holes, 0.0, zmin[:-1])
     feats_out = None
-    if features is not None:
+    if features is not None and mode == SplatMode.CLOSEST:
+        C = features.shape[1]
+        d2 = (corner - uv[:, :, None, :]).square().sum(-1)  # (B, N, 4) squared distance to the cell centre, <= 2
+        big = torch.iinfo(torch.int64).max
+        key = (d2 * float(1 << 24)).round().long() * (N + 1) + torch.arange(N, device=dev)[None, :, None]
+        key = torch.where(accept, key, big)  # (B, N, 4): (distance, index), exact in int64 (2^25 * 2^31 < 2^63)
+        best = torch.full((B * HW + 1,), big, dtype=torch.int64, device=dev).scatter_reduce(
+            0, flat.reshape(-1), key.reshape(-1), "amin"
+        )[:-1]  # (B*HW,)
+        winner = torch.where(best == big, 0, best % (N + 1)).clamp(max=max(N - 1, 0))  # (B*HW,)
+        picked = features[winner].float() if N else torch.zeros(B * HW, C, device=dev)  # (B*HW, C)
+        picked = torch.where(holes[:, None] | (best == big)[:, None], 0.0, picked)
+        feats_out = picked.reshape(B, height, width, C).permute(0, 3, 1, 2)  # (B, C, H, W)
+    elif features is not None:
         C = features.shape[1]
         f32 = features.float()
         acc = torch.zeros(B * HW + 1, C, dtype=torch.float32, device=dev)
