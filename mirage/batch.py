@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from mirage.errors import InputError, MirageError, RuntimeFailure
-from mirage.outputs import OutputOptions, write_outputs
+from mirage.outputs import OutputOptions, default_report_path, write_outputs
 from mirage.pipeline import Pipeline, ProgressCallback, RenderConfig, TrajectoryOptions
 from mirage.report import StageTimer
 from mirage.video import IMAGE_SUFFIXES
@@ -28,10 +28,11 @@ class OutputRequest:
 
     out: Path | None = None  # single input: the MP4 path
     out_dir: Path | None = None  # batch: folder of MP4s named after the inputs
-    report: Path | None = None  # single input only: the JSON report path
-    frames_dir: bool | Path = False  # True in a batch: <out_dir>/<name>_frames/
+    report: Path | None = None  # single input only: the JSON report path (a batch writes <name>.json beside each MP4)
+    frames_dir: bool | Path = False  # a path: PNG frames there (batch: <path>/<name>/); True: <video stem>_frames/
     save_warped: bool = False  # <name>_warped.mp4 beside the output
-    save_memory: Path | bool = False  # a path (single) or True (batch: <name>.memory.safetensors)
+    save_memory: Path | bool = False  # a path (single: the file; batch: a folder of <name>.memory.safetensors)
+    #                                   or True (beside each MP4: <name>.memory.safetensors)
     worldscore: Path | None = None  # single: the folder; batch: <worldscore>/<name>/
     overwrite: bool = False  # re-render outputs that exist
     crf: int = 18
@@ -92,8 +93,14 @@ def _paths_for(image: Path, req: OutputRequest, batch: bool) -> OutputOptions:
     if batch:
         assert req.out_dir is not None
         video = req.out_dir / f"{image.stem}.mp4"
-        frames = req.out_dir / f"{image.stem}_frames" if req.frames_dir else None
-        memory = req.out_dir / f"{image.stem}.memory.safetensors" if req.save_memory else None
+        if isinstance(req.frames_dir, Path):
+            frames = req.frames_dir / image.stem
+        else:
+            frames = req.out_dir / f"{image.stem}_frames" if req.frames_dir else None
+        if isinstance(req.save_memory, Path):
+            memory = req.save_memory / f"{image.stem}.memory.safetensors"
+        else:
+            memory = req.out_dir / f"{image.stem}.memory.safetensors" if req.save_memory else None
         ws = req.worldscore / image.stem if req.worldscore else None
         report = None
     else:
@@ -146,22 +153,40 @@ def render(
         raise InputError(f"-o {output.out}: the output must end in .mp4")
     if (depth_file is not None or memory_from is not None) and len(paths) > 1:
         raise InputError("--depth / --memory-from: apply to one image; render several images without them")
+    if batch and output.report is not None:
+        raise InputError(f"--report {output.report}: applies to one image; in a batch each report is written beside "
+                         "its MP4 (<name>.json), drop --report")
     mine = shard(paths, rank, world_size)
     result = BatchResult()
     todo: list[tuple[Path, OutputOptions]] = []
     for image in mine:
         opts = _paths_for(image, output, batch)
-        if opts.video.exists() and not output.overwrite:
+        # done = the MP4 and its report: the report is written last, so an MP4 alone is an interrupted render
+        if opts.video.exists() and (opts.report or default_report_path(opts.video)).exists() and not output.overwrite:
             logger.info("%s: %s exists, skipped (--overwrite to redo)", image.name, opts.video)
             result.items.append(ItemResult(image, opts.video, "skipped"))
             continue
         todo.append((image, opts))
     if not todo:
         return result
-    pipe = Pipeline(replace_keep_reads(config, output.save_warped), progress=progress)
+    # validate every input and the trajectory against it before any model loads (cheap: headers and camera files)
+    early: dict[Path, str] = {}
+    for image, _ in todo:
+        try:
+            check_input(image, traj, config)
+        except MirageError as e:
+            if not batch:
+                raise
+            early[image] = str(e)
+    pipe = None
+    if len(early) < len(todo):
+        pipe = Pipeline(replace_keep_reads(config, output.save_warped), progress=progress)
     for i, (image, opts) in enumerate(todo):
         t0 = time.perf_counter()
         try:
+            if image in early:
+                raise InputError(early[image])
+            assert pipe is not None
             res = pipe.render(image, traj, depth_file=depth_file, memory_from=memory_from)
             timer = StageTimer(pipe.device)
             write_outputs(res, opts, timer=timer)
@@ -181,6 +206,23 @@ def render(
         if on_item:
             on_item(item, i, len(todo))
     return result
+
+
+def check_input(image: Path, traj: TrajectoryOptions, config: RenderConfig) -> None:
+    """Fail fast, before models load: the image's header must be readable and the trajectory must resolve at the
+    output size the pipeline will use for it (same rule: ``config.size`` or the preset's area at the image's
+    aspect). Raises InputError / TrajectoryError with the pipeline's own messages."""
+    from mirage.pipeline import PIXEL_AREA, SIZE_MULTIPLE, output_size
+    from mirage.trajectory import load_trajectory
+    from mirage.video import image_size
+
+    src_wh = image_size(image)
+    if config.size is not None:
+        W, H = config.size
+    else:
+        W, H = output_size(src_wh, PIXEL_AREA.get(config.preset, 832 * 480), SIZE_MULTIPLE)
+    load_trajectory(traj.spec, width=W, height=H, fmt=traj.fmt, frames=traj.frames, fps=traj.fps, scale=traj.scale,
+                    start=traj.start)
 
 
 def replace_keep_reads(config: RenderConfig, keep: bool) -> RenderConfig:

@@ -54,7 +54,8 @@ class RunMeasure:
 
     total_ms: float
     stages_ms: dict[str, float]
-    peak_vram_bytes: dict[str, int]
+    peak_vram_bytes: dict[str, int]  # absolute per stage, and "overall"
+    peak_vram_extra_bytes: dict[str, int]  # per stage, above what was allocated when the stage began
     memory_bytes: list[int]  # cache size after each chunk
 
 
@@ -92,8 +93,8 @@ def _get(r: RunMeasure, key: str) -> float | None:
         return r.stages_ms.get(key[:-3])
     if key == "peak_vram_overall":
         return r.peak_vram_bytes.get("overall")
-    if key == "peak_vram_conditioning":
-        vals = [r.peak_vram_bytes[s] for s in CONDITIONING_STAGES if s in r.peak_vram_bytes]
+    if key == "peak_vram_conditioning":  # working memory of the conditioning path, above the resident models
+        vals = [r.peak_vram_extra_bytes[s] for s in CONDITIONING_STAGES if s in r.peak_vram_extra_bytes]
         return max(vals) if vals else None
     if key == "memory_bytes_final":
         return r.memory_bytes[-1] if r.memory_bytes else None
@@ -170,6 +171,9 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "warmup": cfg.warmup,
         "conditioning_stages": list(CONDITIONING_STAGES),
         "timing": "cuda-events" if dev.type == "cuda" else "perf_counter",
+        "compile": rc.compile,
+        "offload": rc.offload.value,
+        "vae_dtype": rc.vae_dtype,
     }
 
 
@@ -214,6 +218,7 @@ def run_bench(
     for frames in cfg.frames:
         traj = TrajectoryOptions(spec=cfg.traj, frames=frames)
         # warm-up: kernels, allocator, autotuning, prompt-embedding cache; one per memory kind, fewest steps
+        t_warm = time.perf_counter()
         for _ in range(cfg.warmup):
             for mem in cfg.memories:
                 pipeline.config = replace(base, memory=mem, steps=min(cfg.steps))
@@ -221,6 +226,8 @@ def run_bench(
                     pipeline.render(cfg.image, traj, depth_file=cfg.depth_file)
                 except MirageError as e:
                     logger.warning("warm-up (%s, %d frames) failed: %s", mem.value, frames, e)
+        # warm-up time holds torch.compile's compile time when --compile is on (reported apart, never in a row)
+        header.setdefault("warmup_s", {})[str(frames)] = time.perf_counter() - t_warm
         for steps in cfg.steps:
             for mem in cfg.memories:
                 row = BenchRow(memory=mem.value, frames=frames, steps=steps)
@@ -237,6 +244,7 @@ def run_bench(
                             total_ms=rep.timing_ms["total"],
                             stages_ms={k: v for k, v in rep.timing_ms.items() if k not in ("total", "load")},
                             peak_vram_bytes=dict(rep.peak_vram_bytes),
+                            peak_vram_extra_bytes=dict(rep.peak_vram_extra_bytes),
                             memory_bytes=[c["bytes"] for c in rep.chunks],
                         )
                     )

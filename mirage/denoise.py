@@ -200,8 +200,10 @@ class Denoiser:
         spatial_stride, temporal_stride: of the VAE the latents belong to (8 and 4 for Wan).
     """
 
-    def __init__(self, transformer: Any, scheduler_config: dict[str, Any], *, spatial_stride: int = 8, temporal_stride: int = 4):
+    def __init__(self, transformer: Any, scheduler_config: dict[str, Any], *, spatial_stride: int = 8, temporal_stride: int = 4,
+                 execution_device: torch.device | None = None):
         self.transformer = transformer
+        self.execution_device = execution_device  # where latents live when the weights are offloaded to the CPU
         self.scheduler_config = dict(scheduler_config)
         make_scheduler(self.scheduler_config)  # validate now
         self.spatial_stride = spatial_stride
@@ -209,6 +211,8 @@ class Denoiser:
 
     @property
     def device(self) -> torch.device:
+        if self.execution_device is not None:
+            return self.execution_device
         return next(self.transformer.parameters()).device
 
     @property

@@ -5,6 +5,7 @@ Every file is written to a temporary name and renamed when complete (``mirage.io
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -40,37 +41,88 @@ def default_report_path(video: Path) -> Path:
 def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> dict[str, str]:
     """Write every requested output of ``result``. Returns {kind: path}; also fills ``result.report.outputs``.
 
-    ``timer`` (a StageTimer), when given, times the writing as stage ``video_write``.
+    The JSON report is written last: it marks the render as complete (``mirage.batch`` skips an output only when
+    its MP4 and its report both exist). If any write fails (e.g. a full disk), every file this call was writing is
+    removed again (and the folders it created, when left empty), so no partial set of outputs remains; the error
+    is re-raised (``RuntimeFailure`` for OS errors, from ``mirage.io``).
+
+    ``timer`` (a StageTimer), when given, times the writing as stage ``video_write``; that time is added to the
+    report's ``total`` (writing the outputs is part of the render, docs/report.md).
     """
-    import contextlib
 
     stage = timer.stage("video_write") if timer is not None else contextlib.nullcontext()
     fps = result.trajectory.fps
     written: dict[str, str] = {}
-    with stage:
-        write_mp4(opts.video, result.frames, fps, crf=opts.crf)
-        written["video"] = str(opts.video)
-        if opts.frames_dir is not None:
-            write_frames_dir(opts.frames_dir, result.frames)
-            written["frames_dir"] = str(opts.frames_dir)
-        if opts.warped is not None:
-            if result.reads is None:
-                raise ValueError("write_outputs: warped output asked for but the render kept no reads (keep_reads)")
-            write_mp4(opts.warped, side_by_side(result.reads, result.frames), fps, crf=opts.crf)
-            written["warped"] = str(opts.warped)
-        if opts.memory is not None:
-            result.memory.save(opts.memory)
-            written["memory"] = str(opts.memory)
-        if opts.worldscore_dir is not None:
-            write_worldscore(opts.worldscore_dir, result)
-            written["worldscore_dir"] = str(opts.worldscore_dir)
     report_path = opts.report or default_report_path(opts.video)
-    result.report.outputs = dict(written, report=str(report_path))
-    if timer is not None:
-        result.report.timing_ms["video_write"] = timer.times_ms().get("video_write", 0.0)
-    atomic_write_text(report_path, json.dumps(result.report.to_dict(), indent=1, default=_json_default))
+    targets: list[Path] = []  # files this call (re)writes, removed again on failure
+    new_dirs: list[Path] = []  # folders this call creates, removed on failure when empty
+
+    def will_write(*paths: Path) -> None:
+        for path in paths:
+            for parent in reversed(Path(path).parents):
+                if not parent.exists() and parent not in new_dirs:
+                    new_dirs.append(parent)
+            targets.append(Path(path))
+
+    try:
+        with stage:
+            will_write(opts.video)
+            write_mp4(opts.video, result.frames, fps, crf=opts.crf)
+            written["video"] = str(opts.video)
+            if opts.frames_dir is not None:
+                will_write(*_frame_paths(opts.frames_dir, result.frames.shape[0]))
+                write_frames_dir(opts.frames_dir, result.frames)
+                written["frames_dir"] = str(opts.frames_dir)
+            if opts.warped is not None:
+                if result.reads is None:
+                    raise ValueError("write_outputs: warped output asked for but the render kept no reads (keep_reads)")
+                will_write(opts.warped)
+                write_mp4(opts.warped, side_by_side(result.reads, result.frames), fps, crf=opts.crf)
+                written["warped"] = str(opts.warped)
+            if opts.memory is not None:
+                will_write(opts.memory)
+                result.memory.save(opts.memory)
+                written["memory"] = str(opts.memory)
+            if opts.worldscore_dir is not None:
+                will_write(*_worldscore_paths(opts.worldscore_dir, result.frames.shape[0]))
+                write_worldscore(opts.worldscore_dir, result)
+                written["worldscore_dir"] = str(opts.worldscore_dir)
+        result.report.outputs = dict(written, report=str(report_path))
+        if timer is not None:
+            t_write = timer.times_ms().get("video_write", 0.0)
+            result.report.timing_ms["video_write"] = t_write
+            if "total" in result.report.timing_ms:
+                result.report.timing_ms["total"] += t_write
+                result.time_s = result.report.timing_ms["total"] / 1e3
+        will_write(report_path)
+        atomic_write_text(report_path, json.dumps(result.report.to_dict(), indent=1, default=_json_default))
+    except BaseException:
+        _remove(targets, new_dirs)
+        raise
     written["report"] = str(report_path)
     return written
+
+
+def _frame_paths(folder: Path, n: int, pattern: str = "{:05d}.png") -> list[Path]:
+    return [Path(folder) / pattern.format(i) for i in range(n)]
+
+
+def _worldscore_paths(folder: Path, n: int) -> list[Path]:
+    folder = Path(folder)
+    return [*_frame_paths(folder / "frames", n, "{:03d}.png"), folder / "videos" / "output.mp4",
+            folder / "input_image.png", folder / "camera_data.json", folder / "image_data.json", folder / "time.txt"]
+
+
+def _remove(files: list[Path], new_dirs: list[Path]) -> None:
+    """Best-effort removal of a failed write's files, then of the folders it created (deepest first, if empty)."""
+    for f in files:
+        try:
+            f.unlink(missing_ok=True)
+        except OSError as e:  # keep the original error; say what could not be cleaned
+            logger.warning("could not remove partial output %s (%s)", f, e.strerror or e)
+    for d in sorted(new_dirs, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def _json_default(o):

@@ -182,6 +182,8 @@ class Pipeline:
 
         self.config = config
         self.progress = progress
+        self.offload_depth = False  # set by --offload: the depth model visits the GPU only while it runs
+        self._offloaded_depth = None
         self.device = torch.device(config.device)
         self.dtype = config.torch_dtype
         self._check_config()
@@ -191,7 +193,8 @@ class Pipeline:
                 components = hub.load_components(
                     config.preset,
                     overrides=dict(config.overrides),
-                    device=self.device,
+                    # offloading: weights are loaded on the CPU and visit the GPU while they run
+                    device=self.device if config.offload is OffloadMode.NONE else torch.device("cpu"),
                     dtype=self.dtype,
                     vae_dtype=torch.float32 if config.vae_dtype == "float32" else self.dtype,
                     need_denoiser=config.denoiser is DenoiserKind.VACE,
@@ -247,9 +250,15 @@ class Pipeline:
         return r.describe() if r is not None else "vae"
 
     def depth_model(self):
-        """The depth estimator (loaded on first use)."""
+        """The depth estimator (loaded on first use; kept on the CPU between uses when offloading)."""
         if self.components.depth is None:
             raise InputError("depth: this preset has no depth model; pass --depth FILE")
+        if self.offload_depth:
+            if self._offloaded_depth is None:
+                from mirage.offload import OffloadedDepth
+
+                self._offloaded_depth = OffloadedDepth(self.components.depth(), self.device)
+            return self._offloaded_depth
         return self.components.depth()
 
     def prompt_embeds(self, prompt: str, negative: str | None) -> tuple:
@@ -449,6 +458,7 @@ class Pipeline:
             timing_ms=times,
             timing_method="cuda-events" if self.device.type == "cuda" else "perf_counter",
             peak_vram_bytes=self._peak_vram(timer),
+            peak_vram_extra_bytes=dict(timer.peak_extra_bytes),
             memory={"kind": c.memory.value, **_stats_dict(memory.stats())},
             chunks=[cr.__dict__ for cr in chunk_reports],
             warnings=warnings,

@@ -47,7 +47,8 @@ class StageTimer:
         self._events: dict[str, list[tuple[object, object]]] = {}
         self._cpu_ms: dict[str, float] = {}
         self._calls: dict[str, int] = {}
-        self.peak_bytes: dict[str, int] = {}
+        self.peak_bytes: dict[str, int] = {}  # absolute peak (resident weights included)
+        self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -55,6 +56,7 @@ class StageTimer:
         self._calls[name] = self._calls.get(name, 0) + 1
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
+            base = torch.cuda.memory_allocated(self.device)
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             start.record()
@@ -65,6 +67,7 @@ class StageTimer:
                 self._events.setdefault(name, []).append((start, end))
                 peak = torch.cuda.max_memory_allocated(self.device)
                 self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), int(peak))
+                self.peak_extra_bytes[name] = max(self.peak_extra_bytes.get(name, 0), int(peak - base))
         else:
             t0 = time.perf_counter()
             try:
@@ -136,7 +139,8 @@ class RunReport:
     height: int
     timing_ms: dict  # stage -> ms; "total" = everything but "load"
     timing_method: str  # "cuda-events" or "perf_counter"
-    peak_vram_bytes: dict  # "overall" and per stage (CUDA only; {} on CPU)
+    peak_vram_bytes: dict  # "overall" and per stage, absolute (CUDA only; {} on CPU)
+    peak_vram_extra_bytes: dict  # per stage: peak above the memory allocated when the stage began
     memory: dict  # kind, final stats
     chunks: list[dict]
     warnings: list[str]

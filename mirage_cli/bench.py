@@ -66,7 +66,8 @@ def bench(
     random_weights: bool = typer.Option(False, "--random-weights", help="Real architectures, random weights: no download."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
-    vae_dtype: str = typer.Option("float32", "--vae-dtype", help="float32 or model (the model dtype)."),
+    vae_dtype: str = typer.Option("auto", "--vae-dtype", help="auto (model dtype on GPU), float32 or model."),
+    offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full results as JSON."),
 ) -> None:
@@ -75,7 +76,8 @@ def bench(
         return
     from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
     from mirage.pipeline import RenderConfig
-    from mirage_cli.render import parse_size, resolve_device, resolve_dtype
+    from mirage.pipeline import OffloadMode
+    from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
 
     dev = resolve_device(device)
     on_gpu = dev.startswith("cuda")
@@ -84,7 +86,8 @@ def bench(
     if image is None:
         image, depth, fov = DEFAULT_IMAGE, depth or DEFAULT_DEPTH, fov or 60.0
     render_cfg = RenderConfig(
-        preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=vae_dtype, fov=fov,
+        preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
+        fov=fov, offload=OffloadMode(offload),
         chunk_frames=chunk_frames or 81, compile=compile,
     )
     cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,

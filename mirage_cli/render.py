@@ -61,6 +61,15 @@ def resolve_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
+def resolve_vae_dtype(value: str, device: str) -> str:
+    """'auto' -> 'model' on GPU (bf16 decode: 1.6x faster, half the memory), 'float32' on CPU."""
+    if value == "auto":
+        return "model" if device.startswith("cuda") else "float32"
+    if value not in ("float32", "model"):
+        raise InputError(f"--vae-dtype: {value!r} is not one of auto, float32, model")
+    return value
+
+
 def _overrides(**kw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in kw.items() if v)
 
@@ -90,7 +99,9 @@ def render_command(
     size: str | None = typer.Option(None, "--size", help="Output WIDTHxHEIGHT (multiples of 16); default: the preset's area at the image's aspect."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
-    offload: OffloadMode = typer.Option(OffloadMode.NONE, "--offload", help="CPU offload for small GPUs."),
+    offload: OffloadMode = typer.Option(OffloadMode.NONE, "--offload", help="CPU offload for small GPUs: model (~8 GB) or sequential (~6 GB)."),
+    vae_dtype: str = typer.Option("auto", "--vae-dtype", help="auto (the model dtype on GPU, float32 on CPU), float32 or model."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (pays a few minutes once per process)."),
     depth: Path | None = typer.Option(None, "--depth", help="Depth map for the image (.npy metres or 16-bit PNG millimetres)."),
     fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view of the image, degrees."),
     intrinsics: str | None = typer.Option(None, "--intrinsics", help="fx,fy,cx,cy in pixels of the image."),
@@ -115,7 +126,7 @@ def render_command(
         overrides=_overrides(vae=vae, transformer=transformer, text_encoder=text_encoder, depth=depth_model),
         denoiser=denoiser, memory=memory, steps=steps, guidance=guidance, seed=seed, prompt=prompt,
         chunk_frames=chunk_frames, size=parse_size(size), device=dev, dtype=resolve_dtype(dtype, dev),
-        offload=offload, hole_fill=not no_fill, fov=fov, intrinsics=parse_intrinsics(intrinsics),
+        offload=offload, hole_fill=not no_fill, vae_dtype=resolve_vae_dtype(vae_dtype, dev), compile=compile, fov=fov, intrinsics=parse_intrinsics(intrinsics),
     )
     traj_opts = TrajectoryOptions(spec=traj, fmt=traj_format, frames=frames, fps=fps, scale=traj_scale, start=start)
     req = OutputRequest(

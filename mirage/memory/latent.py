@@ -26,7 +26,14 @@ from typing import Any
 import torch
 
 from mirage._check import check_shape
-from mirage.camera import check_poses, intrinsics_to_latent, invert_rigid, pixel_grid, transform_points, unproject_to_cam
+from mirage.camera import (
+    check_poses,
+    intrinsics_to_latent,
+    invert_rigid,
+    pixel_grid,
+    transform_points,
+    unproject_to_cam,
+)
 from mirage.errors import InputError, MemoryFileError
 from mirage.memory.align import fit_depth
 from mirage.memory.splat import (
@@ -237,13 +244,14 @@ class LatentMemory:
         h, w = self.grid_size
         dev = self.store.xyz.device
         c = self.config
-        weights = None
+        weights = strong = None
         if c.phases > 1:  # init tokens are p*p times denser than written ones: weigh them so coverage stays ~1
             weights = torch.where(self.store.birth == 0, 1.0 / c.phases**2, 1.0).float()  # (N,)
+            strong = (1.0 - 0.5 / c.phases) ** 2  # only a token within half the token spacing occludes a cell
         return splat_points(
             self.store.xyz, self.store.features if features else None, K_grid.to(dev).float(), w2c.to(dev).float(),
             h, w, mode=c.splat, depth_tolerance=c.depth_tolerance, min_coverage=c.min_coverage, near=c.near,
-            weights=weights,
+            weights=weights, strong_weight=strong,
         )
 
     def read(self, K: torch.Tensor, w2c: torch.Tensor) -> MemoryRead:

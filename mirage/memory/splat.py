@@ -154,7 +154,7 @@ class Splat:
     Attributes:
         features: (B, C, H, W) float32 weighted mean of the accepted points' features, 0 in holes (None when
             rendering depth only).
-        coverage: (B, H, W) float32, sum of the accepted bilinear weights.
+        coverage: (B, H, W) float32, sum of the accepted bilinear weights (CLOSEST: their maximum).
         depth: (B, H, W) float32, z of the nearest surface (the hard z-buffer winner), 0 in holes.
         holes: (B, H, W) bool, ``coverage < min_coverage``.
     """
@@ -179,6 +179,7 @@ def splat_points(
     near: float = 1e-3,
     valid: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    strong_weight: float | None = None,
 ) -> Splat:
     """Render points into B cameras at once with a deterministic soft z-buffer. No host sync, fixed shapes.
 
@@ -193,7 +194,9 @@ def splat_points(
        up to float rounding) and the features normalised by the weight sum;
     4. ``CLOSEST`` only: each cell instead takes the features of the accepted point nearest its centre (ties: the
        lower point index; an exact int64 ``scatter_reduce(amin)`` of (quantised squared distance, index) keys, so
-       the choice is order-independent and deterministic).
+       the choice is order-independent and deterministic); its coverage is the *largest* accepted splat weight (a
+       cell is covered when some front-surface point lies within about half a cell of its centre), so a dense
+       polyphase cloud neither over- nor under-counts.
 
     Args:
         xyz_world: (N, 3) float world points.
@@ -206,6 +209,9 @@ def splat_points(
         weights: optional (N,) float32 per-point density weight, multiplying the splat weight in the coverage and
             the feature mean (a polyphase memory's init tokens weigh ``1 / phases**2``, so a cell's coverage stays
             ~1). The z-buffer's "strong" test uses the unweighted splat weight.
+        strong_weight: splat weight a contribution needs to claim a cell's z-buffer (default ``min_coverage``); a
+            polyphase read passes ``(1 - 0.5 / phases)**2``: only a point within half the token spacing of the cell
+            centre can occlude it.
     Returns:
         :class:`Splat` on the points' device.
     """
@@ -252,14 +258,18 @@ def splat_points(
     zc = z[..., None].expand_as(w)  # (B, N, S)
     inf = torch.full((B * HW + 1,), float("inf"), dtype=torch.float32, device=dev)
     z_all = inf.scatter_reduce(0, flat.reshape(-1), torch.where(ok, zc, float("inf")).reshape(-1), "amin")
-    strong = ok & (w >= min_coverage)
+    strong = ok & (w >= (min_coverage if strong_weight is None else strong_weight))
     z_strong = inf.scatter_reduce(0, flat.reshape(-1), torch.where(strong, zc, float("inf")).reshape(-1), "amin")
     zmin = torch.where(torch.isinf(z_strong), z_all, z_strong)  # (B*HW + 1,)
     accept = ok & (zc <= zmin[flat] * (1.0 + depth_tolerance))  # (B, N, S)
-    if weights is not None:
+    if weights is not None and mode != SplatMode.CLOSEST:
         w = w * weights.float()[None, :, None]
     wa = torch.where(accept, w, 0.0)
-    cov = torch.zeros(B * HW + 1, dtype=torch.float32, device=dev).index_add_(0, flat.reshape(-1), wa.reshape(-1))
+    cov = torch.zeros(B * HW + 1, dtype=torch.float32, device=dev)
+    if mode == SplatMode.CLOSEST:
+        cov = cov.scatter_reduce(0, flat.reshape(-1), wa.reshape(-1), "amax")  # the nearest accepted point's weight
+    else:
+        cov = cov.index_add_(0, flat.reshape(-1), wa.reshape(-1))
     holes = cov[:-1] < min_coverage  # (B*HW,)
     depth = torch.where(holes, 0.0, zmin[:-1])
     feats_out = None

@@ -1,0 +1,82 @@
+"""`mirage bench fidelity`: PSNR/SSIM of the memories' decoded reads against real target views (a thin shell over
+:func:`mirage.fidelity.run_fidelity_folder`). Attached under the `bench` group with :func:`register`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mirage.fidelity import (
+    VARIANT_NAMES,
+    FidelityReport,
+    default_variants,
+    run_fidelity_folder,
+    variants_by_name,
+)
+
+console = Console()
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SCENE = REPO_ROOT / "examples" / "fidelity"
+DEFAULT_VAE = REPO_ROOT.parent / "shared" / "weights" / "taesd"
+
+
+def fidelity_command(
+    scene: Path = typer.Argument(DEFAULT_SCENE, help="Scene folder: source.png, source_depth.png, targets/, cameras.json."),
+    vae: Path = typer.Option(DEFAULT_VAE, "--vae", help="Image VAE folder (diffusers AutoencoderTiny: taesd, taesd3)."),
+    variant: list[str] = typer.Option(
+        [v.name.removeprefix("latent-") for v in default_variants()], "--variant",
+        help=f"Latent memory variant(s) to score (repeat): {', '.join(VARIANT_NAMES)}.",
+    ),
+    no_rgb: bool = typer.Option(False, "--no-rgb", help="Do not score the RGB point-cloud memory."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+) -> None:
+    """Score latent vs RGB memory reads against real target views (PSNR, SSIM; VAE round trip = ceiling)."""
+    import torch
+
+    variants = variants_by_name(variant)  # validated before anything loads
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    report = run_fidelity_folder(scene, vae, device=dev, variants=variants, rgb=not no_rgb)
+    console.print(report_table(report))
+    if json_out is not None:
+        report.save_json(json_out)
+        console.print(f"wrote {json_out}", highlight=False)
+
+
+def report_table(report: FidelityReport) -> Table:
+    """A rich table: one row per method; mean PSNR / SSIM, memory bytes, then PSNR per target (SSIM per target is
+    in the JSON)."""
+    h = report.header
+    table = Table(title=f"mirage bench fidelity: {Path(h['scene']).name} ({h['size'][0]}x{h['size'][1]}, "
+                        f"vae {Path(h['vae']).name})")
+    table.add_column("method", no_wrap=True)
+    table.add_column("PSNR", justify="right")
+    table.add_column("SSIM", justify="right")
+    table.add_column("bytes", justify="right")
+    for i in range(1, len(report.targets) + 1):
+        table.add_column(f"t{i}", justify="right")
+    for m in report.methods:
+        mean = report.mean[m]
+        table.add_row(m, _fmt(mean.psnr), "-" if math.isnan(mean.ssim) else f"{mean.ssim:.3f}",
+                      f"{report.bytes[m]:,}" if m in report.bytes else "-",
+                      *[_fmt(t.scores[m].psnr) for t in report.targets])
+    legend = ", ".join(f"t{i} {t.name} ({100 * t.covered:.0f}% px)" for i, t in enumerate(report.targets, 1))
+    table.caption = (f"mean PSNR (dB) / SSIM over the pixels every memory covers; vae-ceiling = encode + decode of "
+                     f"the target. Targets: {legend}")
+    return table
+
+
+def _fmt(p: float) -> str:
+    if math.isnan(p):
+        return "-"
+    return "inf" if math.isinf(p) else f"{p:.2f}"
+
+
+def register(bench_app: typer.Typer) -> None:
+    """Attach `fidelity` to the `mirage bench` command group."""
+    bench_app.command("fidelity")(fidelity_command)
