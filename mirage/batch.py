@@ -142,6 +142,10 @@ def render(
         rank, world_size: data-parallel share (torchrun): this process renders ``shard(images, rank, world_size)``.
     Returns:
         BatchResult with one ItemResult per input of this rank. Never raises for a single input's failure in a batch.
+    Raises:
+        InputError / TrajectoryError: bad options, or (one image) an unreadable image or a trajectory that does not
+            resolve for it: checked by :func:`check_input` before any model loads. In a batch such inputs are
+            marked failed, and models load only if some input remains.
     """
     config = config or RenderConfig()
     traj = TrajectoryOptions(spec=traj) if isinstance(traj, str) else traj

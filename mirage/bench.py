@@ -23,7 +23,7 @@ logger = logging.getLogger("mirage")
 
 #: Stages between the denoiser calls: what a spatial memory costs (read, render + VAE encode of renders for the
 #: RGB memory, VACE conditioning, write-back with its depth estimates).
-CONDITIONING_STAGES = ("memory_read", "conditioning", "memory_write")
+CONDITIONING_STAGES = ("memory_read", "conditioning", "write_depth", "memory_write")
 
 BENCH_SCHEMA_VERSION = 1
 

@@ -198,7 +198,7 @@ class DepthEstimator:
         kind: DepthKind,
         device: torch.device,
         dtype: torch.dtype,
-        max_batch: int = 4,
+        max_batch: int = 1,
     ):
         self.model = model
         self.preprocess = preprocess
@@ -479,7 +479,7 @@ def load_depth_model(
     revision: str | None,
     device: torch.device,
     dtype: torch.dtype,
-    max_batch: int = 4,
+    max_batch: int = 1,
 ) -> DepthEstimator:
     """Load a transformers depth model strictly: safetensors only, no remote code, every key must match.
 

@@ -764,9 +764,10 @@ def load_components(
                 "pass need_depth=False or a depth folder with --depth"
             )
         resolved["depth"] = d_src
-        _precheck_hub(d_src, "config.json", p)
 
         def _load_depth() -> Any:
+            # checked when first needed: a run with a depth file (--depth) never needs the depth model
+            _precheck_hub(d_src, "config.json", p)
             dm = _depth_module()
             return dm.load_depth_model(
                 d_src.source + (f"/{d_src.subfolder}" if d_src.subfolder and d_src.local else ""),

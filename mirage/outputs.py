@@ -16,7 +16,7 @@ import torch
 from mirage.camera import fov_x_from_intrinsics, opencv_to_opengl_c2w
 from mirage.io import atomic_write_text
 from mirage.pipeline import RenderResult
-from mirage.video import side_by_side, write_frames_dir, write_mp4, write_png
+from mirage.video import FRAME_PATTERN, side_by_side, write_frames_dir, write_mp4, write_png
 
 logger = logging.getLogger("mirage")
 
@@ -103,13 +103,17 @@ def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> d
     return written
 
 
-def _frame_paths(folder: Path, n: int, pattern: str = "{:05d}.png") -> list[Path]:
+#: WorldScore names its frames 000.png, 001.png, ...
+WORLDSCORE_FRAME_PATTERN = "{:03d}.png"
+
+
+def _frame_paths(folder: Path, n: int, pattern: str = FRAME_PATTERN) -> list[Path]:
     return [Path(folder) / pattern.format(i) for i in range(n)]
 
 
 def _worldscore_paths(folder: Path, n: int) -> list[Path]:
     folder = Path(folder)
-    return [*_frame_paths(folder / "frames", n, "{:03d}.png"), folder / "videos" / "output.mp4",
+    return [*_frame_paths(folder / "frames", n, WORLDSCORE_FRAME_PATTERN), folder / "videos" / "output.mp4",
             folder / "input_image.png", folder / "camera_data.json", folder / "image_data.json", folder / "time.txt"]
 
 
@@ -144,7 +148,7 @@ def write_worldscore(folder: Path, result: RenderResult) -> None:
     """
     folder = Path(folder)
     (folder / "videos").mkdir(parents=True, exist_ok=True)
-    write_frames_dir(folder / "frames", result.frames, pattern="{:03d}.png")
+    write_frames_dir(folder / "frames", result.frames, pattern=WORLDSCORE_FRAME_PATTERN)
     write_mp4(folder / "videos" / "output.mp4", result.frames, result.trajectory.fps)
     write_png(folder / "input_image.png", result.image)
     traj = result.trajectory

@@ -238,10 +238,15 @@ class Pipeline:
     @property
     def model_ids(self) -> dict:
         """component -> {"id", "revision", "local"} (for the run report)."""
+        classes = {
+            "vae": type(self.vae.model).__name__,
+            "transformer": type(self.components.transformer).__name__ if self.components.transformer is not None else None,
+            "scheduler": (self.components.scheduler_config or {}).get("_class_name"),
+        }
         out = {}
         for k, r in self.components.resolved.items():
             out[k] = {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
-                      "local": r.local}
+                      "class": classes.get(k), "local": r.local}
         return out
 
     @property
@@ -312,6 +317,12 @@ class Pipeline:
             W, H = output_size(src_wh, PIXEL_AREA.get(self.preset, 832 * 480), SIZE_MULTIPLE)
         if (W, H) != tuple(src_wh):
             logger.info("image %s: %dx%d -> %dx%d (the model's size)", image_path.name, *src_wh, W, H)
+            stretch = (W / H) / (src_wh[0] / src_wh[1])
+            if abs(stretch - 1) > 0.02:
+                warnings.append(f"image {image_path.name}: {src_wh[0]}x{src_wh[1]} -> {W}x{H} changes the aspect ratio "
+                                f"by {100 * (stretch - 1):+.0f}% (intrinsics follow the stretch); pass a --size of the "
+                                "image's aspect to avoid it")
+                logger.warning("%s", warnings[-1])
         image = resize_image(read_image(image_path), W, H).to(self.device)  # (3, H, W) [-1, 1]
 
         # --- depth of the input image
@@ -404,8 +415,7 @@ class Pipeline:
                     out_reads.append(self._decoded_reads(read, F).cpu())
             wstats = None
             if c.write_back and latents is not None and not last:
-                with timer.stage("memory_write"):
-                    wstats = self._write_back(memory, read, frames, latents, K_all[a:b], c2w_all[a:b])
+                wstats = self._write_back(memory, read, frames, latents, K_all[a:b], c2w_all[a:b], timer)
                 if wstats.warning:
                     warnings.append(f"chunk {ci}: {wstats.warning}")
             st = memory.stats()
@@ -518,13 +528,15 @@ class Pipeline:
         group = torch.searchsorted(torch.tensor(idx), torch.arange(F), right=False).clamp(max=len(idx) - 1)
         return imgs[group.to(imgs.device)]
 
-    def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w):
+    def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w, timer: StageTimer):
         idx = memory.write_frame_indices(frames.shape[0])
         # the generated frames' cameras are known exactly: give their FoV to models that use one (Depth Pro)
         fov = float(fov_x_from_intrinsics(K[idx[0]], frames.shape[-1]))
-        depth_new = self.depth_model().estimate_batch(frames[idx].to(self.dtype), fov_x_deg=fov)  # (T, H, W) raw
-        region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
-        return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
+        with timer.stage("write_depth"):
+            depth_new = self.depth_model().estimate_batch(frames[idx].to(self.dtype), fov_x_deg=fov)  # (T, H, W)
+        with timer.stage("memory_write"):
+            region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
+            return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
 
     def _step_callback(self, step: int, total: int) -> None:
         if self.progress:

@@ -111,7 +111,7 @@ def random_components(preset: str, *, device: torch.device, dtype: torch.dtype, 
                                 antialias=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), do_normalize=True)
     estimator = depth_mod.DepthEstimator(
         depth_model, pre, name="random:DepthPro", revision=None, family=depth_mod.DepthFamily.DEPTH_PRO,
-        kind=depth_mod.DepthKind.METRIC, device=torch.device(device), dtype=dtype,
+        kind=depth_mod.DepthKind.METRIC, device=torch.device(device), dtype=dtype, max_batch=1,
     )
     src = {c: _RandomSource(c, f"random:{preset}/{c}") for c in ("vae", "transformer", "scheduler", "depth")}
     comps = Components(

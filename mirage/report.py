@@ -29,6 +29,8 @@ STAGES = (
     "conditioning",
     "denoise",
     "decode",
+    "decode_reads",
+    "write_depth",
     "memory_write",
     "video_write",
 )

@@ -19,6 +19,8 @@ from mirage.io import atomic_path
 logger = logging.getLogger("mirage")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+#: File names of numbered PNG frames (``--frames-dir``).
+FRAME_PATTERN = "{:05d}.png"
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -81,7 +83,7 @@ def write_png(path: str | Path, frame: torch.Tensor) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
-def write_frames_dir(folder: str | Path, frames: torch.Tensor, pattern: str = "{:05d}.png") -> list[Path]:
+def write_frames_dir(folder: str | Path, frames: torch.Tensor, pattern: str = FRAME_PATTERN) -> list[Path]:
     """Write ``(F, 3, H, W)`` frames as numbered PNGs into ``folder`` (created). Returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,21 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """ClickException and Abort of click and of typer's bundled copy of click (typer >= 0.29 vendors it)."""
+    import click
+
+    usage, abort = [click.exceptions.ClickException], [click.exceptions.Abort]
+    try:
+        from typer import _click  # type: ignore[attr-defined]
+
+        usage.append(_click.exceptions.ClickException)
+        abort.append(_click.exceptions.Abort)
+    except (ImportError, AttributeError):
+        pass
+    return tuple(usage), tuple(abort)
+
+
 def main() -> None:
     """Console-script entry point with the one error boundary."""
     debug = os.environ.get("MIRAGE_DEBUG", "") not in ("", "0")
@@ -113,12 +128,11 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click's own usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        click_exc, abort_exc = _click_exception_types()
+        if isinstance(e, click_exc):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort_exc):
             err_console.print("[red]aborted[/]")
             sys.exit(1)
         if debug:

@@ -40,6 +40,7 @@ def download_command(
     """Pre-fetch a preset's weights into the Hugging Face cache (needs internet; afterwards runs work offline)."""
     from mirage import hub
 
+    hub.parse_preset(preset)  # an unknown name fails before any progress is drawn
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
         task = bar.add_task(f"download {preset}", total=None)
 

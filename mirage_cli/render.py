@@ -150,9 +150,29 @@ def render_command(
         mark = {"done": "[green]done[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]failed[/]"}[item.status]
         console.print(f"{mark} {item.image} -> {item.video}" + (f" ({item.error})" if item.error else ""), highlight=False)
 
+    from mirage.distributed import DistEnv, render_distributed
+
+    dist = DistEnv.from_env()
+    if dist.is_distributed:  # torchrun: each rank renders its shard on its own GPU; rank 0 merges the summary
+        show = show and dist.rank == 0
+        progress.disable = not show
+        with progress:
+            dres = render_distributed(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
+                                      progress=on_progress, on_item=on_item)
+        if dres.rank == 0:
+            _summary(dres.batch)
+        dres.raise_if_failed()
+        return
     with progress:
         result = render(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
                         progress=on_progress, on_item=on_item)
+    _summary(result)
+    if result.failed:
+        names = ", ".join(str(i.image) for i in result.failed)
+        raise RuntimeFailure(f"{len(result.failed)} of {len(result.items)} inputs failed: {names}")
+
+
+def _summary(result) -> None:
     if len(result.items) > 1 or result.failed:
         table = Table(title="mirage render")
         for col in ("image", "status", "output", "seconds"):
@@ -160,9 +180,6 @@ def render_command(
         for it in result.items:
             table.add_row(str(it.image), it.status, str(it.video), f"{it.seconds:.1f}")
         console.print(table)
-    if result.failed:
-        names = ", ".join(str(i.image) for i in result.failed)
-        raise RuntimeFailure(f"{len(result.failed)} of {len(result.items)} inputs failed: {names}")
 
 
 def register(app: typer.Typer) -> None:

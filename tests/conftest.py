@@ -31,6 +31,20 @@ def _seed_and_threads():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_mirage_logger():
+    """CLI tests install a rich handler on the "mirage" logger (and stop propagation); undo it after each test so
+    caplog-based tests see the library's log records whatever ran before them."""
+    import logging
+
+    log = logging.getLogger("mirage")
+    saved = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:] = saved[0]
+    log.setLevel(saved[1])
+    log.propagate = saved[2]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _test_env(tmp_path_factory):
     """Keep caches out of the user's home and make sure no test reaches the network."""

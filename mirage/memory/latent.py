@@ -267,9 +267,10 @@ class LatentMemory:
         """
         check_shape(K, ("F", 3, 3), "K")
         check_shape(w2c, (K.shape[0], 4, 4), "w2c")
-        idx = torch.tensor(latent_frame_indices(K.shape[0], self.temporal_stride), device=K.device)
-        K_grid = intrinsics_to_latent(K[idx].float(), self.stride)
-        sp = self.render_grid(K_grid, w2c.to(K.device)[idx])
+        latent_frame_indices(K.shape[0], self.temporal_stride)  # validates F = temporal_stride * k + 1
+        ts = self.temporal_stride  # latent frames are pixel frames 0, ts, 2 ts, ...: a strided view, no index copy
+        K_grid = intrinsics_to_latent(K[::ts].float(), self.stride)
+        sp = self.render_grid(K_grid, w2c.to(K.device)[::ts])
         return MemoryRead(latents=sp.features.to(self.store.features.dtype), holes=sp.holes, depth=sp.depth)
 
     # ----------------------------------------------------------------------------------------------------------

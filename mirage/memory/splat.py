@@ -240,7 +240,8 @@ def splat_points(
     else:
         base = torch.floor(uv)
         frac = uv - base  # (B, N, 2) in [0, 1)
-        off = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], device=dev)  # (4, 2)
+        corner = torch.arange(4, device=dev)  # built on the device: no host-to-device copy (CUDA-graph safe)
+        off = torch.stack([corner % 2, corner // 2], dim=-1).float()  # (4, 2): (0,0), (1,0), (0,1), (1,1)
         corner = base[:, :, None, :] + off  # (B, N, 4, 2)
         wxy = torch.where(off.bool(), frac[:, :, None, :], 1.0 - frac[:, :, None, :])  # (B, N, 4, 2)
         w = wxy[..., 0] * wxy[..., 1]  # (B, N, 4)

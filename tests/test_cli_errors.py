@@ -1,0 +1,213 @@
+"""Bad input at the command line: one red line naming the input, exit code 2, no traceback, no output written.
+
+Malformed trajectory files go through both `mirage traj show` and `mirage render`; every other command gets a few
+bad values too. All through ``mirage_cli.main.main()`` in process, the real error boundary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+W, H = 64, 48
+URL = "https://www.youtube.com/watch?v=abc\n"
+ROW = "100 0.5 0.6 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0"  # RealEstate10K: identity pose
+GL = [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, 2.0], [0, 0, 0, 1.0]]
+CAMS = "# camera\n1 PINHOLE 64 48 50 50 31.5 23.5\n"
+IMGS = "1 1 0 0 0 0 0 0 1 a.png\n\n2 1 0 0 0 0.1 0 0 1 b.png\n\n"
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from mirage.hub import build_tiny
+
+    return build_tiny()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logger():
+    """The CLI installs a rich handler on the "mirage" logger (propagate off): undo it after each test."""
+    log = logging.getLogger("mirage")
+    state = (list(log.handlers), log.level, log.propagate)
+    yield
+    log.handlers[:], log.level, log.propagate = state[0], state[1], state[2]
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """The real entry point in process: (exit code, stdout, stderr)."""
+    from mirage_cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["mirage", *[str(a) for a in args]])
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.delenv("MIRAGE_DEBUG", raising=False)
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_red_line(code: int, err: str, *names: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2, (code, err)
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and "internal error" not in err, err
+    for n in names:
+        assert n in lines[0], (n, lines[0])
+    assert 20 < len(lines[0]) < 400, lines[0]
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------------------ malformed files
+
+
+def _w(p: Path, data: str | bytes) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    (p.write_bytes if isinstance(data, bytes) else p.write_text)(data)
+    return p
+
+
+def _colmap(cams: str, imgs: str | None) -> Callable[[Path], Path]:
+    def make(tmp: Path) -> Path:
+        _w(tmp / "sparse" / "cameras.txt", cams)
+        if imgs is not None:
+            _w(tmp / "sparse" / "images.txt", imgs)
+        return tmp / "sparse"
+
+    return make
+
+
+def _nerf(**over) -> dict:
+    d = {"fl_x": 50.0, "w": W, "h": H, "frames": [{"file_path": "a.png", "transform_matrix": GL}]}
+    d.update(over)
+    return d
+
+
+def _mirage(**over) -> dict:
+    d = {"format": "mirage-trajectory", "version": 1, "width": W, "height": H, "fps": 16.0,
+         "frames": [{"K": [[50.0, 0, 31.5], [0, 50.0, 23.5], [0, 0, 1.0]], "w2c": [[1.0, 0, 0, 0], [0, 1.0, 0, 0],
+                                                                                  [0, 0, 1.0, 0], [0, 0, 0, 1.0]]}]}
+    d.update(over)
+    return d
+
+
+def _file(name: str, data: str | bytes | dict) -> Callable[[Path], Path]:
+    return lambda tmp: _w(tmp / name, json.dumps(data) if isinstance(data, dict) else data)
+
+
+# name -> (make(tmp) -> path to pass, substring the one error line must contain)
+BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "re10k_empty": (_file("empty.txt", ""), "empty.txt"),
+    "re10k_only_url": (_file("url.txt", URL), "url.txt"),
+    "re10k_non_numeric": (_file("nonnum.txt", URL + ROW.replace("0.6", "abc") + "\n"), "nonnum.txt"),
+    "re10k_nan": (_file("nan.txt", URL + ROW.replace("0.6", "nan") + "\n"), "nan.txt"),
+    "re10k_truncated": (_file("trunc.txt", URL + ROW + "\n" + ROW[:-9] + "\n"), "trunc.txt"),
+    "re10k_not_rotation": (_file("scaled.txt", URL + ROW.replace(" 0 0 1 0 0 0 0 1", " 0 0 3 0 0 0 0 3", 1) + "\n"),
+                           "scaled.txt"),
+    "re10k_not_utf8": (_file("bin.txt", b"\xff\xfe\x00\x81garbage"), "bin.txt"),
+    "colmap_unknown_model": (_colmap("1 FANCY 64 48 50 50 31.5 23.5\n", IMGS), "cameras.txt"),
+    "colmap_quat_not_unit": (_colmap(CAMS, "1 0.3 0 0 0 0 0 0 1 a.png\n\n"), "images.txt"),
+    "colmap_missing_images": (_colmap(CAMS, None), "images.txt"),
+    "colmap_bin_empty": (lambda tmp: (_w(tmp / "m" / "cameras.bin", b""), _w(tmp / "m" / "images.bin",
+                                      struct.pack("<Q", 0)))[0].parent, "cameras.bin"),
+    "json_syntax": (_file("transforms.json", '{"frames": [}'), "transforms.json"),
+    "json_unknown_kind": (_file("cams.json", {"hello": 1}), "cams.json"),
+    "nerf_no_frames": (_file("transforms.json", _nerf(frames=[])), "transforms.json"),
+    "nerf_matrix_shape": (_file("transforms.json", _nerf(frames=[{"transform_matrix": [[1, 0, 0], [0, 1, 0]]}])),
+                          "transforms.json"),
+    "nerf_no_focal": (_file("transforms.json", {"w": W, "h": H, "frames": [{"transform_matrix": GL}]}),
+                      "transforms.json"),
+    "worldscore_empty": (_file("camera_data.json", {"focal_length": 50, "cameras_interp": []}), "camera_data.json"),
+    "mirage_version": (_file("traj.json", _mirage(version=9)), "traj.json"),
+    "mirage_nan_K": (_file("traj.json", json.dumps(_mirage()).replace("50.0", "NaN", 1)), "traj.json"),
+    "mirage_other_aspect": (_file("square.json", _mirage(width=64, height=64)), "square.json"),
+    "yaml_unknown_key": (_file("mine.yaml", "name: mine\nframs: 10\nsegments:\n  - kind: orbit\n"), "mine.yaml"),
+    "yaml_syntax": (_file("broken.yaml", "segments: [\n"), "broken.yaml"),
+    "unknown_extension": (_file("cams.csv", "1,2,3\n"), "cams.csv"),
+    "missing_file": (lambda tmp: tmp / "nowhere.json", "nowhere.json"),
+    "empty_folder": (lambda tmp: (tmp / "emptydir").mkdir(parents=True) or tmp / "emptydir", "emptydir"),
+}
+
+
+def test_there_are_enough_malformed_files():
+    assert len(BAD_FILES) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_traj_show_malformed_file(name, tmp_path, monkeypatch, capsys):
+    make, blame = BAD_FILES[name]
+    path = make(tmp_path / "in")
+    code, out, err = run_main(monkeypatch, capsys, "traj", "show", path, "--size", f"{W}x{H}")
+    assert_one_red_line(code, err, blame)
+    assert "frames" not in out  # no table printed for a file that did not load
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_render_malformed_file(name, tiny, tmp_path, monkeypatch, capsys):
+    make, blame = BAD_FILES[name]
+    path = make(tmp_path / "in")
+    image = tmp_path / "img.png"
+    Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(image)
+    out = tmp_path / "out" / "v.mp4"
+    code, _, err = run_main(monkeypatch, capsys, "render", image, "--traj", path, "--preset", "tiny", "--device", "cpu",
+                            "--size", f"{W}x{H}", "--steps", "1", "--chunk-frames", "5", "-q", "-o", out)
+    assert_one_red_line(code, err, blame)
+    assert not (tmp_path / "out").exists()  # nothing written, not even the folder
+
+
+# ------------------------------------------------------------------------------------------------ other commands
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (["traj", "show", "orbit", "--size", "64by48"], ["--size", "64by48"]),
+        (["traj", "show", "orbit"], ["needs the image size"]),
+        (["traj", "show", "orbitt", "--size", "64x48"], ["'orbitt'", "presets:"]),
+        (["traj", "show", "orbit", "--size", "64x48", "--frames", "1"], ["--frames", "1"]),
+        (["traj", "show", "orbit", "--size", "64x48", "--traj-scale", "-1"], ["--traj-scale"]),
+        (["traj", "show", "orbit", "--image", "/no/such/image.png"], ["/no/such/image.png"]),
+        (["traj", "show", "orbit", "--size", "64x48", "--image", "x.png"], ["--image and --size"]),
+        (["traj", "convert", "nope_preset", "--size", "64x48", "-o", "OUT/x.json"], ["'nope_preset'"]),
+        (["download", "nope"], ["'nope'", "valid presets"]),
+        (["render", "IMG", "--traj", "orbit", "--size", "64x48", "--intrinsics", "a,b,c,d", "-o", "OUT/x.mp4"],
+         ["--intrinsics"]),
+        (["render", "IMG", "--traj", "orbit", "--size", "wide", "-o", "OUT/x.mp4"], ["--size", "'wide'"]),
+        (["render", "IMG", "--traj", "orbit", "--dtype", "float8", "-o", "OUT/x.mp4"], ["--dtype", "float8"]),
+        (["render", "IMG", "--traj", "orbit", "--device", "cuda", "-o", "OUT/x.mp4"], ["--device", "cuda"]),
+        (["render", "IMG", "--traj", "orbit", "--preset", "tiny", "--size", "64x48", "--depth", "NPY", "-o",
+          "OUT/x.mp4"], ["nan.npy"]),
+        (["render", "IMG", "--traj", "orbit", "--preset", "tiny", "--size", "64x48", "--memory-from", "CORRUPT",
+          "-o", "OUT/x.mp4"], ["bad.memory.safetensors"]),
+        (["bench", "--frames", "abc", "--device", "cpu"], ["--frames", "'abc'"]),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0] in ("traj", "render", "download", "bench") else "",
+)
+def test_other_bad_input_is_one_red_line(args, names, tiny, tmp_path, monkeypatch, capsys):
+    if args[0] == "render":
+        import torch
+
+        if "cuda" in args and torch.cuda.is_available():
+            pytest.skip("a CUDA device is present: --device cuda is not an error here")
+    image = tmp_path / "img.png"
+    Image.fromarray(np.full((H, W, 3), 128, np.uint8)).save(image)
+    npy = tmp_path / "nan.npy"
+    np.save(npy, np.full((H, W), np.nan, np.float32))
+    corrupt = tmp_path / "bad.memory.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    subst = {"IMG": str(image), "NPY": str(npy), "CORRUPT": str(corrupt), "x.png": str(image)}
+    args = [subst.get(a, a.replace("OUT", str(tmp_path / "out"))) for a in args]
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(monkeypatch, capsys, *args)
+    assert_one_red_line(code, err, *names)
+    assert not (tmp_path / "out").exists()

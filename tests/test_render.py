@@ -1,0 +1,521 @@
+"""End to end: `mirage.batch.render` (the library call behind `mirage render`) with the tiny preset on the CPU.
+
+Issue 6's list: the MP4 decodes to the right frames/size/fps, the report matches docs/report.md, stage times add up to
+no more than the total, write-back between chunks, the RGB baseline, resume, bad inputs and a full disk leave no
+partial file, and the preview on the example scene reproduces the true novel view (PSNR floor, measured).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mirage.batch as mb
+from mirage.errors import InputError, RuntimeFailure, TrajectoryError
+from mirage.memory.types import MemoryKind
+from mirage.pipeline import DenoiserKind, RenderConfig, TrajectoryOptions
+from mirage.video import read_mp4
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+ROOM = REPO / "examples" / "room" / "image.png"
+ROOM_DEPTH = REPO / "examples" / "room" / "depth.png"
+W, H = 64, 48
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """Build the tiny preset once per session (in $MIRAGE_CACHE, set by conftest)."""
+    from mirage.hub import build_tiny
+
+    return build_tiny()
+
+
+def cfg(**kw) -> RenderConfig:
+    base = dict(preset="tiny", size=(W, H), chunk_frames=5, steps=2, device="cpu")
+    base.update(kw)
+    return RenderConfig(**base)
+
+
+def render_one(out: Path, frames: int = 9, traj: str = "orbit", image: Path = ROOM, **kw) -> mb.BatchResult:
+    req_keys = {"report", "frames_dir", "save_warped", "save_memory", "worldscore", "overwrite"}
+    req = {k: kw.pop(k) for k in list(kw) if k in req_keys}
+    lib = {k: kw.pop(k) for k in list(kw) if k in ("depth_file", "memory_from")}
+    return mb.render([image], TrajectoryOptions(traj, frames=frames), mb.OutputRequest(out=out, **req), cfg(**kw), **lib)
+
+
+def part_files(root: Path) -> list[Path]:
+    """Temporary files of mirage.io (``.<name>.part-*``) anywhere under ``root``."""
+    return [p for p in root.rglob("*") if ".part-" in p.name]
+
+
+def all_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def write_corrupt_png(path: Path) -> Path:
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"this is not a png body" * 8)
+    return path
+
+
+# The documented schema (docs/report.md), checked key by key with types.
+NUM = (int, float)
+TOP = {
+    "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict, "device": str,
+    "dtype": str, "frames": int, "fps": NUM, "width": int, "height": int, "timing_ms": dict, "timing_method": str,
+    "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "warnings": list, "outputs": dict,
+}
+INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_file", "memory_from", "intrinsics_source")
+SETTINGS = ("preset", "overrides", "denoiser", "memory", "steps", "guidance", "seed", "prompt", "negative_prompt",
+            "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "write_back",
+            "keep_reads")
+MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
+CHUNK = {"index": int, "frames": list, "latent_frames": int, "hole_fraction": NUM, "tokens": int, "bytes": int,
+         "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list}
+STAGES = ("load", "depth", "encode", "memory_init", "memory_read", "conditioning", "denoise", "decode",
+          "decode_reads", "write_depth", "memory_write", "video_write")
+
+
+def check_report_schema(rep: dict) -> None:
+    """Every key docs/report.md documents is present with the documented type."""
+    for k, t in TOP.items():
+        assert k in rep, f"report lacks {k!r}"
+        assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
+    assert rep["schema_version"] == 1
+    for k in INPUTS:
+        assert k in rep["inputs"], f"inputs lacks {k!r}"
+    assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
+    for name, m in rep["models"].items():
+        assert isinstance(m, dict) and isinstance(m["id"], str) and "revision" in m, (name, m)
+    for k in SETTINGS:
+        assert k in rep["settings"], f"settings lacks {k!r}"
+    assert rep["timing_method"] in ("cuda-events", "perf_counter")
+    assert set(rep["timing_ms"]) <= set(STAGES) | {"total"}, set(rep["timing_ms"]) - set(STAGES)
+    assert "total" in rep["timing_ms"] and "load" in rep["timing_ms"]
+    assert all(isinstance(v, NUM) and v >= 0 for v in rep["timing_ms"].values()), rep["timing_ms"]
+    for k in ("peak_vram_bytes", "peak_vram_extra_bytes"):
+        assert all(isinstance(v, int) for v in rep[k].values()), rep[k]
+        assert rep["timing_method"] == "cuda-events" or rep[k] == {}  # empty on CPU
+    for k, t in MEMORY.items():
+        assert isinstance(rep["memory"][k], t), (k, rep["memory"])
+    assert rep["memory"]["kind"] in ("latent", "rgb")
+    assert len(rep["memory"]["bounds_min"]) == 3 and len(rep["memory"]["bounds_max"]) == 3
+    assert rep["chunks"], "no chunk reported"
+    for c in rep["chunks"]:
+        for k, t in CHUNK.items():
+            assert k in c and isinstance(c[k], t), (k, c)
+        assert len(c["frames"]) == 2 and c["frames"][0] <= c["frames"][1]
+        assert 0.0 <= c["hole_fraction"] <= 1.0
+    assert all(isinstance(w, str) for w in rep["warnings"])
+    assert "video" in rep["outputs"] and "report" in rep["outputs"]
+    assert set(rep["outputs"]) <= {"video", "report", "frames_dir", "warped", "memory", "worldscore_dir"}
+
+
+def stage_sum(rep: dict) -> float:
+    return sum(v for k, v in rep["timing_ms"].items() if k not in ("total", "load"))
+
+
+# ------------------------------------------------------------------------------------------------ the main path
+
+
+def test_two_chunks_video_report_and_timings(tiny, tmp_path):
+    out = tmp_path / "room.mp4"
+    res = render_one(out, frames=9)
+    assert [i.status for i in res.items] == ["done"] and res.ok
+    frames, fps = read_mp4(out)
+    assert frames.shape == (9, H, W, 3) and frames.dtype == np.uint8
+    assert fps == pytest.approx(16.0)  # the orbit preset's rate
+    assert frames.std() > 1.0  # not a blank video
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert (rep["frames"], rep["width"], rep["height"], rep["fps"]) == (9, W, H, 16.0)
+    assert rep["settings"]["preset"] == "tiny" and rep["settings"]["chunk_frames"] == 5
+    assert rep["memory"]["kind"] == "latent" and rep["device"] == "cpu" and rep["peak_vram_bytes"] == {}
+    assert [c["frames"] for c in rep["chunks"]] == [[0, 4], [4, 8]]  # two chunks overlapping by one frame
+    assert [c["index"] for c in rep["chunks"]] == [0, 1]
+    assert rep["outputs"] == {"video": str(out), "report": str(out.with_suffix(".json"))}
+    assert rep["inputs"]["trajectory"] == "orbit" and rep["inputs"]["trajectory_sha256"] is None
+    for k in ("depth", "encode", "memory_init", "memory_read", "denoise", "decode", "video_write"):
+        assert rep["timing_ms"][k] > 0, k
+    assert stage_sum(rep) <= rep["timing_ms"]["total"]
+    assert part_files(tmp_path) == []
+
+
+def test_stage_times_add_up_even_when_writing_is_slow(tiny, tmp_path, monkeypatch):
+    """Writing the video is a stage of the render, so ``total`` must include it (docs/report.md)."""
+    import mirage.outputs as outputs
+
+    real = outputs.write_mp4
+
+    def slow_write(*a, **k):
+        time.sleep(0.4)
+        return real(*a, **k)
+
+    monkeypatch.setattr(outputs, "write_mp4", slow_write)
+    out = tmp_path / "slow.mp4"
+    render_one(out, frames=5)
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["timing_ms"]["video_write"] >= 400
+    assert stage_sum(rep) <= rep["timing_ms"]["total"]
+
+
+def test_report_models_carry_the_documented_class_key(tiny, tmp_path):
+    out = tmp_path / "m.mp4"
+    render_one(out, frames=5)
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert all("class" in m for m in rep["models"].values())
+
+
+def test_write_back_between_chunks_grows_the_memory(tiny, tmp_path):
+    out = tmp_path / "wb.mp4"
+    render_one(out, frames=13)  # three chunks: [0,4], [4,8], [8,12]
+    rep = json.loads(out.with_suffix(".json").read_text())
+    chunks = rep["chunks"]
+    assert len(chunks) == 3
+    tokens = [c["tokens"] for c in chunks]
+    assert tokens == sorted(tokens) and tokens[-1] > tokens[0], tokens
+    assert sum(c["added"] for c in chunks) > 0
+    assert chunks[-1]["added"] == 0 and chunks[-1]["depth_scale"] is None  # nothing written after the last chunk
+    assert chunks[0]["depth_scale"] is not None  # the first chunk was written back
+    assert rep["memory"]["tokens"] == tokens[-1]
+    # without write-back the memory is what the input image gave, whatever the chunks revealed
+    out2 = tmp_path / "nowb.mp4"
+    render_one(out2, frames=13, write_back=False)
+    rep2 = json.loads(out2.with_suffix(".json").read_text())
+    assert [c["tokens"] for c in rep2["chunks"]] == [tokens[0]] * 3
+    assert rep2["memory"]["tokens"] < rep["memory"]["tokens"]
+
+
+def test_rgb_memory_runs_the_same_path(tiny, tmp_path):
+    out = tmp_path / "rgb.mp4"
+    res = render_one(out, frames=9, memory=MemoryKind.RGB)
+    assert res.ok
+    frames, fps = read_mp4(out)
+    assert frames.shape == (9, H, W, 3) and fps == pytest.approx(16.0)
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert rep["memory"]["kind"] == "rgb" and rep["settings"]["memory"] == "rgb"
+    assert [c["frames"] for c in rep["chunks"]] == [[0, 4], [4, 8]]
+    # the RGB baseline stores points per pixel, not per latent token
+    lat = tmp_path / "lat.mp4"
+    render_one(lat, frames=9)
+    assert rep["memory"]["tokens"] > json.loads(lat.with_suffix(".json").read_text())["memory"]["tokens"]
+
+
+def test_resume_skips_done_outputs(tiny, tmp_path):
+    out = tmp_path / "r.mp4"
+    assert render_one(out, frames=5).items[0].status == "done"
+    before = (out.stat().st_mtime_ns, out.with_suffix(".json").stat().st_mtime_ns)
+    again = render_one(out, frames=5)
+    assert [i.status for i in again.items] == ["skipped"]
+    assert (out.stat().st_mtime_ns, out.with_suffix(".json").stat().st_mtime_ns) == before
+    assert render_one(out, frames=5, overwrite=True).items[0].status == "done"
+    assert out.with_suffix(".json").stat().st_mtime_ns != before[1]
+
+
+def test_resume_redoes_an_output_whose_report_is_missing(tiny, tmp_path):
+    """The report is written last: an MP4 without its report is an interrupted render, not a done one."""
+    out = tmp_path / "half.mp4"
+    render_one(out, frames=5)
+    out.with_suffix(".json").unlink()
+    assert render_one(out, frames=5).items[0].status == "done"
+    assert out.with_suffix(".json").is_file()
+
+
+def test_batch_folder_resume_renders_only_new_inputs(tiny, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    from PIL import Image
+
+    for name, colour in (("a", (200, 30, 30)), ("b", (30, 200, 30))):
+        Image.new("RGB", (W, H), colour).save(src / f"{name}.png")
+    out_dir = tmp_path / "out"
+    req = mb.OutputRequest(out_dir=out_dir)
+    res = mb.render([src], TrajectoryOptions("orbit", frames=5), req, cfg())
+    assert [(i.image.name, i.status) for i in res.items] == [("a.png", "done"), ("b.png", "done")]
+    assert all_files(out_dir) == ["a.json", "a.mp4", "b.json", "b.mp4"]
+    Image.new("RGB", (W, H), (30, 30, 200)).save(src / "c.png")
+    res2 = mb.render([src], TrajectoryOptions("orbit", frames=5), req, cfg())
+    assert [(i.image.name, i.status) for i in res2.items] == [("a.png", "skipped"), ("b.png", "skipped"),
+                                                              ("c.png", "done")]
+    assert (out_dir / "c.mp4").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ bad input, no partial file
+
+
+def test_corrupt_image_is_a_clear_error_and_writes_nothing(tiny, tmp_path):
+    bad = write_corrupt_png(tmp_path / "broken.png")
+    out = tmp_path / "o" / "broken.mp4"
+    with pytest.raises(InputError) as ei:
+        render_one(out, image=bad)
+    msg = str(ei.value)
+    assert "broken.png" in msg and "\n" not in msg and "cannot be" in msg
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert part_files(tmp_path) == []
+
+
+def test_unreadable_folder_is_a_clear_error(tiny, tmp_path, monkeypatch):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(b"")
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):  # tests run as root here, so chmod 000 would not stop us: simulate EACCES
+        if self == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    with pytest.raises(InputError, match=r"locked: cannot be read \(permission denied\)"):
+        mb.render([folder], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no image here")
+    with pytest.raises(InputError, match=r"empty: holds no image"):
+        mb.render([empty], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+    if os.geteuid() != 0:  # the real thing, where permissions apply
+        monkeypatch.undo()
+        real = tmp_path / "real"
+        real.mkdir()
+        real.chmod(0)
+        try:
+            with pytest.raises(InputError, match="permission denied"):
+                mb.render([real], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+        finally:
+            real.chmod(0o755)
+
+
+def test_trajectory_of_another_aspect_is_a_clear_error(tiny, tmp_path):
+    """A camera file made for a square image cannot drive a 4:3 render: error naming both sizes, no output."""
+    cams = {
+        "format": "mirage-trajectory", "version": 1, "width": 64, "height": 64, "fps": 10.0,
+        "frames": [{"K": [[50.0, 0, 31.5], [0, 50.0, 31.5], [0, 0, 1.0]],
+                    "w2c": [[1.0, 0, 0, -0.01 * i], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]} for i in range(5)],
+    }
+    f = tmp_path / "square.json"
+    f.write_text(json.dumps(cams))
+    out = tmp_path / "sq.mp4"
+    with pytest.raises(TrajectoryError) as ei:
+        render_one(out, traj=str(f), frames=None)
+    msg = str(ei.value)
+    assert "square.json" in msg and "64x64" in msg and f"{W}x{H}" in msg and "aspect" in msg, msg
+    assert not out.exists() and not out.with_suffix(".json").exists() and part_files(tmp_path) == []
+    # the same file at the right aspect renders
+    cams["height"] = 48
+    for fr in cams["frames"]:
+        fr["K"][1][2] = 23.5
+    f.write_text(json.dumps(cams))
+    res = render_one(out, traj=str(f), frames=None)
+    assert res.ok and read_mp4(out)[0].shape == (5, H, W, 3) and read_mp4(out)[1] == pytest.approx(10.0)
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["inputs"]["trajectory_sha256"] is not None and "square.json" in rep["inputs"]["intrinsics_source"]
+
+
+def _enospc_on(monkeypatch, match) -> list[str]:
+    """Make mirage.io's final rename fail with ENOSPC for targets whose name satisfies ``match``."""
+    import mirage.io as mio
+
+    real = os.replace
+    hits: list[str] = []
+
+    def replace(src, dst, *a, **k):
+        if match(Path(dst)):
+            hits.append(str(dst))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(mio.os, "replace", replace)
+    return hits
+
+
+@pytest.mark.parametrize("target", ["video", "report", "frame", "worldscore"])
+def test_full_disk_is_a_clear_error_and_leaves_no_partial_output(tiny, tmp_path, monkeypatch, target):
+    out_dir = tmp_path / "o"
+    out = out_dir / "full.mp4"
+    match = {
+        "video": lambda p: p.suffix == ".mp4",
+        "report": lambda p: p.suffix == ".json",
+        "frame": lambda p: p.name == "00003.png",  # the disk fills up in the middle of the PNG frames
+        "worldscore": lambda p: p.name == "camera_data.json",  # ... or of the WorldScore layout
+    }[target]
+    hits = _enospc_on(monkeypatch, match)
+    with pytest.raises(RuntimeFailure) as ei:
+        render_one(out, frames=5, frames_dir=out_dir / "frames", save_warped=True, worldscore=out_dir / "ws")
+    assert hits, "the simulated full disk was never reached"
+    msg = str(ei.value)
+    assert "space" in msg and "\n" not in msg, msg
+    assert all_files(tmp_path) == [], all_files(tmp_path)  # no MP4 without report, no half set of frames
+    monkeypatch.undo()
+    assert render_one(out, frames=5).items[0].status == "done"  # and the next run does the work (not "skipped")
+
+
+def test_full_disk_while_encoding(tiny, tmp_path, monkeypatch):
+    """ENOSPC raised by the encoder itself (PyAV) mid-video: RuntimeFailure, temp file removed."""
+    import av
+
+    real = av.VideoFrame.from_ndarray
+    calls = {"n": 0}
+
+    def from_ndarray(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(av.VideoFrame, "from_ndarray", from_ndarray)
+    out = tmp_path / "enc.mp4"
+    with pytest.raises(RuntimeFailure, match="space"):
+        render_one(out, frames=5)
+    assert all_files(tmp_path) == []
+
+
+def test_batch_collects_failures_and_goes_on(tiny, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (W, H), (120, 40, 40)).save(src / "a.png")
+    write_corrupt_png(src / "b.png")
+    Image.new("RGB", (W, H), (40, 40, 120)).save(src / "c.png")
+    seen = []
+    res = mb.render([src], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=tmp_path / "out"), cfg(),
+                    on_item=lambda item, i, n: seen.append((item.image.name, item.status, i, n)))
+    assert [(i.image.name, i.status) for i in res.items] == [("a.png", "done"), ("b.png", "failed"), ("c.png", "done")]
+    assert [s[:2] for s in seen] == [("a.png", "done"), ("b.png", "failed"), ("c.png", "done")]
+    assert not res.ok and [i.image.name for i in res.failed] == ["b.png"]
+    assert "b.png" in res.failed[0].error and "cannot be" in res.failed[0].error
+    assert all_files(tmp_path / "out") == ["a.json", "a.mp4", "c.json", "c.mp4"]
+
+
+def test_batch_output_request_errors(tiny, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    from PIL import Image
+
+    for n in "ab":
+        Image.new("RGB", (W, H)).save(src / f"{n}.png")
+    with pytest.raises(InputError, match="--out-dir"):
+        mb.render([src], "orbit", mb.OutputRequest(out=tmp_path / "x.mp4"), cfg())
+    with pytest.raises(InputError, match=r"must end in \.mp4"):
+        mb.render([src / "a.png"], "orbit", mb.OutputRequest(out=tmp_path / "x.avi"), cfg())
+    with pytest.raises(InputError, match="--report"):
+        mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "o", report=tmp_path / "r.json"), cfg())
+    with pytest.raises(InputError, match="--memory-from"):
+        mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "o"), cfg(), memory_from=tmp_path / "m")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.mp4").exists()
+
+
+# ------------------------------------------------------------------------------------------------ preview fidelity
+
+
+def _visible_from_frame0(dep_k, K_k, c2w_k, dep_0, K_0, w2c_0, width, height, margin_px):
+    """(H, W) bool: pixels of view k whose true surface point is seen by camera 0 (the input image), minus a
+    ``margin_px`` band around every hole (latent tokens are 8 px wide; the preview's hole fill blurs edges)."""
+    from mirage.camera import depth_to_xyz_world, project_world_to_pixels
+
+    xyz_world = depth_to_xyz_world(dep_k.double(), K_k, c2w_k)  # (H*W, 3)
+    uv, z = project_world_to_pixels(xyz_world, K_0, w2c_0)  # (H*W, 2), (H*W,)
+    u, v = uv[:, 0].round().long(), uv[:, 1].round().long()
+    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height) & (z > 0) & torch.isfinite(z)
+    z0 = torch.full_like(z, float("inf"))
+    z0[inside] = dep_0.double()[v[inside], u[inside]]
+    seen = inside & ((z - z0).abs() < 0.02 * z)  # not occluded in the input view
+    hole = (~seen).reshape(1, 1, height, width).float()
+    hole = torch.nn.functional.max_pool2d(hole, 2 * margin_px + 1, stride=1, padding=margin_px)[0, 0] > 0
+    return ~hole
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR in dB of (3, H, W) [-1, 1] images over ``mask`` pixels (peak = the [0, 1] range)."""
+    mse = float(((a - b) ** 2)[:, mask].mean()) / 4.0
+    return -10.0 * float(np.log10(mse))
+
+
+#: Measured on this scene (416x240, truck_right, 5 frames, TAESD, push-pull fill, truth supersampled 2x2): frames
+#: 1..4 give 27.3, 27.5, 26.1, 26.7 dB over the visible pixels (the input image against the same truths: 18.6, 16.6,
+#: 15.6, 15.2 dB). The test renders 3 frames (the cameras of frames 0, 2, 4 of those 5) and checks frames 1 and 2
+#: against a floor ~2 dB under the lower of 27.5 and 26.7.
+PREVIEW_PSNR_FLOOR_DB = 24.5
+PREVIEW_GAIN_DB = 6.0
+
+
+def test_preview_reproduces_the_true_novel_view(tiny, tmp_path):
+    taesd = SHARED / "weights" / "taesd"
+    if not taesd.is_dir():
+        pytest.skip(f"TAESD weights {taesd} are absent (../shared is not beside the repo)")
+    from mirage.camera import intrinsics_from_fov, scale_intrinsics
+    from mirage.depth import read_depth_file
+    from mirage.synthetic import example_room, render_scene
+    from mirage.trajectory import load_trajectory
+    from mirage.video import from_uint8
+
+    Wp, Hp, n = 416, 240, 3  # the only small multiple-of-16 size with the example's exact 26:15 aspect
+    out = tmp_path / "preview.mp4"
+    # --depth FILE makes the depth model unused, but Pipeline still prechecks the preset's Hub depth model, which
+    # fails under HF_HUB_OFFLINE=1 (reported); a local depth folder (never loaded here) side-steps the precheck.
+    config = RenderConfig(preset="preview", overrides=(("vae", str(taesd)), ("depth", str(tiny / "depth"))),
+                          denoiser=DenoiserKind.NONE, fov=60.0, size=(Wp, Hp), device="cpu")
+    res = mb.render([ROOM], TrajectoryOptions("truck_right", frames=n), mb.OutputRequest(out=out), config,
+                    depth_file=ROOM_DEPTH)
+    assert res.ok
+    frames, fps = read_mp4(out)
+    assert frames.shape == (n, Hp, Wp, 3)
+    video = from_uint8(frames)  # (n, 3, H, W) [-1, 1]
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert rep["settings"]["denoiser"] == "none" and rep["inputs"]["depth_file"] == str(ROOM_DEPTH)
+
+    # the same cameras the pipeline used: the input K from --fov, preset distances times the median depth
+    d = read_depth_file(ROOM_DEPTH, Wp, Hp)
+    scene_depth = float(d.depth[d.valid].median())
+    K = scale_intrinsics(intrinsics_from_fov(60.0, 832, 480), Wp / 832, Hp / 480)  # --fov is of the image as given
+    traj = load_trajectory("truck_right", width=Wp, height=Hp, K=K, scene_depth=scene_depth, frames=n)
+    assert traj.fps == pytest.approx(fps)
+    room = example_room()
+    _, dep0 = render_scene(room, traj.K[0], traj.w2c[0], Wp, Hp, supersample=1)  # depth: pixel centres anyway
+    for k in (1, 2):
+        truth, dep = render_scene(room, traj.K[k], traj.w2c[k], Wp, Hp, supersample=2)
+        mask = _visible_from_frame0(dep, traj.K[k], traj.c2w[k], dep0, traj.K[0], traj.w2c[0], Wp, Hp, margin_px=8)
+        assert float(mask.float().mean()) > 0.4, k  # enough of the view is known to judge
+        got = _psnr(video[k], truth, mask)
+        static = _psnr(video[0], truth, mask)  # what not moving the camera would score
+        assert got > PREVIEW_PSNR_FLOOR_DB, (k, got)
+        assert got > static + PREVIEW_GAIN_DB, (k, got, static)
+
+
+def test_bad_trajectory_or_image_fails_before_models_load(tiny, tmp_path, monkeypatch):
+    """Validate once, early: a misspelt preset, a malformed camera file or a corrupt image costs no model load."""
+
+    def no_load(*a, **k):
+        raise AssertionError("models were loaded for a render that could not start")
+
+    monkeypatch.setattr(mb, "Pipeline", no_load)
+    with pytest.raises(TrajectoryError, match=r"'orbitt': no such file, and no preset of that name"):
+        render_one(tmp_path / "a.mp4", traj="orbitt")
+    bad = tmp_path / "cams.json"
+    bad.write_text('{"format": "mirage-trajectory", "version": 1, "width": 64}')
+    with pytest.raises(TrajectoryError, match=r"cams\.json: missing key 'height'"):
+        render_one(tmp_path / "a.mp4", traj=str(bad))
+    with pytest.raises(InputError, match=r"broken\.png"):
+        render_one(tmp_path / "a.mp4", image=write_corrupt_png(tmp_path / "broken.png"))
+    # a batch whose every input fails early loads nothing either, and reports each input
+    src = tmp_path / "in"
+    src.mkdir()
+    write_corrupt_png(src / "x.png")
+    write_corrupt_png(src / "y.png")
+    res = mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+    assert [(i.image.name, i.status) for i in res.items] == [("x.png", "failed"), ("y.png", "failed")]
+    assert all("cannot be read" in i.error for i in res.items)
+    assert not (tmp_path / "out").exists()
