@@ -4,7 +4,7 @@
 
 Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's precision bands):
 1. latent memory read on CUDA vs the same read on the CPU (float32 geometry): holes identical, latents ~1e-6;
-2. the memory read captured in a CUDA graph vs eager: bitwise equal;
+2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. the transformer under torch.compile vs eager, one forward at the real 1.3B architecture: < 2e-2;
 5. group offload (--offload sequential) vs resident weights, one forward: equal to float tolerance;
@@ -77,7 +77,10 @@ def main() -> int:
     graph.replay()
     torch.cuda.synchronize()
     eager = mem.read(Ks, w2cs)
-    check("read_graph_vs_eager", float((out.latents - eager.latents).abs().max()), 0.0)
+    # holes and depth come from exact integer/amin work; latents are index_add sums whose float rounding depends on
+    # the order of atomics, so they agree to float precision, not bit for bit
+    check("read_graph_vs_eager_holes_mismatch", float((out.holes != eager.holes).float().mean()), 0.0)
+    check("read_graph_vs_eager_latents", rel(out.latents, eager.latents), 1e-5)
 
     # 3-5: models at the real architecture, random weights
     from mirage.random_weights import random_components
