@@ -177,6 +177,18 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
     }
 
 
+def build_pipeline(cfg: BenchConfig) -> Pipeline:
+    """The pipeline the benchmark measures: the preset's models, or random weights at their real architecture."""
+    if cfg.random_weights:
+        from mirage.random_weights import random_components
+
+        rc = cfg.render
+        comps = random_components(rc.preset, device=torch.device(rc.device), dtype=rc.torch_dtype,
+                                  vae_dtype=torch.float32 if rc.vae_dtype == "float32" else rc.torch_dtype)
+        return Pipeline(cfg.render, components=comps)
+    return Pipeline(cfg.render)
+
+
 def run_bench(
     cfg: BenchConfig,
     *,
@@ -199,15 +211,7 @@ def run_bench(
             raise InputError(f"--steps: {s} must be at least 1")
     t0 = time.perf_counter()
     if pipeline is None:
-        if cfg.random_weights:
-            from mirage.random_weights import random_components
-
-            rc = cfg.render
-            comps = random_components(rc.preset, device=torch.device(rc.device), dtype=rc.torch_dtype,
-                                      vae_dtype=torch.float32 if rc.vae_dtype == "float32" else rc.torch_dtype)
-            pipeline = Pipeline(cfg.render, components=comps)
-        else:
-            pipeline = Pipeline(cfg.render)
+        pipeline = build_pipeline(cfg)
     load_s = time.perf_counter() - t0
     header = _header(cfg, pipeline)
     header["load_s"] = load_s

@@ -70,6 +70,9 @@ def bench(
     offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full results as JSON."),
+    context_parallel: bool = typer.Option(
+        False, "--context-parallel",
+        help="Split the transformer's video tokens over the torchrun ranks (torchrun --nproc-per-node N -m mirage_cli bench ...)."),
 ) -> None:
     """Run the full render path with --memory latent and --memory rgb, same inputs and seed; report both and the ratios."""
     if ctx.invoked_subcommand is not None:
@@ -79,7 +82,14 @@ def bench(
     from mirage.pipeline import OffloadMode
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
 
-    dev = resolve_device(device)
+    env = None
+    if context_parallel:
+        from mirage.distributed import init_distributed, rank_device
+
+        env = init_distributed()  # one process per GPU under torchrun; a world of 1 is the unsplit baseline
+        dev = rank_device(device, env)  # cuda:LOCAL_RANK per rank
+    else:
+        dev = resolve_device(device)
     on_gpu = dev.startswith("cuda")
     preset = preset or ("wan-vace-1.3b" if on_gpu else "tiny")
     size_t = parse_size(size) or ((832, 480) if on_gpu else (112, 64))
@@ -102,7 +112,22 @@ def bench(
         if show:
             err_console.print(f"[dim]run {done}/{total}[/]", highlight=False)
 
-    report = run_bench(cfg, progress=on_progress)
+    pipeline = None
+    if env is not None:
+        from mirage.bench import build_pipeline
+        from mirage.distributed import enable_pipeline_context_parallel
+
+        pipeline = build_pipeline(cfg)
+        if env.world_size > 1:
+            enable_pipeline_context_parallel(pipeline)
+        show = show and env.rank == 0
+    report = run_bench(cfg, progress=on_progress, pipeline=pipeline)
+    if env is not None:
+        report.header["context_parallel_world_size"] = env.world_size
+        if env.rank != 0:  # every rank renders the same video; rank 0 reports
+            if report.failed:
+                raise RuntimeFailure(f"rank {env.rank}: {len(report.failed)} setting(s) failed")
+            return
     _print(report)
     if json_out is not None:
         from mirage.io import atomic_write_text

@@ -266,3 +266,19 @@ def test_torchrun_context_parallel_matches_one_process(first_run):
         # ... and the gathered output equals the single-process forward
         assert res["max_abs_diff"] <= 1e-5 * max(1.0, res["ref_abs_max"])
         assert res["odd_error"].startswith("context parallel: 9 video tokens (1 latent frames x 3 x 3) do not split over 2")
+
+
+def test_bench_context_parallel_under_torchrun(tmp_path):
+    """`torchrun -m mirage_cli bench --context-parallel`: both ranks render the split chunk, rank 0 writes the JSON."""
+    out = tmp_path / "cp.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", CI="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()),
+           "-m", "mirage_cli", "bench", "--context-parallel", "--device", "cpu", "--frames", "9", "--steps", "2",
+           "--repeats", "1", "--warmup", "0", "--chunk-frames", "9", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["header"]["context_parallel_world_size"] == 2
+    assert [r["error"] for r in rep["rows"]] == [None, None]
+    assert all(r["runs"] and r["runs"][0]["stages_ms"]["denoise"] > 0 for r in rep["rows"])
