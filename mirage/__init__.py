@@ -1,4 +1,9 @@
-"""mirage: one image and a camera path -> a 3D-consistent video, with a latent spatial memory."""
+"""mirage: one image and a camera path -> a 3D-consistent video, with a latent spatial memory.
+
+The library call behind ``mirage render`` is :func:`mirage.render` (:func:`mirage.batch.render`); a
+:class:`mirage.Pipeline` loads models once and renders many (image, trajectory) pairs. Heavy modules (torch,
+diffusers) load on first use, not at ``import mirage``.
+"""
 
 from __future__ import annotations
 
@@ -10,4 +15,27 @@ __version__ = "0.1.0"
 
 logging.getLogger("mirage").addHandler(logging.NullHandler())
 
-__all__ = ["__version__", "MirageError", "InputError", "TrajectoryError", "ModelError", "RuntimeFailure"]
+_LAZY = {
+    "render": ("mirage.batch", "render"),
+    "OutputRequest": ("mirage.batch", "OutputRequest"),
+    "Pipeline": ("mirage.pipeline", "Pipeline"),
+    "RenderConfig": ("mirage.pipeline", "RenderConfig"),
+    "TrajectoryOptions": ("mirage.pipeline", "TrajectoryOptions"),
+    "DenoiserKind": ("mirage.pipeline", "DenoiserKind"),
+    "OffloadMode": ("mirage.pipeline", "OffloadMode"),
+    "MemoryKind": ("mirage.memory.types", "MemoryKind"),
+    "load_trajectory": ("mirage.trajectory", "load_trajectory"),
+    "Trajectory": ("mirage.trajectory", "Trajectory"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'mirage' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "MirageError", "InputError", "TrajectoryError", "ModelError", "RuntimeFailure", *_LAZY]

@@ -78,8 +78,7 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
-    from mirage.pipeline import RenderConfig
-    from mirage.pipeline import OffloadMode
+    from mirage.pipeline import OffloadMode, RenderConfig
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
 
     env = None

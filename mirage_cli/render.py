@@ -18,18 +18,11 @@ from mirage.pipeline import DenoiserKind, OffloadMode, RenderConfig, TrajectoryO
 console = Console(stderr=True)
 
 
-def parse_size(value: str | None, option: str = "--size") -> tuple[int, int] | None:
-    """'832x480' -> (832, 480); None stays None. One clear line on a bad value."""
-    if value is None:
-        return None
-    try:
-        w, h = value.lower().split("x")
-        size = int(w), int(h)
-    except ValueError:
-        raise InputError(f"{option}: {value!r} is not WIDTHxHEIGHT; write it like 832x480") from None
-    if min(size) <= 0:
-        raise InputError(f"{option}: {value!r} must be positive")
-    return size
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """'832x480' -> (832, 480); None stays None (the one parser lives in mirage_cli.traj)."""
+    from mirage_cli.traj import parse_size as _parse
+
+    return None if value is None else _parse(value)
 
 
 def parse_intrinsics(value: str | None) -> tuple[float, float, float, float] | None:
