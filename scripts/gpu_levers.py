@@ -6,7 +6,8 @@ Times (CUDA events, median of repeats after warm-up), one line each:
 - one transformer step (1 forward, no CFG) per attention backend (native SDPA / cuDNN) and with torch.compile;
 - the Wan VAE decode of the chunk in float32 and bfloat16 (and tiled);
 - the Wan VAE encode of the chunk (what the RGB baseline pays per read);
-- the latent memory read of all latent frames of the chunk from a one-frame memory, eager and as a CUDA graph;
+- the latent memory read of all latent frames of the chunk from a one-frame memory, eager and as a CUDA graph,
+  and again after 10 write-backs along the `tour` preset;
 plus each one's peak VRAM above the resident weights.
 """
 
@@ -80,7 +81,6 @@ def main():
         tr.set_attention_backend("_native_cudnn")
         res["step_ms_cudnn"] = cuda_time(lambda: step(tr))
         print("step cudnn", res["step_ms_cudnn"], flush=True)
-        out_ref = None
     if "compile" not in skip:
         best = "_native_cudnn" if res.get("step_ms_cudnn", 1e9) < res["step_ms_native"] else "native"
         tr.set_attention_backend(best)
@@ -92,7 +92,6 @@ def main():
         res["step_ms_compiled"] = cuda_time(lambda: step(ctr))
         res["compiled_backend"] = best
         print("step compiled", best, res["step_ms_compiled"], "compile s", res["compile_s"], flush=True)
-    del x, ctrl
     torch.cuda.empty_cache()
     if "vae" not in skip:
         vae = comps.vae.model
@@ -136,11 +135,40 @@ def main():
             torch.cuda.current_stream().wait_stream(s)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                out = mem.read(Ks, w2cs)
+                mem.read(Ks, w2cs)
             res["read_ms_graph"] = cuda_time(graph.replay, repeats=20, warmup=3)
         except Exception as e:  # noqa: BLE001
             res["read_graph_error"] = f"{type(e).__name__}: {e}"[:300]
-        print({k: v for k, v in res.items() if k.startswith("read")}, flush=True)
+        # the same read after 10 write-backs along a long path (each chunk writes its revealed cells)
+        from mirage.pipeline import dilate, plan_chunks
+
+        n_chunks = 10
+        long = load_trajectory("tour", width=W, height=H, K=K, scene_depth=3.5, frames=80 * n_chunks + 1)
+        LK, Lw2c, Lc2w = long.K.to(dev).float(), long.w2c.to(dev).float(), long.c2w.to(dev).float()
+        for a, b in plan_chunks(long.num_frames, 81)[:n_chunks]:
+            r = mem.read(LK[a:b], Lw2c[a:b])
+            T = r.latents.shape[0]
+            depth_w = torch.full((T, H, W), 3.5, device=dev) + torch.rand(T, H, W, device=dev)
+            mem.write(frames=torch.zeros(b - a, 3, H, W, device=dev),
+                      latents=torch.randn(T, 16, h, w, device=dev, dtype=torch.bfloat16), depth=depth_w,
+                      K=LK[a:b], c2w=Lc2w[a:b], region=dilate(r.holes, 1))
+        st = mem.stats()
+        res["after_writebacks"] = {"writes": n_chunks, "tokens": st.tokens, "bytes": st.bytes}
+        res["read_ms_eager_10wb"] = cuda_time(lambda: mem.read(Ks, w2cs), repeats=20, warmup=3)
+        try:
+            s2 = torch.cuda.Stream()
+            s2.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s2):
+                for _ in range(3):
+                    mem.read(Ks, w2cs)
+            torch.cuda.current_stream().wait_stream(s2)
+            graph2 = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph2):
+                mem.read(Ks, w2cs)
+            res["read_ms_graph_10wb"] = cuda_time(graph2.replay, repeats=20, warmup=3)
+        except Exception as e:  # noqa: BLE001
+            res["read_graph_10wb_error"] = f"{type(e).__name__}: {e}"[:300]
+        print({k: v for k, v in res.items() if k.startswith("read") or k.startswith("after")}, flush=True)
     print(json.dumps(res, indent=1))
     if args.out:
         with open(args.out, "w") as f:

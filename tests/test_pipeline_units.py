@@ -19,7 +19,7 @@ def test_adjust_num_frames(n, stride, expected):
 def test_plan_chunks_overlap_by_one_and_cover_everything(n, chunk):
     plan = plan_chunks(n, chunk)
     assert plan[0][0] == 0 and plan[-1][1] == n
-    for (a0, b0), (a1, _) in zip(plan, plan[1:]):
+    for (_, b0), (a1, _) in zip(plan, plan[1:], strict=False):
         assert a1 == b0 - 1  # one frame of overlap
     for a, b in plan:
         assert 2 <= b - a <= chunk
