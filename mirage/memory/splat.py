@@ -30,6 +30,7 @@ logger = logging.getLogger("mirage")
 
 MEMORY_FILE_FORMAT = "mirage-memory"
 MEMORY_FILE_VERSION = 1
+_DUMP_SLOTS = 1024  # spare cells that absorb rejected splat contributions (see splat_points)
 _SNAP = 1e-3  # projected positions within this many cells of a cell centre snap onto it (float noise)
 
 
@@ -255,24 +256,27 @@ def splat_points(
         ok = ok & valid[None, :, None]
     b = torch.arange(B, device=dev)[:, None, None]
     flat = b * HW + cv.long().clamp(0, height - 1) * width + cu.long().clamp(0, width - 1)  # (B, N, S)
-    flat = torch.where(ok, flat, torch.full_like(flat, B * HW))  # dummy cell B*HW
+    # rejected contributions go to _DUMP_SLOTS spare cells past the image, spread round robin: one shared dummy
+    # cell would serialise every atomic of the out-of-view tokens on one address (measured 5x slower reads)
+    dump = B * HW + torch.arange(flat.numel(), device=dev).reshape(flat.shape) % _DUMP_SLOTS
+    flat = torch.where(ok, flat, dump)
     zc = z[..., None].expand_as(w)  # (B, N, S)
-    inf = torch.full((B * HW + 1,), float("inf"), dtype=torch.float32, device=dev)
+    inf = torch.full((B * HW + _DUMP_SLOTS,), float("inf"), dtype=torch.float32, device=dev)
     z_all = inf.scatter_reduce(0, flat.reshape(-1), torch.where(ok, zc, float("inf")).reshape(-1), "amin")
     strong = ok & (w >= (min_coverage if strong_weight is None else strong_weight))
     z_strong = inf.scatter_reduce(0, flat.reshape(-1), torch.where(strong, zc, float("inf")).reshape(-1), "amin")
-    zmin = torch.where(torch.isinf(z_strong), z_all, z_strong)  # (B*HW + 1,)
+    zmin = torch.where(torch.isinf(z_strong), z_all, z_strong)  # (B*HW + _DUMP_SLOTS,)
     accept = ok & (zc <= zmin[flat] * (1.0 + depth_tolerance))  # (B, N, S)
     if weights is not None and mode != SplatMode.CLOSEST:
         w = w * weights.float()[None, :, None]
     wa = torch.where(accept, w, 0.0)
-    cov = torch.zeros(B * HW + 1, dtype=torch.float32, device=dev)
+    cov = torch.zeros(B * HW + _DUMP_SLOTS, dtype=torch.float32, device=dev)
     if mode == SplatMode.CLOSEST:
         cov = cov.scatter_reduce(0, flat.reshape(-1), wa.reshape(-1), "amax")  # the nearest accepted point's weight
     else:
         cov = cov.index_add_(0, flat.reshape(-1), wa.reshape(-1))
-    holes = cov[:-1] < min_coverage  # (B*HW,)
-    depth = torch.where(holes, 0.0, zmin[:-1])
+    holes = cov[: B * HW] < min_coverage  # (B*HW,)
+    depth = torch.where(holes, 0.0, zmin[: B * HW])
     feats_out = None
     if features is not None and mode == SplatMode.CLOSEST:
         C = features.shape[1]
@@ -280,9 +284,9 @@ def splat_points(
         big = torch.iinfo(torch.int64).max
         key = (d2 * float(1 << 24)).round().long() * (N + 1) + torch.arange(N, device=dev)[None, :, None]
         key = torch.where(accept, key, big)  # (B, N, 4): (distance, index), exact in int64 (2^25 * 2^31 < 2^63)
-        best = torch.full((B * HW + 1,), big, dtype=torch.int64, device=dev).scatter_reduce(
+        best = torch.full((B * HW + _DUMP_SLOTS,), big, dtype=torch.int64, device=dev).scatter_reduce(
             0, flat.reshape(-1), key.reshape(-1), "amin"
-        )[:-1]  # (B*HW,)
+        )[: B * HW]  # (B*HW,)
         winner = torch.where(best == big, 0, best % (N + 1)).clamp(max=max(N - 1, 0))  # (B*HW,)
         picked = features[winner].float() if N else torch.zeros(B * HW, C, device=dev)  # (B*HW, C)
         picked = torch.where(holes[:, None] | (best == big)[:, None], 0.0, picked)
@@ -290,16 +294,16 @@ def splat_points(
     elif features is not None:
         C = features.shape[1]
         f32 = features.float()
-        acc = torch.zeros(B * HW + 1, C, dtype=torch.float32, device=dev)
+        acc = torch.zeros(B * HW + _DUMP_SLOTS, C, dtype=torch.float32, device=dev)
         for s in range(w.shape[-1]):  # 1 or 4 corners: bounds the peak memory to B*N*C
             contrib = wa[:, :, s, None] * f32[None]  # (B, N, C)
             acc.index_add_(0, flat[:, :, s].reshape(-1), contrib.reshape(-1, C))
-        mean = acc[:-1] / cov[:-1, None].clamp_min(1e-12)  # (B*HW, C)
+        mean = acc[: B * HW] / cov[: B * HW, None].clamp_min(1e-12)  # (B*HW, C)
         mean = torch.where(holes[:, None], 0.0, mean)
         feats_out = mean.reshape(B, height, width, C).permute(0, 3, 1, 2)  # (B, C, H, W)
     return Splat(
         features=feats_out,
-        coverage=cov[:-1].reshape(B, height, width),
+        coverage=cov[: B * HW].reshape(B, height, width),
         depth=depth.reshape(B, height, width),
         holes=holes.reshape(B, height, width),
     )
