@@ -286,7 +286,6 @@ class Pipeline:
         return self._prompt_cache[key]
 
     # ------------------------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def render(
         self,
         image_path: str | Path,
@@ -295,7 +294,25 @@ class Pipeline:
         depth_file: str | Path | None = None,
         memory_from: str | Path | None = None,
     ) -> RenderResult:
-        """Render one video. See the module docstring for the order of the stages."""
+        """Render one video. See the module docstring for the order of the stages.
+
+        Raises:
+            MirageError: bad input (before any heavy work); RuntimeFailure: CUDA out of memory, naming the stage.
+        """
+        self._stage = "start"
+        try:
+            return self._render(image_path, traj, depth_file=depth_file, memory_from=memory_from)
+        except torch.cuda.OutOfMemoryError:
+            c = self.config
+            size = f"{c.size[0]}x{c.size[1]}" if c.size else "the default size"
+            raise RuntimeFailure(
+                f"{Path(image_path).name}: CUDA out of memory in stage '{self._stage}' at {size}, "
+                f"{c.chunk_frames} frames per chunk",
+                hint="try --offload model (or sequential), fewer --chunk-frames, or a smaller --size",
+            ) from None
+
+    @torch.no_grad()
+    def _render(self, image_path, traj: TrajectoryOptions, *, depth_file=None, memory_from=None) -> RenderResult:
         import time
 
         from mirage import depth as depth_mod
@@ -304,7 +321,7 @@ class Pipeline:
 
         c = self.config
         t_start = time.perf_counter()
-        timer = StageTimer(self.device)
+        timer = StageTimer(self.device, on_stage=self._on_stage)
         warnings: list[str] = []
         vae = self.vae
 
@@ -537,6 +554,9 @@ class Pipeline:
         with timer.stage("memory_write"):
             region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
             return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
+
+    def _on_stage(self, name: str) -> None:
+        self._stage = name
 
     def _step_callback(self, step: int, total: int) -> None:
         if self.progress:

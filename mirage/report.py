@@ -43,8 +43,9 @@ class StageTimer:
         device: the device the work runs on; CUDA devices are timed with CUDA events.
     """
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", on_stage=None):
         self.device = torch.device(device)
+        self.on_stage = on_stage  # called with the stage name as each stage begins (error messages name it)
         self.cuda = self.device.type == "cuda"
         self._events: dict[str, list[tuple[object, object]]] = {}
         self._cpu_ms: dict[str, float] = {}
@@ -56,6 +57,8 @@ class StageTimer:
     def stage(self, name: str) -> Iterator[None]:
         """Time the enclosed block as (part of) stage ``name``; nested stages are allowed but double count."""
         self._calls[name] = self._calls.get(name, 0) + 1
+        if self.on_stage is not None:
+            self.on_stage(name)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
             base = torch.cuda.memory_allocated(self.device)

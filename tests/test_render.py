@@ -519,3 +519,20 @@ def test_bad_trajectory_or_image_fails_before_models_load(tiny, tmp_path, monkey
     assert [(i.image.name, i.status) for i in res.items] == [("x.png", "failed"), ("y.png", "failed")]
     assert all("cannot be read" in i.error for i in res.items)
     assert not (tmp_path / "out").exists()
+
+
+def test_cuda_oom_is_one_line_naming_the_stage(tiny, tmp_path, monkeypatch):
+    """An out-of-memory error becomes a RuntimeFailure that names the stage and what to try; no file is left."""
+    from mirage.denoise import Denoiser
+    from mirage.errors import RuntimeFailure
+
+    def boom(self, *a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Denoiser, "__call__", boom)
+    out = tmp_path / "oom.mp4"
+    with pytest.raises(RuntimeFailure) as e:
+        render_one(out, frames=5)
+    assert "stage 'denoise'" in e.value.message and "\n" not in str(e.value)
+    assert "--offload" in e.value.hint
+    assert not out.exists() and not list(tmp_path.glob("*.part*"))
