@@ -34,8 +34,8 @@ from mirage.memory import (
     MemoryKind,
     SplatMode,
     create_memory,
+    encode_phases,
     phase_offsets,
-    shift_image,
 )
 
 logger = logging.getLogger("mirage")
@@ -264,27 +264,6 @@ def make_synthetic_scene(width: int, height: int, *, fov_x_deg: float = 60.0, su
 
 # --------------------------------------------------------------------------------------------------------------
 # polyphase encoding
-
-
-def encode_phases(vae: Any, image: torch.Tensor, phases: int) -> dict[tuple[int, int], torch.Tensor]:
-    """Latents of ``image`` at every sub-stride offset of a polyphase memory.
-
-    The image shifted by (dy, dx) pixels is cropped by dy rows at the top and dx columns at the left and padded by
-    replicating its last row/column (:func:`mirage.memory.shift_image`), so latent cell (i, j) of it covers source
-    pixels ``stride * i + dy ..`` and its token sits at pixel ``stride * j + (stride - 1) / 2 + dx`` (and in y).
-
-    Args:
-        vae: a :class:`mirage.vae.VAE` (``spatial_stride``, ``encode_images``).
-        image: (3, H, W) float in [-1, 1].
-        phases: offsets per axis (1, 2 or 4): offsets are the multiples of ``stride / phases``.
-    Returns:
-        ``{(dy, dx): (C, H/stride, W/stride)}`` normalised latents for all ``phases**2`` offsets, (0, 0) included.
-    """
-    check_shape(image, (3, "H", "W"), "image")
-    offsets = phase_offsets(int(vae.spatial_stride), phases)
-    shifted = torch.stack([shift_image(image, dy, dx) for dy, dx in offsets])  # (p*p, 3, H, W)
-    lat = torch.cat([vae.encode_images(shifted[i : i + 4]) for i in range(0, len(offsets), 4)])  # (p*p, C, h, w)
-    return {o: lat[i] for i, o in enumerate(offsets)}
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class RenderConfig:
     fov: float | None = None  # horizontal FoV in degrees of the input image (overrides the depth model's)
     intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy in pixels of the input image
     vae_dtype: str = "float32"  # VAE dtype: float32 (as diffusers' Wan examples) or "model" (the model dtype)
+    memory_phases: int = 1  # latent memory: 1, or 2 / 4 sub-stride phases per axis (polyphase: sharper reads,
+    #                          phases**2 init encodes and tokens; see docs/fidelity.md)
     compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
     write_back: bool = True  # write revealed content back into the memory after each chunk
     keep_reads: bool = False  # also decode the memory reads (for --save-warped)
@@ -223,6 +225,10 @@ class Pipeline:
             raise InputError(f"--device: {c.device} asked for, but torch sees no CUDA device; use --device cpu")
         if c.size is not None and (c.size[0] % SIZE_MULTIPLE or c.size[1] % SIZE_MULTIPLE or min(c.size) < SIZE_MULTIPLE):
             raise InputError(f"--size: {c.size[0]}x{c.size[1]} must be multiples of {SIZE_MULTIPLE} (e.g. 832x480)")
+        if c.memory_phases not in (1, 2, 4):
+            raise InputError(f"--memory-phases: {c.memory_phases} is not 1, 2 or 4 (sub-stride phases per axis)")
+        if c.memory_phases > 1 and c.memory is not MemoryKind.LATENT:
+            raise InputError(f"--memory-phases {c.memory_phases}: polyphase is a latent-memory setting; use --memory latent")
         if c.offload is not OffloadMode.NONE and self.device.type != "cuda":
             raise InputError(f"--offload {c.offload.value}: offloading moves models between CPU and GPU; it needs --device cuda")
 
@@ -515,10 +521,18 @@ class Pipeline:
                                  f"{c.memory.value}; pass --memory {mem.kind.value}")
             return mem
         depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))
+        config, phase_latents = MemoryConfig(), None
+        if c.memory_phases > 1:
+            from mirage.memory import SplatMode, encode_phases
+
+            # polyphase reads pick the nearest-centre token (a bilinear blend of phases is a blur: docs/fidelity.md)
+            config = MemoryConfig(phases=c.memory_phases, splat=SplatMode.CLOSEST)
+            phase_latents = encode_phases(vae, image.to(vae.dtype), c.memory_phases)
         return create_memory(
             c.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0,
-            stride=vae.spatial_stride, temporal_stride=stride_t, config=MemoryConfig(),
+            stride=vae.spatial_stride, temporal_stride=stride_t, config=config,
             encode_video=self._memory_encoder(stride_t), model_id=self.vae_id, dtype=vae.dtype, device=self.device,
+            phase_latents=phase_latents,
         )
 
     def _conditioning(self, read: MemoryRead):

@@ -84,6 +84,7 @@ def render_command(
     depth_model: str | None = typer.Option(None, "--depth-model", help="Override the depth model."),
     denoiser: DenoiserKind = typer.Option(DenoiserKind.VACE, "--denoiser", help="none = preview: decode the memory reads directly."),
     memory: MemoryKind = typer.Option(MemoryKind.LATENT, "--memory", help="latent (mirage) or rgb (the point-cloud baseline)."),
+    memory_phases: int = typer.Option(1, "--memory-phases", help="Latent memory: 1, 2 or 4 sub-stride phases per axis (sharper reads, phases^2 tokens)."),
     steps: int = typer.Option(20, "--steps", help="Denoising steps."),
     guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance; 1.0 = off."),
     seed: int = typer.Option(0, "--seed"),
@@ -117,7 +118,7 @@ def render_command(
     config = RenderConfig(
         preset=preset,
         overrides=_overrides(vae=vae, transformer=transformer, text_encoder=text_encoder, depth=depth_model),
-        denoiser=denoiser, memory=memory, steps=steps, guidance=guidance, seed=seed, prompt=prompt,
+        denoiser=denoiser, memory=memory, memory_phases=memory_phases, steps=steps, guidance=guidance, seed=seed, prompt=prompt,
         chunk_frames=chunk_frames, size=parse_size(size), device=dev, dtype=resolve_dtype(dtype, dev),
         offload=offload, hole_fill=not no_fill, vae_dtype=resolve_vae_dtype(vae_dtype, dev), compile=compile, fov=fov, intrinsics=parse_intrinsics(intrinsics),
     )

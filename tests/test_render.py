@@ -536,3 +536,23 @@ def test_cuda_oom_is_one_line_naming_the_stage(tiny, tmp_path, monkeypatch):
     assert "stage 'denoise'" in e.value.message and "\n" not in str(e.value)
     assert "--offload" in e.value.hint
     assert not out.exists() and not list(tmp_path.glob("*.part*"))
+
+
+def test_polyphase_memory_renders_and_holds_phases_squared_tokens(tiny, tmp_path):
+    """--memory-phases 2: the latent memory starts with 4 tokens per latent cell and the render runs through."""
+    one, two = tmp_path / "p1.mp4", tmp_path / "p2.mp4"
+    assert render_one(one, frames=5, write_back=False).ok
+    assert render_one(two, frames=5, write_back=False, memory_phases=2).ok
+    r1 = json.loads(one.with_suffix(".json").read_text())
+    r2 = json.loads(two.with_suffix(".json").read_text())
+    assert r2["settings"]["memory_phases"] == 2
+    assert r2["memory"]["tokens"] == 4 * r1["memory"]["tokens"]
+
+
+def test_polyphase_needs_the_latent_memory(tiny, tmp_path):
+    from mirage.errors import InputError
+
+    with pytest.raises(InputError, match="memory-phases"):
+        render_one(tmp_path / "x.mp4", frames=5, memory=MemoryKind.RGB, memory_phases=2)
+    with pytest.raises(InputError, match="memory-phases"):
+        render_one(tmp_path / "y.mp4", frames=5, memory_phases=3)
