@@ -168,23 +168,27 @@ def render(
         # done = the MP4 and its report: the report is written last, so an MP4 alone is an interrupted render
         if opts.video.exists() and (opts.report or default_report_path(opts.video)).exists() and not output.overwrite:
             logger.info("%s: %s exists, skipped (--overwrite to redo)", image.name, opts.video)
-            result.items.append(ItemResult(image, opts.video, "skipped"))
+            item = ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")
+            result.items.append(item)
+            if on_item:  # visible to the user, not only in the log
+                on_item(item, len(result.items) - 1, len(mine))
             continue
         todo.append((image, opts))
     if not todo:
         return result
     # validate every input and the trajectory against it before any model loads (cheap: headers and camera files)
     early: dict[Path, str] = {}
-    for image, _ in todo:
+    for image, opts in todo:
         try:
-            check_input(image, traj, config)
+            _check_output_path(opts.video)
+            check_input(image, traj, config, depth_file=depth_file)
         except MirageError as e:
             if not batch:
                 raise
             early[image] = str(e)
     pipe = None
     if len(early) < len(todo):
-        pipe = Pipeline(replace_keep_reads(config, output.save_warped), progress=progress)
+        pipe = Pipeline(_config_for(config, output), progress=progress)
     for i, (image, opts) in enumerate(todo):
         t0 = time.perf_counter()
         try:
@@ -212,24 +216,35 @@ def render(
     return result
 
 
-def check_input(image: Path, traj: TrajectoryOptions, config: RenderConfig) -> None:
-    """Fail fast, before models load: the image's header must be readable and the trajectory must resolve at the
-    output size the pipeline will use for it (same rule: ``config.size`` or the preset's area at the image's
-    aspect). Raises InputError / TrajectoryError with the pipeline's own messages."""
-    from mirage.pipeline import PIXEL_AREA, SIZE_MULTIPLE, output_size
-    from mirage.trajectory import load_trajectory
-    from mirage.video import image_size
+def _check_output_path(path: Path) -> None:
+    """The nearest existing ancestor folder of an output must be a folder (checked before any model loads)."""
+    for anc in (path.parent, *path.parent.parents):
+        if anc.exists():
+            if not anc.is_dir():
+                raise InputError(f"output {path}: {anc} is a file, not a folder; choose another output path")
+            return
 
-    src_wh = image_size(image)
-    if config.size is not None:
-        W, H = config.size
-    else:
-        W, H = output_size(src_wh, PIXEL_AREA.get(config.preset, 832 * 480), SIZE_MULTIPLE)
-    load_trajectory(traj.spec, width=W, height=H, fmt=traj.fmt, frames=traj.frames, fps=traj.fps, scale=traj.scale,
-                    start=traj.start)
+
+def check_input(image: Path, traj: TrajectoryOptions, config: RenderConfig, *, depth_file=None) -> None:
+    """Fail fast, before models load: :func:`mirage.pipeline.plan_inputs` checks the image header, the output size,
+    the trajectory (presets and camera files), ``--fov``/``--intrinsics`` and the depth file with the pipeline's own
+    rules and messages."""
+    from mirage.pipeline import plan_inputs
+
+    plan_inputs(image, traj, config, config.preset, depth_file=depth_file)
 
 
 def replace_keep_reads(config: RenderConfig, keep: bool) -> RenderConfig:
     from dataclasses import replace
 
     return replace(config, keep_reads=config.keep_reads or keep)
+
+
+def _config_for(config: RenderConfig, output: OutputRequest) -> RenderConfig:
+    """The render settings that follow from the requested outputs."""
+    from dataclasses import replace
+
+    config = replace_keep_reads(config, output.save_warped)
+    if output.save_memory:  # a saved memory must hold the last chunk's revealed content too
+        config = replace(config, write_back_last=True)
+    return config

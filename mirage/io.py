@@ -24,13 +24,19 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"output {path}: is a folder; pass a file path")
     if not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"output {path}: cannot create folder {parent} ({e.strerror}); choose a writable path") from None
     # the temp name keeps the real suffix last (PyAV, PIL and safetensors pick formats by it)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-", suffix=suffix if suffix is not None else path.suffix, dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-", suffix=suffix if suffix is not None else path.suffix,
+                                   dir=parent)
+    except OSError as e:
+        raise InputError(f"output {path}: cannot write in {parent} ({e.strerror}); choose a writable path") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -10,13 +10,16 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from mirage.camera import fov_x_from_intrinsics, opencv_to_opengl_c2w
 from mirage.io import atomic_write_text
-from mirage.pipeline import RenderResult
 from mirage.video import FRAME_PATTERN, side_by_side, write_frames_dir, write_mp4, write_png
+
+if TYPE_CHECKING:  # a stage module never imports the pipeline at run time
+    from mirage.pipeline import RenderResult
 
 logger = logging.getLogger("mirage")
 

@@ -76,6 +76,7 @@ class RenderConfig:
     #                          phases**2 init encodes and tokens; see docs/fidelity.md)
     compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
     write_back: bool = True  # write revealed content back into the memory after each chunk
+    write_back_last: bool = False  # also after the last chunk (set when the memory is saved: --save-memory)
     keep_reads: bool = False  # also decode the memory reads (for --save-warped)
 
     @property
@@ -323,7 +324,7 @@ class Pipeline:
 
         from mirage import depth as depth_mod
         from mirage.trajectory import load_trajectory
-        from mirage.video import image_size, read_image, resize_image
+        from mirage.video import read_image, resize_image
 
         c = self.config
         t_start = time.perf_counter()
@@ -331,30 +332,21 @@ class Pipeline:
         warnings: list[str] = []
         vae = self.vae
 
-        # --- inputs, validated before any heavy work
+        # --- inputs, validated before any heavy work (the same checks batch.check_input runs before models load)
         image_path = Path(image_path)
-        src_wh = image_size(image_path)
-        if c.size is not None:
-            W, H = c.size
-        else:
-            W, H = output_size(src_wh, PIXEL_AREA.get(self.preset, 832 * 480), SIZE_MULTIPLE)
-        if (W, H) != tuple(src_wh):
-            logger.info("image %s: %dx%d -> %dx%d (the model's size)", image_path.name, *src_wh, W, H)
-            stretch = (W / H) / (src_wh[0] / src_wh[1])
-            if abs(stretch - 1) > 0.02:
-                warnings.append(f"image {image_path.name}: {src_wh[0]}x{src_wh[1]} -> {W}x{H} changes the aspect ratio "
-                                f"by {100 * (stretch - 1):+.0f}% (intrinsics follow the stretch); pass a --size of the "
-                                "image's aspect to avoid it")
-                logger.warning("%s", warnings[-1])
+        plan = plan_inputs(image_path, traj, c, self.preset, depth_file=depth_file)
+        src_wh, (W, H) = plan.source_size, plan.size
+        warnings.extend(plan.warnings)
         image = resize_image(read_image(image_path), W, H).to(self.device)  # (3, H, W) [-1, 1]
 
         # --- depth of the input image
         with timer.stage("depth"):
             if depth_file is not None:
                 # a depth file is in the coordinates of the image as given: read it there, resize it like the image
-                dres = _resize_depth_result(depth_mod.read_depth_file(depth_file, *src_wh), W, H)
+                dres = _resize_depth_result(plan.depth, W, H)
             else:
-                fov_hint = c.fov if c.intrinsics is None else None
+                # Depth Pro's metric scale follows the focal length: give it the one the render will use, if known
+                fov_hint = None if plan.K_known is None else float(fov_x_from_intrinsics(plan.K_known, src_wh[0]))
                 dres = self.depth_model().estimate(image, fov_x_deg=fov_hint)
         warnings.extend(dres.warnings)
         depth = dres.depth.to(self.device, torch.float32)  # (H, W) z, scene units
@@ -363,21 +355,20 @@ class Pipeline:
             raise InputError(f"depth of {image_path}: no valid pixel; check --depth or the depth model")
         scene_depth = float(depth[valid].median())
 
-        # --- intrinsics and trajectory
-        # intrinsics are given (or predicted) for the image as given, then follow its resize to (W, H)
-        K_src, k_source, k_warn = depth_mod.resolve_intrinsics(
-            *src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics, predicted_fov_x_deg=dres.fov_x_deg
-        )
-        K_img = scale_intrinsics(K_src, W / src_wh[0], H / src_wh[1])
-        traj_t = load_trajectory(
-            traj.spec, width=W, height=H, K=K_img, scene_depth=scene_depth, fmt=traj.fmt, frames=traj.frames,
-            fps=traj.fps, scale=traj.scale, start=traj.start,
-        )
-        if _is_camera_file(traj.spec) and c.fov is None and c.intrinsics is None:
-            K_img = traj_t.K[0]  # an imported camera file knows the input camera: use its intrinsics
-            k_source = f"trajectory file {traj.spec} (frame 0)"
+        # --- intrinsics and trajectory, both for the image as given, then following its resize to (W, H)
+        if plan.camera_traj is not None:
+            traj_src, k_source = plan.camera_traj, plan.k_source
         else:
+            K_src, k_source, k_warn = depth_mod.resolve_intrinsics(
+                *src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics, predicted_fov_x_deg=dres.fov_x_deg
+            )
             warnings.extend(k_warn)
+            traj_src = load_trajectory(
+                traj.spec, width=src_wh[0], height=src_wh[1], K=K_src, scene_depth=scene_depth, fmt=traj.fmt,
+                frames=traj.frames, fps=traj.fps, scale=traj.scale, start=traj.start,
+            )
+        traj_t = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_wh[0], H / src_wh[1]), width=W, height=H)
+        K_img = traj_t.K[0]
         n_req = traj_t.num_frames
         stride_t = vae.temporal_stride if c.denoiser is DenoiserKind.VACE else 1
         n = adjust_num_frames(n_req, stride_t)
@@ -437,7 +428,7 @@ class Pipeline:
                 with timer.stage("decode_reads"):
                     out_reads.append(self._decoded_reads(read, F).cpu())
             wstats = None
-            if c.write_back and latents is not None and not last:
+            if c.write_back and latents is not None and (not last or c.write_back_last):
                 wstats = self._write_back(memory, read, frames, latents, K_all[a:b], c2w_all[a:b], timer)
                 if wstats.warning:
                     warnings.append(f"chunk {ci}: {wstats.warning}")
@@ -516,6 +507,12 @@ class Pipeline:
                 temporal_stride=stride_t, model_id=self.vae_id, encode_video=self._memory_encoder(stride_t),
                 device=self.device,
             )
+            saved_hw = tuple(getattr(mem, "image_size", None) or mem.points.image_size)
+            if saved_hw != tuple(image.shape[-2:]):
+                raise InputError(f"--memory-from {memory_from}: saved for {saved_hw[1]}x{saved_hw[0]} images, this render "
+                                 f"is {image.shape[-1]}x{image.shape[-2]}; pass --size {saved_hw[1]}x{saved_hw[0]}")
+            if c.memory_phases > 1:
+                logger.warning("--memory-phases applies when a memory is built; the loaded memory keeps its own")
             if mem.kind is not c.memory:
                 raise InputError(f"--memory-from {memory_from}: holds a {mem.kind.value} memory, but --memory is "
                                  f"{c.memory.value}; pass --memory {mem.kind.value}")
@@ -585,6 +582,73 @@ class Pipeline:
         return out
 
 
+@dataclass(frozen=True)
+class InputPlan:
+    """What can be known about one render's inputs without any model (checked before models load).
+
+    Attributes:
+        source_size: (width, height) of the image file; size: (W, H) of the video.
+        camera_traj: the camera file's trajectory at the image's own size (None for presets, which need the
+            scene depth and are resolved after the depth estimate).
+        K_known: (3, 3) intrinsics of the image as given when known before depth (``--intrinsics``/``--fov``, or a
+            camera file's frame 0); None when the depth model's predicted FoV (or the default) will decide.
+        k_source: where ``K_known`` came from. depth: the ``--depth`` file, read at the image's size.
+    """
+
+    source_size: tuple[int, int]
+    size: tuple[int, int]
+    camera_traj: Trajectory | None
+    K_known: torch.Tensor | None
+    k_source: str
+    depth: object | None
+    warnings: tuple[str, ...]
+
+
+def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig, preset: str, *,
+                depth_file: str | Path | None = None) -> InputPlan:
+    """Validate a render's inputs and resolve what needs no model (image header, output size, camera file,
+    user intrinsics, depth file). Raises a one-line :class:`MirageError` on bad input."""
+    from mirage import depth as depth_mod
+    from mirage.trajectory import load_trajectory
+    from mirage.video import image_size
+
+    c = config
+    src_wh = image_size(image_path)
+    W, H = c.size if c.size is not None else output_size(src_wh, PIXEL_AREA.get(preset, 832 * 480), SIZE_MULTIPLE)
+    warnings: list[str] = []
+    if (W, H) != tuple(src_wh):
+        logger.info("image %s: %dx%d -> %dx%d (the model's size)", image_path.name, *src_wh, W, H)
+        stretch = (W / H) / (src_wh[0] / src_wh[1])
+        if abs(stretch - 1) > 0.02:
+            warnings.append(f"image {image_path.name}: {src_wh[0]}x{src_wh[1]} -> {W}x{H} changes the aspect ratio by "
+                            f"{100 * (stretch - 1):+.0f}% (cameras follow the stretch); pass a --size of the image's "
+                            "aspect to avoid it")
+            logger.warning("%s", warnings[-1])
+    K_user, k_source = None, ""
+    if c.fov is not None or c.intrinsics is not None:
+        K_user, k_source, k_warn = depth_mod.resolve_intrinsics(*src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics)
+        warnings.extend(k_warn)
+    # resolves presets too (with default K and unit scene depth), so a bad preset fails here, before any model
+    first = load_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], K=K_user, fmt=traj.fmt, frames=traj.frames,
+                            fps=traj.fps, scale=traj.scale, start=traj.start)
+    camera_traj, K_known = None, K_user
+    if not first.source.startswith("preset:"):  # an imported camera file knows the input camera
+        camera_traj = first
+        if K_user is None:
+            K_known, k_source = first.K[0], f"trajectory file {traj.spec} (frame 0)"
+        else:  # the user's camera wins: every frame's focal is rescaled by the same factor (zooms are kept)
+            ratio = K_user[0, 0] / first.K[0, 0, 0]
+            K = first.K.clone()
+            K[:, :2, :2] *= ratio
+            K[:, :2, 2] = K_user[:2, 2]
+            camera_traj = replace(first, K=K)
+            warnings.append(f"--fov/--intrinsics override the intrinsics of {traj.spec} (focal x{float(ratio):.3f} "
+                            "on every frame)")
+    dres = depth_mod.read_depth_file(depth_file, *src_wh) if depth_file is not None else None
+    return InputPlan(tuple(src_wh), (int(W), int(H)), camera_traj, K_known, str(getattr(k_source, "value", k_source)),
+                     dres, tuple(warnings))
+
+
 def _pin_first_frame(read: MemoryRead, frame: torch.Tensor, latent: torch.Tensor) -> MemoryRead:
     """The first frame of a chunk is known (the input image, or the previous chunk's last frame): its latent and
     pixels replace the read there, and it has no holes."""
@@ -612,12 +676,6 @@ def _resize_depth_result(dres, width: int, height: int):
 
 def _stats_dict(st) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.__dict__.items()}
-
-
-def _is_camera_file(spec: str) -> bool:
-    """True for an imported camera file (it carries the input camera's intrinsics); False for presets."""
-    p = Path(spec)
-    return p.exists() and p.suffix.lower() not in (".yaml", ".yml")
 
 
 def _config_dict(c: RenderConfig) -> dict:

@@ -85,8 +85,18 @@ def write_png(path: str | Path, frame: torch.Tensor) -> None:
 
 def write_frames_dir(folder: str | Path, frames: torch.Tensor, pattern: str = FRAME_PATTERN) -> list[Path]:
     """Write ``(F, 3, H, W)`` frames as numbered PNGs into ``folder`` (created). Returns the paths."""
+    import re
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"frames folder {folder}: exists as a file; pass a folder path") from None
+    except OSError as e:
+        raise InputError(f"frames folder {folder}: cannot be created ({e.strerror}); choose a writable path") from None
+    for old in folder.iterdir():  # frames of an earlier, longer render would otherwise stay behind
+        if re.fullmatch(r"\d+\.png", old.name):
+            old.unlink()
     paths = []
     for i, f in enumerate(frames):
         p = folder / pattern.format(i)

@@ -75,10 +75,11 @@ TOP = {
     "dtype": str, "frames": int, "fps": NUM, "width": int, "height": int, "timing_ms": dict, "timing_method": str,
     "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "warnings": list, "outputs": dict,
 }
-INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_file", "memory_from", "intrinsics_source")
+INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_file", "depth_file_sha256", "memory_from",
+          "intrinsics_source")
 SETTINGS = ("preset", "overrides", "denoiser", "memory", "steps", "guidance", "seed", "prompt", "negative_prompt",
-            "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "write_back",
-            "keep_reads")
+            "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
+            "memory_phases", "compile", "write_back", "write_back_last", "keep_reads")
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
 CHUNK = {"index": int, "frames": list, "latent_frames": int, "hole_fraction": NUM, "tokens": int, "bytes": int,
          "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list}
@@ -92,13 +93,11 @@ def check_report_schema(rep: dict) -> None:
         assert k in rep, f"report lacks {k!r}"
         assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
     assert rep["schema_version"] == 1
-    for k in INPUTS:
-        assert k in rep["inputs"], f"inputs lacks {k!r}"
+    assert set(rep["inputs"]) == set(INPUTS), set(rep["inputs"]) ^ set(INPUTS)  # documented == written
     assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
     for name, m in rep["models"].items():
         assert isinstance(m, dict) and isinstance(m["id"], str) and "revision" in m, (name, m)
-    for k in SETTINGS:
-        assert k in rep["settings"], f"settings lacks {k!r}"
+    assert set(rep["settings"]) == set(SETTINGS), set(rep["settings"]) ^ set(SETTINGS)
     assert rep["timing_method"] in ("cuda-events", "perf_counter")
     assert set(rep["timing_ms"]) <= set(STAGES) | {"total"}, set(rep["timing_ms"]) - set(STAGES)
     assert "total" in rep["timing_ms"] and "load" in rep["timing_ms"]
@@ -298,7 +297,8 @@ def test_unreadable_folder_is_a_clear_error(tiny, tmp_path, monkeypatch):
 
 
 def test_trajectory_of_another_aspect_is_a_clear_error(tiny, tmp_path):
-    """A camera file made for a square image cannot drive a 4:3 render: error naming both sizes, no output."""
+    """A camera file made for a square image cannot drive the 832x480 example photo: error naming both sizes, no
+    output. Camera files describe the photo as given; the render size then follows the photo (stretch included)."""
     cams = {
         "format": "mirage-trajectory", "version": 1, "width": 64, "height": 64, "fps": 10.0,
         "frames": [{"K": [[50.0, 0, 31.5], [0, 50.0, 31.5], [0, 0, 1.0]],
@@ -310,12 +310,12 @@ def test_trajectory_of_another_aspect_is_a_clear_error(tiny, tmp_path):
     with pytest.raises(TrajectoryError) as ei:
         render_one(out, traj=str(f), frames=None)
     msg = str(ei.value)
-    assert "square.json" in msg and "64x64" in msg and f"{W}x{H}" in msg and "aspect" in msg, msg
+    assert "square.json" in msg and "64x64" in msg and "832x480" in msg and "aspect" in msg, msg
     assert not out.exists() and not out.with_suffix(".json").exists() and part_files(tmp_path) == []
-    # the same file at the right aspect renders
-    cams["height"] = 48
+    # the same cameras for an image of the photo's aspect (104x60 = 832x480 / 8) render
+    cams["width"], cams["height"] = 104, 60
     for fr in cams["frames"]:
-        fr["K"][1][2] = 23.5
+        fr["K"][0][2], fr["K"][1][2] = 51.5, 29.5
     f.write_text(json.dumps(cams))
     res = render_one(out, traj=str(f), frames=None)
     assert res.ok and read_mp4(out)[0].shape == (5, H, W, 3) and read_mp4(out)[1] == pytest.approx(10.0)
@@ -556,3 +556,42 @@ def test_polyphase_needs_the_latent_memory(tiny, tmp_path):
         render_one(tmp_path / "x.mp4", frames=5, memory=MemoryKind.RGB, memory_phases=2)
     with pytest.raises(InputError, match="memory-phases"):
         render_one(tmp_path / "y.mp4", frames=5, memory_phases=3)
+
+
+def test_camera_file_of_a_4_3_photo_follows_the_resize(tiny, tmp_path):
+    """A camera file made for the photo drives it whatever output size the preset picks (the cameras follow the
+    image's resize, stretch included), instead of failing the aspect check at the output size."""
+    from PIL import Image
+
+    img = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(img)
+    cams = {"format": "mirage-trajectory", "version": 1, "width": 64, "height": 48, "fps": 8.0,
+            "frames": [{"K": [[60.0, 0, 31.5], [0, 60.0, 23.5], [0, 0, 1.0]],
+                        "w2c": [[1.0, 0, 0, -0.02 * i], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]} for i in range(5)]}
+    f = tmp_path / "cams.json"
+    f.write_text(json.dumps(cams))
+    out = tmp_path / "p.mp4"
+    res = mb.render([img], TrajectoryOptions(str(f)), mb.OutputRequest(out=out),
+                    RenderConfig(preset="tiny", chunk_frames=5, steps=2, device="cpu"))
+    assert res.ok
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert (rep["width"], rep["height"]) != (64, 48) and rep["frames"] == 5
+    assert any("aspect ratio" in w for w in rep["warnings"])  # the stretch is reported, not silent
+
+
+def test_memory_from_another_size_is_a_clear_error(tiny, tmp_path):
+    from mirage.errors import InputError
+
+    mem = tmp_path / "m.safetensors"
+    assert render_one(tmp_path / "a.mp4", frames=5, save_memory=mem).ok
+    with pytest.raises(InputError, match="--size 64x48"):
+        render_one(tmp_path / "b.mp4", frames=5, memory_from=mem, size=(96, 64))
+
+
+def test_output_under_a_file_is_an_input_error(tiny, tmp_path):
+    from mirage.errors import InputError
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="afile"):
+        render_one(blocker / "x.mp4", frames=5)

@@ -425,3 +425,21 @@ def test_detect_format_and_choices(tmp_path):
     with pytest.raises(TrajectoryError, match="--format"):
         read_camera_file(r, "bogus")  # type: ignore[arg-type]
     assert read_camera_file(r, "realestate10k", width=100, height=50).num_frames == 1  # type: ignore[arg-type]
+
+
+def test_worldscore_file_with_its_own_size_keeps_its_field_of_view(tmp_path):
+    """mirage's --worldscore writes width/height beside focal_length: reading at another size keeps the FoV."""
+    import json as _json
+    import math
+
+    from mirage.camera import fov_x_from_intrinsics
+    from mirage.trajectory import load_trajectory
+
+    f = 0.5 * 832 / math.tan(math.radians(30.0))  # 60 degrees at 832 px
+    eye = [[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    p = tmp_path / "camera_data.json"
+    p.write_text(_json.dumps({"focal_length": f, "scale": 1.0, "width": 832, "height": 480,
+                              "cameras": [eye, eye], "cameras_interp": [eye, eye]}))
+    t = load_trajectory(str(p), width=416, height=240)
+    assert (t.width, t.height) == (416, 240)
+    assert float(fov_x_from_intrinsics(t.K[0], 416)) == pytest.approx(60.0, abs=1e-6)

@@ -516,7 +516,10 @@ def _read_worldscore(path: Path, size: tuple[int, int] | None) -> _Parts:
     f = _json_number(d["focal_length"], path, "focal_length")
     if f <= 0:
         raise TrajectoryError(f"{path}: focal_length = {f:g} must be positive (pixels)")
-    W, H = _need_size(path, size, "WorldScore camera_data.json has no image size")
+    if "width" in d and "height" in d:  # written by mirage's --worldscore: the focal length refers to this size
+        W, H = _json_int(d["width"], path, "width"), _json_int(d["height"], path, "height")
+    else:
+        W, H = _need_size(path, size, "WorldScore camera_data.json has no image size")
     w2cs = []
     for i, m in enumerate(cams):
         k = f"{key}[{i}]"
