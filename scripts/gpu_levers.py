@@ -36,6 +36,21 @@ def cuda_time(fn, repeats=5, warmup=2):
     return statistics.median(times)
 
 
+def capture_graph(fn, warmup: int = 3):
+    """Warm ``fn`` up on a side stream, then capture it into a CUDA graph. Returns (graph, output): each
+    ``graph.replay()`` recomputes ``output`` in place."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 def peak_extra(fn):
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
@@ -127,16 +142,7 @@ def main():
         res["read_ms_eager"] = cuda_time(lambda: mem.read(Ks, w2cs), repeats=20, warmup=3)
         res["read_peak_extra_mb"] = peak_extra(lambda: mem.read(Ks, w2cs)) / 2**20
         try:
-            s = torch.cuda.Stream()
-            s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s):
-                for _ in range(3):
-                    mem.read(Ks, w2cs)
-            torch.cuda.current_stream().wait_stream(s)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                mem.read(Ks, w2cs)
-            res["read_ms_graph"] = cuda_time(graph.replay, repeats=20, warmup=3)
+            res["read_ms_graph"] = cuda_time(capture_graph(lambda: mem.read(Ks, w2cs))[0].replay, repeats=20, warmup=3)
         except Exception as e:  # noqa: BLE001
             res["read_graph_error"] = f"{type(e).__name__}: {e}"[:300]
         # the same read after 10 write-backs along a long path (each chunk writes its revealed cells)
@@ -156,16 +162,7 @@ def main():
         res["after_writebacks"] = {"writes": n_chunks, "tokens": st.tokens, "bytes": st.bytes}
         res["read_ms_eager_10wb"] = cuda_time(lambda: mem.read(Ks, w2cs), repeats=20, warmup=3)
         try:
-            s2 = torch.cuda.Stream()
-            s2.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s2):
-                for _ in range(3):
-                    mem.read(Ks, w2cs)
-            torch.cuda.current_stream().wait_stream(s2)
-            graph2 = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph2):
-                mem.read(Ks, w2cs)
-            res["read_ms_graph_10wb"] = cuda_time(graph2.replay, repeats=20, warmup=3)
+            res["read_ms_graph_10wb"] = cuda_time(capture_graph(lambda: mem.read(Ks, w2cs))[0].replay, repeats=20, warmup=3)
         except Exception as e:  # noqa: BLE001
             res["read_graph_10wb_error"] = f"{type(e).__name__}: {e}"[:300]
         print({k: v for k, v in res.items() if k.startswith("read") or k.startswith("after")}, flush=True)

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from gpu_levers import capture_graph  # scripts/ is on sys.path when run as `python scripts/gpu_smoke.py`
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -65,15 +66,7 @@ def main() -> int:
                                           cpu_r.latents[both[:, None].expand_as(cpu_r.latents)]), 1e-4)
     mem = reads["cuda"][0]
     Ks, w2cs = tj.K.float().to(dev), tj.w2c.float().to(dev)
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            mem.read(Ks, w2cs)
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = mem.read(Ks, w2cs)
+    graph, out = capture_graph(lambda: mem.read(Ks, w2cs))  # `out` is refreshed by every replay
     graph.replay()
     torch.cuda.synchronize()
     eager = mem.read(Ks, w2cs)
