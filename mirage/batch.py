@@ -15,7 +15,7 @@ import torch
 
 from mirage.errors import InputError, MirageError, RuntimeFailure
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
-from mirage.pipeline import Pipeline, ProgressCallback, RenderConfig, TrajectoryOptions
+from mirage.pipeline import Pipeline, ProgressCallback, RenderConfig, TrajectoryOptions, check_config
 from mirage.report import StageTimer
 from mirage.video import IMAGE_SUFFIXES
 
@@ -148,6 +148,10 @@ def render(
             marked failed, and models load only if some input remains.
     """
     config = config or RenderConfig()
+    check_config(config)  # settings first: a bad option fails before any input is read or model loaded
+    from mirage.hub import parse_preset
+
+    parse_preset(config.preset)
     traj = TrajectoryOptions(spec=traj) if isinstance(traj, str) else traj
     paths = collect_images(images)
     batch = len(paths) > 1 or (output.out is None)

@@ -169,6 +169,32 @@ PIXEL_AREA = {
 SIZE_MULTIPLE = 16  # VAE stride 8 x transformer patch 2
 
 
+def check_config(c: RenderConfig) -> None:
+    """Validate the settings of a render before anything loads (one-line InputError naming the option)."""
+    try:
+        torch.device(c.device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device: {c.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if c.dtype not in ("float32", "bfloat16", "float16"):
+        raise InputError(f"--dtype: {c.dtype!r} is not one of float32, bfloat16, float16")
+    if c.steps < 1:
+        raise InputError(f"--steps: {c.steps} must be at least 1")
+    if not (math.isfinite(c.guidance) and c.guidance >= 1.0):
+        raise InputError(f"--guidance: {c.guidance} must be >= 1.0 (1.0 = off)")
+    if c.chunk_frames < 5 or (c.chunk_frames - 1) % 4:
+        raise InputError(f"--chunk-frames: {c.chunk_frames} must be 4k + 1 and at least 5 (e.g. 33 or 81)")
+    if torch.device(c.device).type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device: {c.device} asked for, but torch sees no CUDA device; use --device cpu")
+    if c.size is not None and (c.size[0] % SIZE_MULTIPLE or c.size[1] % SIZE_MULTIPLE or min(c.size) < SIZE_MULTIPLE):
+        raise InputError(f"--size: {c.size[0]}x{c.size[1]} must be multiples of {SIZE_MULTIPLE} (e.g. 832x480)")
+    if c.memory_phases not in (1, 2, 4):
+        raise InputError(f"--memory-phases: {c.memory_phases} is not 1, 2 or 4 (sub-stride phases per axis)")
+    if c.memory_phases > 1 and c.memory is not MemoryKind.LATENT:
+        raise InputError(f"--memory-phases {c.memory_phases}: polyphase is a latent-memory setting; use --memory latent")
+    if c.offload is not OffloadMode.NONE and torch.device(c.device).type != "cuda":
+        raise InputError(f"--offload {c.offload.value}: offloading moves models between CPU and GPU; it needs --device cuda")
+
+
 class Pipeline:
     """Loads the models of a preset once and renders any number of (image, trajectory) pairs.
 
@@ -183,6 +209,7 @@ class Pipeline:
         from mirage import hub
         from mirage.denoise import Denoiser
 
+        check_config(config)
         self.config = config
         self.progress = progress
         self.offload_depth = False  # set by --offload: the depth model visits the GPU only while it runs
@@ -215,23 +242,7 @@ class Pipeline:
         self._prompt_cache: dict[tuple[str, str | None], tuple] = {}
 
     def _check_config(self) -> None:
-        c = self.config
-        if c.steps < 1:
-            raise InputError(f"--steps: {c.steps} must be at least 1")
-        if not (math.isfinite(c.guidance) and c.guidance >= 1.0):
-            raise InputError(f"--guidance: {c.guidance} must be >= 1.0 (1.0 = off)")
-        if c.chunk_frames < 5 or (c.chunk_frames - 1) % 4:
-            raise InputError(f"--chunk-frames: {c.chunk_frames} must be 4k + 1 and at least 5 (e.g. 33 or 81)")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"--device: {c.device} asked for, but torch sees no CUDA device; use --device cpu")
-        if c.size is not None and (c.size[0] % SIZE_MULTIPLE or c.size[1] % SIZE_MULTIPLE or min(c.size) < SIZE_MULTIPLE):
-            raise InputError(f"--size: {c.size[0]}x{c.size[1]} must be multiples of {SIZE_MULTIPLE} (e.g. 832x480)")
-        if c.memory_phases not in (1, 2, 4):
-            raise InputError(f"--memory-phases: {c.memory_phases} is not 1, 2 or 4 (sub-stride phases per axis)")
-        if c.memory_phases > 1 and c.memory is not MemoryKind.LATENT:
-            raise InputError(f"--memory-phases {c.memory_phases}: polyphase is a latent-memory setting; use --memory latent")
-        if c.offload is not OffloadMode.NONE and self.device.type != "cuda":
-            raise InputError(f"--offload {c.offload.value}: offloading moves models between CPU and GPU; it needs --device cuda")
+        check_config(self.config)
 
     def _apply_offload(self) -> None:
         """Model offload: the transformer lives on the CPU and visits the GPU for each chunk's denoising."""
