@@ -11,9 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from mirage.errors import InputError, MirageError, RuntimeFailure
+from mirage.errors import InputError, MirageError
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
 from mirage.pipeline import Pipeline, ProgressCallback, RenderConfig, TrajectoryOptions, check_config
 from mirage.report import StageTimer
@@ -203,13 +201,7 @@ def render(
             timer = StageTimer(pipe.device)
             write_outputs(res, opts, timer=timer)
             item = ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0)
-        except torch.cuda.OutOfMemoryError:
-            msg = (f"{image.name}: CUDA out of memory at {config.size or 'the default size'}; try --offload model, "
-                   "fewer --chunk-frames, or a smaller --size")
-            if not batch:
-                raise RuntimeFailure(msg) from None
-            item = ItemResult(image, opts.video, "failed", error=msg, seconds=time.perf_counter() - t0)
-        except MirageError as e:
+        except MirageError as e:  # CUDA out of memory arrives as a RuntimeFailure naming the stage (Pipeline.render)
             if not batch:
                 raise
             item = ItemResult(image, opts.video, "failed", error=str(e), seconds=time.perf_counter() - t0)
@@ -238,17 +230,11 @@ def check_input(image: Path, traj: TrajectoryOptions, config: RenderConfig, *, d
     plan_inputs(image, traj, config, config.preset, depth_file=depth_file)
 
 
-def replace_keep_reads(config: RenderConfig, keep: bool) -> RenderConfig:
-    from dataclasses import replace
-
-    return replace(config, keep_reads=config.keep_reads or keep)
-
-
 def _config_for(config: RenderConfig, output: OutputRequest) -> RenderConfig:
     """The render settings that follow from the requested outputs."""
     from dataclasses import replace
 
-    config = replace_keep_reads(config, output.save_warped)
+    config = replace(config, keep_reads=config.keep_reads or output.save_warped)
     if output.save_memory:  # a saved memory must hold the last chunk's revealed content too
         config = replace(config, write_back_last=True)
     return config

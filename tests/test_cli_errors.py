@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import struct
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import run_main  # tests/_cli.py
 from PIL import Image
 
 W, H = 64, 48
@@ -39,22 +39,6 @@ def _restore_logger():
     state = (list(log.handlers), log.level, log.propagate)
     yield
     log.handlers[:], log.level, log.propagate = state[0], state[1], state[2]
-
-
-def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """The real entry point in process: (exit code, stdout, stderr)."""
-    from mirage_cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["mirage", *[str(a) for a in args]])
-    monkeypatch.setenv("COLUMNS", "300")
-    monkeypatch.delenv("MIRAGE_DEBUG", raising=False)
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_red_line(code: int, err: str, *names: str) -> str:

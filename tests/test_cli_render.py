@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import run_main  # tests/_cli.py
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -54,22 +55,6 @@ def invoke(*args: str):
     from mirage_cli.main import app
 
     return runner.invoke(app, [str(a) for a in args])
-
-
-def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run the real entry point ``main()`` in process: (exit code, stdout, stderr)."""
-    from mirage_cli.main import main
-
-    monkeypatch.setattr(sys, "argv", ["mirage", *[str(a) for a in args]])
-    monkeypatch.setenv("COLUMNS", "300")  # rich wraps at the terminal width; keep paths on one line
-    monkeypatch.delenv("MIRAGE_DEBUG", raising=False)
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def error_lines(err: str) -> list[str]:

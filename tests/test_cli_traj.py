@@ -13,20 +13,16 @@ from typer.testing import CliRunner
 
 from mirage.errors import InputError, TrajectoryError
 from mirage.trajectory import list_presets, load_trajectory
-from mirage_cli import traj as traj_cli
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 runner = CliRunner()
 
 
 def _app():
-    """The root app when the lead's main.py registers `traj`, else the sub-app alone."""
-    try:
-        from mirage_cli.main import app
+    """The root app with its `traj` group (the CLI users run)."""
+    from mirage_cli.main import app
 
-        return app, ["traj"]
-    except ImportError:
-        return traj_cli.app, []
+    return app, ["traj"]
 
 
 def invoke(*args: str):
