@@ -217,7 +217,13 @@ class Denoiser:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.transformer.parameters()).dtype
+        """The dtype the transformer takes its inputs in. Not simply the first parameter's: loaded with
+        ``torch_dtype=bfloat16``, diffusers keeps a few Wan modules (norms, time embedder, ...) in float32, and
+        ``ModelMixin.dtype`` skips those."""
+        dtype = getattr(self.transformer, "dtype", None)
+        if isinstance(dtype, torch.dtype):
+            return dtype
+        return self.transformer.patch_embedding.weight.dtype
 
     def _check(self, cond: VaceConditioning, num_frames: int, height: int, width: int, embeds: torch.Tensor, name: str) -> None:
         cfg = self.transformer.config

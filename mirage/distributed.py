@@ -588,7 +588,8 @@ def enable_pipeline_context_parallel(pipe, **kw) -> ContextParallelInfo:
 
     Raises:
         InputError: a pipeline without a denoiser (``--denoiser none``), with CPU offload or torch.compile (CP
-            hooks must be in place before either; neither combination is supported here), or any error of
+            hooks must be in place before either; neither combination is supported here), with ``--fp8`` (its
+            attention bypasses the split), or any error of
             :func:`context_parallel`.
     """
     den = getattr(pipe, "denoiser", None)
@@ -601,6 +602,10 @@ def enable_pipeline_context_parallel(pipe, **kw) -> ContextParallelInfo:
                          "context parallel; each GPU holds the model, drop --offload")
     if getattr(pipe.config, "compile", False):
         raise InputError("context parallel: --compile is not supported with context parallel yet; drop --compile")
+    fp8 = getattr(pipe.config, "fp8", None)
+    if fp8 is not None and getattr(fp8, "value", fp8) != "none":
+        raise InputError(f"context parallel: --fp8 {getattr(fp8, 'value', fp8)} replaces the attention that "
+                         "context parallel splits; drop --fp8")
     return context_parallel(den.transformer, **kw)
 
 

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -934,6 +935,53 @@ def _tiny_builders(seed: int) -> dict[str, Callable[[Path], None]]:
             "scheduler": scheduler, "depth": depth}
 
 
+#: Files each tiny component must hold to be complete (a folder without them is rebuilt).
+_TINY_FILES = {
+    "vae": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "transformer": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "text_encoder": ("config.json", "model.safetensors"),
+    "tokenizer": ("tokenizer.json",),
+    "scheduler": ("scheduler_config.json",),
+    "depth": ("config.json", "model.safetensors", "preprocessor_config.json"),
+}
+
+
+def _tiny_complete(name: str, folder: Path) -> bool:
+    return folder.is_dir() and all((folder / f).is_file() for f in _TINY_FILES[name])
+
+
+def _dist_rank() -> int:
+    """This process's rank when torch.distributed is initialised (torchrun), else 0."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+#: How long torchrun ranks other than 0 wait for rank 0 to build the tiny preset.
+TINY_WAIT_S = 600.0
+
+
+def _wait_for_tiny(base: Path, builders: dict) -> None:
+    """Wait (polling) until rank 0 has built every tiny component; ModelError naming the missing ones on timeout."""
+    timeout_s = TINY_WAIT_S
+    deadline = time.monotonic() + timeout_s
+    while True:
+        missing = [n for n in builders if not _tiny_complete(n, base / n)]
+        if not missing or (missing == ["depth"] and _depth_unavailable()):
+            return
+        if time.monotonic() > deadline:
+            raise ModelError(f"tiny preset: rank {_dist_rank()} waited {timeout_s:.0f} s for rank 0 to build "
+                             f"{', '.join(missing)} under {base}",
+                             hint="check rank 0's log, or run one tiny render in a single process first")
+        time.sleep(0.5)
+
+
+def _depth_unavailable() -> bool:
+    try:
+        return not hasattr(_depth_module(), "build_tiny_depth_model")
+    except ModelError:
+        return True
+
+
 def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
     """Build the tiny preset's missing components under ``<root>/tiny-v1/<component>`` (idempotent).
 
@@ -950,10 +998,17 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
     """
     base = tiny_dir(root if root is not None else cache_dir())
     base.mkdir(parents=True, exist_ok=True)
-    for name, build in _tiny_builders(seed).items():
+    builders = _tiny_builders(seed)
+    if _dist_rank() != 0:
+        # under torchrun only rank 0 builds: transformers' save_pretrained writes nothing on other ranks
+        _wait_for_tiny(base, builders)
+        return base
+    for name, build in builders.items():
         final = base / name
-        if final.is_dir():
+        if _tiny_complete(name, final):
             continue
+        if final.exists():  # left incomplete by an older mirage: rebuild it
+            shutil.rmtree(final, ignore_errors=True)
         if name == "depth":
             try:
                 dm = _depth_module()
@@ -967,6 +1022,9 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
         try:
             with torch.random.fork_rng(devices=[]):
                 build(tmp)
+            if not _tiny_complete(name, tmp):
+                raise ModelError(f"tiny preset: building {name} wrote {sorted(p.name for p in tmp.iterdir())}, "
+                                 f"not {list(_TINY_FILES[name])}", hint="report this; delete " + str(base))
             try:
                 os.replace(tmp, final)
             except OSError:

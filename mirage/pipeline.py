@@ -25,6 +25,7 @@ from mirage.camera import fov_x_from_intrinsics, scale_intrinsics
 from mirage.errors import InputError, MirageError, RuntimeFailure
 from mirage.holefill import push_pull_fill
 from mirage.memory.types import MemoryKind, MemoryRead
+from mirage.precision import Fp8Mode, apply_fp8, check_fp8
 from mirage.report import REPORT_SCHEMA_VERSION, ChunkReport, RunReport, StageTimer, sha256_file
 from mirage.trajectory.types import Trajectory
 
@@ -75,6 +76,7 @@ class RenderConfig:
     memory_phases: int = 1  # latent memory: 1, or 2 / 4 sub-stride phases per axis (polyphase: sharper reads,
     #                          phases**2 init encodes and tokens; see docs/fidelity.md)
     compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
+    fp8: Fp8Mode = Fp8Mode.NONE  # FP8 transformer (Hopper GPUs): attention, or attention + linear layers
     write_back: bool = True  # write revealed content back into the memory after each chunk
     write_back_last: bool = False  # also after the last chunk (set when the memory is saved: --save-memory)
     keep_reads: bool = False  # also decode the memory reads (for --save-warped)
@@ -193,6 +195,14 @@ def check_config(c: RenderConfig) -> None:
         raise InputError(f"--memory-phases {c.memory_phases}: polyphase is a latent-memory setting; use --memory latent")
     if c.offload is not OffloadMode.NONE and torch.device(c.device).type != "cuda":
         raise InputError(f"--offload {c.offload.value}: offloading moves models between CPU and GPU; it needs --device cuda")
+    if c.fp8 is not Fp8Mode.NONE:
+        if c.denoiser is not DenoiserKind.VACE:
+            raise InputError(f"--fp8 {c.fp8.value}: FP8 applies to the video transformer; --denoiser none has none "
+                             "(drop --fp8)")
+        if c.offload is not OffloadMode.NONE:
+            raise InputError(f"--fp8 {c.fp8.value} with --offload {c.offload.value}: the FP8 weights are made on the "
+                             "GPU and cannot be offloaded; drop one of the two")
+        check_fp8(c.fp8, torch.device(c.device), c.torch_dtype)
 
 
 class Pipeline:
@@ -235,6 +245,7 @@ class Pipeline:
             self.denoiser = None
             if config.denoiser is DenoiserKind.VACE:
                 self.denoiser = Denoiser(components.transformer, components.scheduler_config)
+                self.fp8 = apply_fp8(components.transformer, config.fp8)
                 self._apply_offload()
                 if config.compile:
                     self.denoiser.transformer = torch.compile(self.denoiser.transformer, fullgraph=False)
@@ -465,7 +476,7 @@ class Pipeline:
             if self.progress:
                 self.progress("chunk", ci + 1, len(chunks))
 
-        video = torch.cat(out_frames)  # (N, 3, H, W)
+        video = out_frames[0] if len(out_frames) == 1 else torch.cat(out_frames)  # (N, 3, H, W)
         reads = torch.cat(out_reads) if out_reads else None
         times = timer.times_ms()
         times["total"] = (time.perf_counter() - t_start) * 1e3

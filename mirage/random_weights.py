@@ -102,22 +102,29 @@ def random_components(preset: str, *, device: torch.device, dtype: torch.dtype, 
     with torch.device(device):
         vae_model = AutoencoderKLWan().to(vae_dtype).eval()
         transformer = WanVACETransformer3DModel(**TRANSFORMER_CONFIGS[preset]).to(dtype).eval().requires_grad_(False)
-        depth_model = DepthProForDepthEstimation(DepthProConfig(use_fov_model=True)).to(dtype).eval()
-    for i, m in enumerate((vae_model, transformer, depth_model)):
+    for i, m in enumerate((vae_model, transformer)):
         _init_(m, seed + i)
     n_params = sum(p.numel() for p in transformer.parameters())
-    logger.info("random weights: transformer %.2fB parameters (%s), VAE, Depth Pro", n_params / 1e9, preset)
-    pre = depth_mod._Preprocess(height=1536, width=1536, keep_aspect_ratio=False, multiple=1, mode="bilinear",
-                                antialias=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), do_normalize=True)
-    estimator = depth_mod.DepthEstimator(
-        depth_model, pre, name="random:DepthPro", revision=None, family=depth_mod.DepthFamily.DEPTH_PRO,
-        kind=depth_mod.DepthKind.METRIC, device=torch.device(device), dtype=dtype, max_batch=1,
-    )
+    logger.info("random weights: transformer %.2fB parameters (%s), VAE; Depth Pro on first use", n_params / 1e9,
+                preset)
+
+    def build_depth() -> depth_mod.DepthEstimator:
+        # built on first use, like a real depth model (a render with --depth FILE and one chunk never needs it)
+        with torch.device(device):
+            depth_model = DepthProForDepthEstimation(DepthProConfig(use_fov_model=True)).to(dtype).eval()
+        _init_(depth_model, seed + 2)
+        pre = depth_mod._Preprocess(height=1536, width=1536, keep_aspect_ratio=False, multiple=1, mode="bilinear",
+                                    antialias=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), do_normalize=True)
+        return depth_mod.DepthEstimator(
+            depth_model, pre, name="random:DepthPro", revision=None, family=depth_mod.DepthFamily.DEPTH_PRO,
+            kind=depth_mod.DepthKind.METRIC, device=torch.device(device), dtype=dtype, max_batch=1,
+        )
+
     src = {c: _RandomSource(c, f"random:{preset}/{c}") for c in ("vae", "transformer", "scheduler", "depth")}
     comps = Components(
         preset=Preset(preset), vae=VAE(vae_model, source=src["vae"].describe()), transformer=transformer,
         scheduler_config=dict(SCHEDULER_CONFIG), text_encoder=None, tokenizer=None,
-        depth=Lazy(src["depth"], lambda: estimator, keep=True), resolved=src,
+        depth=Lazy(src["depth"], build_depth, keep=True), resolved=src,
     )
     g = torch.Generator(device="cpu").manual_seed(seed + 7)
     comps.prompt_embeds = torch.randn(WAN_TEXT_LEN, WAN_TEXT_DIM, generator=g)  # (L, D), what UMT5 would give

@@ -8,6 +8,8 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. the transformer under torch.compile vs eager, one forward at the real 1.3B architecture: < 2e-2;
 5. group offload (--offload sequential) vs resident weights, one forward: equal to float tolerance;
+   the FP8 levers (--fp8): cuDNN FP8 attention and the FP8 linear layer against float64, and FP8 forwards
+   against the bf16 forward (bands of a few 1e-2); mirage's channels-last VAE decode against diffusers' own;
 6. the whole tiny-preset render on CUDA (float32) vs the CPU: frames within 2/255 on average.
 """
 
@@ -86,7 +88,13 @@ def main() -> int:
         vae.to(torch.bfloat16)
         fast = vae.decode(z.bfloat16()).sample.float()
     check("vae_decode_bf16_vs_fp32", rel(fast, ref), 2e-2)
-    del ref, fast
+    # mirage's decode runs the decoder in channels-last-3d on CUDA: same math, other summation order
+    lat_norm = comps.vae.normalize(z.bfloat16())[0].permute(1, 0, 2, 3)  # (T, C, h, w) normalised
+    with torch.no_grad():  # diffusers' decode of the very latents mirage's wrapper will decode, in NCDHW
+        raw = comps.vae.denormalize(lat_norm.permute(1, 0, 2, 3)[None])
+        plain_dec = vae.decode(raw).sample[0].permute(1, 0, 2, 3).float()
+    check("vae_decode_channels_last_vs_ncdhw", rel(comps.vae.decode(lat_norm).float(), plain_dec), 2e-2)
+    del ref, fast, plain_dec
     tr = comps.transformer
     T, h, w = 9, 30, 52
     gg = torch.Generator(device=dev).manual_seed(2)
@@ -104,6 +112,28 @@ def main() -> int:
     plain = fwd(tr)
     if "compile" not in skip:
         check("transformer_compiled_vs_eager", rel(fwd(torch.compile(tr)), plain), 2e-2)
+    if "fp8" not in skip:
+        # FP8 levers (--fp8): the kernel alone, then whole forwards; e4m3 keeps 3 mantissa bits, so the bands are
+        # a few 1e-2 (measured at 81 frames: attention 6.0e-2, step 3.3e-2 / 5.5e-2)
+        import copy
+
+        from mirage.attention import fp8_sdpa, sdpa_bshd
+        from mirage.precision import Fp8Linear, Fp8Mode, apply_fp8
+
+        q, k, v = (torch.randn(1, 3510, 12, 128, device=dev, dtype=torch.bfloat16, generator=gg) for _ in range(3))
+        ref_attn = sdpa_bshd(q.double(), k.double(), v.double())
+        check("fp8_attention_kernel_vs_float64", rel(fp8_sdpa(q, k, v), ref_attn), 8e-2)
+        lin = torch.nn.Linear(1536, 8960, device=dev, dtype=torch.bfloat16)
+        xa = torch.randn(2, 3510, 1536, device=dev, dtype=torch.bfloat16, generator=gg)
+        ref_lin = xa.double() @ lin.weight.double().t() + lin.bias.double()
+        check("fp8_linear_vs_float64", rel(Fp8Linear(lin)(xa), ref_lin), 5e-2)
+        tr8 = copy.deepcopy(tr)
+        apply_fp8(tr8, Fp8Mode.ATTENTION)
+        check("transformer_fp8_attention_vs_bf16", rel(fwd(tr8), plain), 5e-2)
+        applied = apply_fp8(tr8, Fp8Mode.ALL)
+        check("transformer_fp8_all_vs_bf16", rel(fwd(tr8), plain), 8e-2, linear_layers=applied.linear_layers)
+        del tr8
+        torch.cuda.empty_cache()
     if "offload" not in skip:
         tr.to("cpu")
         tr.enable_group_offload(onload_device=dev, offload_device=torch.device("cpu"), offload_type="block_level",

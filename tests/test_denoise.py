@@ -166,3 +166,19 @@ def test_denoiser_validates_inputs(comps, embeds):
     b = den(cond, pe, num_frames=F, height=H, width=W, steps=1, seed=5)
     c = den(cond, pe, num_frames=F, height=H, width=W, steps=1, seed=6)
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_denoiser_dtype_skips_modules_kept_in_float32(tmp_path_factory):
+    """Loaded in bfloat16 (the GPU default), Wan keeps its norms / time embedder in float32 (as diffusers'
+    from_pretrained does); the denoiser must still feed the model bfloat16. It used the first parameter's dtype,
+    float32, and every bf16 render with loaded weights failed in the patch embedding."""
+    bf = hub.load_components(hub.Preset.TINY, tiny_root=tmp_path_factory.mktemp("mirage-cache"),
+                             dtype=torch.bfloat16, need_depth=False)
+    assert {p.dtype for p in bf.transformer.parameters()} == {torch.float32, torch.bfloat16}  # the mixed load
+    den = Denoiser(bf.transformer, bf.scheduler_config)
+    assert den.dtype == torch.bfloat16
+    embeds = encode_prompt(bf.text_encoder, bf.tokenizer(), "a room", MAX_LEN)
+    _, _, video, mask = _video_and_mask()
+    cond = conditioning_from_video(bf.vae, video.to(bf.vae.dtype), mask)
+    out = den(cond, embeds, num_frames=F, height=H, width=W, steps=2, seed=0)
+    assert out.shape == (3, 16, H // 8, W // 8) and torch.isfinite(out).all()

@@ -190,3 +190,31 @@ def test_download_offline_is_a_model_error(no_hf_cache):
     with pytest.raises(ModelError, match="Wan-AI/Wan2.1-VACE-1.3B-diffusers/vae@main .*mirage download wan-vace-1.3b"):
         hub.download("wan-vace-1.3b", progress=lambda c, i, n: seen.append((c, i)))
     assert seen == [("vae", 0)]
+
+
+def test_build_tiny_rebuilds_an_incomplete_component(tmp_path):
+    """A component folder without its files (left by an older mirage whose other torchrun rank saved nothing)
+    is rebuilt, not loaded into a confusing 'no config.json' error."""
+    root = tmp_path / "cache"
+    base = hub.build_tiny(root)
+    (base / "depth" / "config.json").unlink()
+    (base / "text_encoder" / "model.safetensors").unlink()
+    hub.build_tiny(root)
+    assert (base / "depth" / "config.json").is_file() and (base / "text_encoder" / "model.safetensors").is_file()
+    assert not list(base.glob(".*.part-*"))
+
+
+def test_build_tiny_other_ranks_wait_for_rank_0(tmp_path, monkeypatch):
+    """Under torchrun only rank 0 builds (transformers' save_pretrained writes nothing on other ranks); the others
+    wait for its complete folders, and name what is missing if it never comes."""
+    root = tmp_path / "cache"
+    monkeypatch.setattr(hub, "_dist_rank", lambda: 1)
+    monkeypatch.setattr(hub, "TINY_WAIT_S", 0.3)
+    with pytest.raises(ModelError, match=r"tiny preset: rank 1 waited 0 s for rank 0 to build vae, transformer"):
+        hub.build_tiny(root)
+    assert not (hub.tiny_dir(root) / "vae").exists()  # rank 1 built nothing itself
+    monkeypatch.setattr(hub, "_dist_rank", lambda: 0)
+    hub.build_tiny(root)  # rank 0's build ...
+    monkeypatch.setattr(hub, "_dist_rank", lambda: 1)
+    assert hub.build_tiny(root) == hub.tiny_dir(root)  # ... is what rank 1 then finds at once
+

@@ -79,7 +79,7 @@ INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_fil
           "intrinsics_source")
 SETTINGS = ("preset", "overrides", "denoiser", "memory", "steps", "guidance", "seed", "prompt", "negative_prompt",
             "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
-            "memory_phases", "compile", "write_back", "write_back_last", "keep_reads")
+            "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads")
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
 CHUNK = {"index": int, "frames": list, "latent_frames": int, "hole_fraction": NUM, "tokens": int, "bytes": int,
          "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list}
@@ -125,6 +125,18 @@ def stage_sum(rep: dict) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ the main path
+
+
+def test_bfloat16_render_with_loaded_weights(tiny, tmp_path):
+    """The GPU default is bfloat16 with weights loaded the way diffusers loads them (a few Wan modules kept in
+    float32); the same dtype path on the CPU. It failed in the transformer's patch embedding before the fix."""
+    out = tmp_path / "bf16.mp4"
+    res = render_one(out, frames=9, dtype="bfloat16", vae_dtype="model")
+    assert res.ok, [i.error for i in res.items]
+    frames, _ = read_mp4(out)
+    assert frames.shape == (9, H, W, 3) and frames.std() > 1.0
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["dtype"] == "bfloat16" and rep["settings"]["vae_dtype"] == "model"
 
 
 def test_two_chunks_video_report_and_timings(tiny, tmp_path):
