@@ -182,8 +182,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+def _torchrun(*args: str, timeout: int = 240, **env_extra: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **env_extra)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), str(DRIVER), *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -204,16 +204,15 @@ def _ranks(res_dir: Path) -> dict[int, dict]:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    """One torchrun launch (2 gloo ranks): the context-parallel check, then a batch with one corrupt input."""
-    from mirage.hub import build_tiny
-
-    build_tiny()  # once, before the ranks start (they would otherwise both build it)
+    """One torchrun launch (2 gloo ranks): the context-parallel check, then a batch with one corrupt input. The
+    ranks start on an EMPTY model cache: rank 0 builds the tiny preset while rank 1 waits for it (both building
+    it left rank 1's incomplete depth folder behind: transformers saves nothing on ranks other than 0)."""
     tmp = tmp_path_factory.mktemp("dist")
     img, out, res = tmp / "img", tmp / "out", tmp / "r1"
     _write_images(img, "abcd")
     (img / "c.png").write_bytes(b"not a png")  # rank 0's second input (round robin over a, b, c, d)
     res.mkdir()
-    p = _torchrun("batch", str(img), str(out), str(res), "cp")
+    p = _torchrun("batch", str(img), str(out), str(res), "cp", MIRAGE_CACHE=str(tmp / "cache"))
     return tmp, p
 
 
@@ -242,7 +241,7 @@ def test_torchrun_batch_shards_merges_and_fails_together(first_run):
     _write_images(img, "c")
     res2 = tmp_path / "r2"
     res2.mkdir()
-    p = _torchrun("batch", str(img), str(out), str(res2))
+    p = _torchrun("batch", str(img), str(out), str(res2), MIRAGE_CACHE=str(tmp_path / "cache"))
     assert p.returncode == 0, p.stderr[-3000:]
     ranks = _ranks(res2)
     assert [ranks[r]["exit_code"] for r in (0, 1)] == [0, 0] and ranks[1]["ok"]
