@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mirage.errors import InputError
+from mirage.errors import InputError, RuntimeFailure
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 
@@ -131,7 +131,13 @@ def _fp8_sdpa_e4m3(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: tor
     key = (b, h, s_q, k8.shape[1], d, q8.device)
     graph = _GRAPHS.get(key)
     if graph is None:
-        graph = _GRAPHS[key] = _Fp8Graph(b, h, s_q, k8.shape[1], d, q8.device)
+        try:
+            graph = _Fp8Graph(b, h, s_q, k8.shape[1], d, q8.device)
+        except Exception as e:  # noqa: BLE001 - cuDNN's "not supported" errors come in several types
+            raise RuntimeFailure(f"--fp8: cuDNN cannot build FP8 attention for {h} heads x {s_q} tokens x {d} "
+                                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                 "use --fp8 none") from e
+        _GRAPHS[key] = graph
     return graph(q8, k8, v8, dq, dk, dv)
 
 

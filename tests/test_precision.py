@@ -154,3 +154,21 @@ def test_cli_fp8_on_cpu_exits_2_with_one_line(monkeypatch, capsys, tmp_path):
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert lines[0].startswith("error: --fp8 all: FP8 attention needs a CUDA GPU (device is cpu)"), err
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_fp8_kernel_build_failure_is_one_line(monkeypatch):
+    """When cuDNN cannot build the FP8 graph (old cuDNN, unsupported shape) the run stops with one line naming
+    the shape and the fix, not a cuDNN traceback."""
+    from mirage.errors import RuntimeFailure
+
+    class Boom(attention._Fp8Graph):
+        def __init__(self, *a, **k):
+            raise RuntimeError("sdpa fp8 forward is not supported on this architecture\nmore detail")
+
+    monkeypatch.setattr(attention, "_Fp8Graph", Boom)
+    q = torch.zeros(1, 8, 2, 16, dtype=torch.float8_e4m3fn)
+    one = torch.ones(1, 1, 1, 1)
+    with pytest.raises(RuntimeFailure, match=r"--fp8: cuDNN cannot build FP8 attention for 2 heads x 8 tokens x 16 "
+                                             r"\(RuntimeError: sdpa fp8 forward is not supported on this "
+                                             r"architecture\); use --fp8 none$"):
+        attention._fp8_sdpa_e4m3(q, q, q, one, one, one)
