@@ -4,8 +4,9 @@
 attention in the model dtype (on an H100 PyTorch picks cuDNN's flash kernel: ~630 TFLOP/s at the 32,760-token
 shape of an 81-frame 832x480 chunk); ``fp8`` runs the self-attention of every transformer block through cuDNN's
 FP8 flash attention (Hopper and newer): Q, K, V, the softmax numerator P and the output O are float8 e4m3 with
-one scale per tensor (O's is V's: |O| <= max|V|), products accumulate in float32, O is returned in the model dtype. Cross-attention to the
-512 text tokens stays on SDPA (it is ~1% of the step).
+one scale per tensor (O's is V's: |O| <= max|V|), products accumulate in float32, O is returned in the model
+dtype. Cross-attention to the 512 text tokens stays on SDPA (it is ~1% of the step). Users reach it through
+``--fp8`` (:mod:`mirage.precision`).
 
 The FP8 kernel is reached through NVIDIA's cuDNN frontend (``pip install nvidia-cudnn-frontend``), which drives
 the cuDNN library PyTorch already ships. It is an opaque custom op for ``torch.compile`` (no graph break).
@@ -158,12 +159,11 @@ def fp8_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return o8.to(q.dtype) * dv.to(q.dtype)
 
 
-def check_attention(kind: AttentionKind, device: torch.device, dtype: torch.dtype, *, flag: str | None = None) -> None:
+def check_attention(kind: AttentionKind, device: torch.device, dtype: torch.dtype, *, flag: str = "--fp8") -> None:
     """Raise InputError (one line, with the fix) when ``kind`` cannot run on this device/dtype. ``flag`` names the
-    option in the message (default ``--attention <kind>``)."""
+    option that asked for it in the message."""
     if kind is AttentionKind.SDPA:
         return
-    flag = flag or f"--attention {kind.value}"
     if device.type != "cuda":
         raise InputError(f"{flag}: FP8 attention needs a CUDA GPU (device is {device}); leave FP8 off on this device")
     major, minor = torch.cuda.get_device_capability(device)
@@ -228,6 +228,6 @@ def set_attention(transformer: Any, kind: AttentionKind, attention: AttentionFn 
             module.set_processor(SelfAttentionProcessor(fn, fallback))
             n += 1
     if n == 0:
-        raise InputError(f"--attention {kind.value}: the transformer ({type(transformer).__name__}) has no Wan "
-                         "self-attention modules; use --attention sdpa")
+        raise InputError(f"--fp8: the transformer ({type(transformer).__name__}) has no Wan self-attention modules "
+                         "to run in FP8; use --fp8 none")
     return n

@@ -65,7 +65,7 @@ def test_self_attention_processor_reproduces_diffusers_exactly():
 def test_set_attention_sdpa_is_a_no_op_and_needs_wan_attention():
     model = _tiny_vace()
     assert set_attention(model, AttentionKind.SDPA) == 0
-    with pytest.raises(InputError, match="no Wan self-attention modules; use --attention sdpa"):
+    with pytest.raises(InputError, match="no Wan self-attention modules to run in FP8; use --fp8 none"):
         set_attention(torch.nn.Linear(4, 4), AttentionKind.FP8)
 
 
