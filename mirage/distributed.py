@@ -408,6 +408,10 @@ def render_distributed(
             box = [verdict]
             _dist().broadcast_object_list(box, src=0)
             verdict = box[0]
+            # every rank reaches the teardown together (all of them ran the same collectives to here): without
+            # it gloo aborted a process at exit ("terminate called without an active exception") about every
+            # other run, when one rank destroyed its group while a peer still used the last collective's links
+            _dist().barrier()
         if verdict.get("raise"):
             from mirage import errors
 
