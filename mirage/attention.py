@@ -11,12 +11,13 @@ dtype. Cross-attention to the 512 text tokens stays on SDPA (it is ~1% of the st
 The FP8 kernel is reached through NVIDIA's cuDNN frontend (``pip install nvidia-cudnn-frontend``), which drives
 the cuDNN library PyTorch already ships. It is an opaque custom op for ``torch.compile`` (no graph break).
 
-Shapes at the boundary: ``q, k, v`` are ``(B, S, H, D)`` (diffusers' layout), CUDA, bf16 or fp16; the result has
+Shapes at the boundary: ``q, k, v`` are ``(B, S, H, D)`` (diffusers' layout), CUDA, bfloat16; the result has
 the same shape and dtype. The softmax scale is ``1/sqrt(D)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from enum import Enum
@@ -27,6 +28,9 @@ import torch
 from mirage.errors import InputError, RuntimeFailure
 
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn
+#: Headroom of O's scale: |O| <= max|V| for exact softmax weights, but P is rounded to e4m3 (up to 2^-4 relative,
+#: upwards too) while its row sums are kept in float32, so O can reach 1.0625 max|V|.
+O_HEADROOM = 1.0625
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -50,7 +54,7 @@ def quantize_e4m3(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     descale: float32 (1, 1, 1, 1) on x's device."""
     amax = x.detach().abs().amax().float().clamp_min(1e-12)
     scale = E4M3_MAX / amax
-    x8 = (x * scale.to(x.dtype)).to(torch.float8_e4m3fn)
+    x8 = (x.float() * scale).to(torch.float8_e4m3fn)  # scale in float32: a bf16 scale would bias it by up to 0.4%
     return x8, (1.0 / scale).reshape(1, 1, 1, 1)
 
 
@@ -87,8 +91,8 @@ class _Fp8Graph:
             o, _stats, amax_s, amax_o = g.sdpa_fp8(is_inference=True, **kwargs)
         except TypeError:  # newer frontends name it generate_stats
             o, _stats, amax_s, amax_o = g.sdpa_fp8(generate_stats=False, **kwargs)
-        # on Hopper cuDNN writes O in e4m3 too (bf16 output is Blackwell-only); |O| <= max|V| (a convex
-        # combination of V's rows), so scale_o = 448 / max|V| cannot overflow
+        # on Hopper cuDNN writes O in e4m3 too (bf16 output is Blackwell-only); its scale is 448 / (max|V| *
+        # O_HEADROOM): O is a convex combination of V's rows, up to the rounding of P
         self.o = o.set_output(True).set_dim((b, h, s_q, d)).set_stride(bshd(s_q)).set_data_type(io)
         self.amax_s = amax_s.set_output(True).set_dim((1, 1, 1, 1)).set_stride((1, 1, 1, 1)).set_data_type(cudnn.data_type.FLOAT)
         self.amax_o = amax_o.set_output(True).set_dim((1, 1, 1, 1)).set_stride((1, 1, 1, 1)).set_data_type(cudnn.data_type.FLOAT)
@@ -99,7 +103,7 @@ class _Fp8Graph:
         g.build_plans()
         self.graph = g
         self.workspace_size = g.get_workspace_size()
-        self.handle = cudnn.create_handle()
+        self.handle = _handle(device)
         # P (the softmax numerator, in [0, 1]) maps onto the full e4m3 range
         self.scale_s = torch.full((1, 1, 1, 1), E4M3_MAX, device=device)
         self.descale_s = torch.full((1, 1, 1, 1), 1.0 / E4M3_MAX, device=device)
@@ -113,10 +117,24 @@ class _Fp8Graph:
         workspace = torch.empty(self.workspace_size, device=self.device, dtype=torch.uint8)
         cudnn.set_stream(handle=self.handle, stream=torch.cuda.current_stream(self.device).cuda_stream)
         self.graph.execute({self.q: q8, self.k: k8, self.v: v8, self.dq: dq, self.dk: dk, self.dv: dv,
-                            self.ds: self.descale_s, self.ss: self.scale_s, self.so: 1.0 / dv, self.o: o8,
-                            self.amax_s: self.amax_buf[0], self.amax_o: self.amax_buf[1]},
+                            self.ds: self.descale_s, self.ss: self.scale_s, self.so: 1.0 / (dv * O_HEADROOM),
+                            self.o: o8, self.amax_s: self.amax_buf[0], self.amax_o: self.amax_buf[1]},
                            workspace, handle=self.handle)
         return o8
+
+
+_HANDLES: dict[int, Any] = {}
+
+
+def _handle(device: torch.device) -> Any:
+    """One cuDNN handle per GPU (created on that GPU)."""
+    import cudnn
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _HANDLES:
+        with torch.cuda.device(index):
+            _HANDLES[index] = cudnn.create_handle()
+    return _HANDLES[index]
 
 
 _GRAPHS: dict[tuple, _Fp8Graph] = {}
@@ -133,13 +151,19 @@ def _fp8_sdpa_e4m3(q8: torch.Tensor, k8: torch.Tensor, v8: torch.Tensor, dq: tor
     graph = _GRAPHS.get(key)
     if graph is None:
         try:
-            graph = _Fp8Graph(b, h, s_q, k8.shape[1], d, q8.device)
+            with _on(q8.device):  # the graph and its plans on the tensors' GPU, not the current one
+                graph = _Fp8Graph(b, h, s_q, k8.shape[1], d, q8.device)
         except Exception as e:  # noqa: BLE001 - cuDNN's "not supported" errors come in several types
             raise RuntimeFailure(f"--fp8: cuDNN cannot build FP8 attention for {h} heads x {s_q} tokens x {d} "
                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                                  "use --fp8 none") from e
         _GRAPHS[key] = graph
-    return graph(q8, k8, v8, dq, dk, dv)
+    with _on(q8.device):
+        return graph(q8, k8, v8, dq, dk, dv)
+
+
+def _on(device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @_fp8_sdpa_e4m3.register_fake
@@ -156,7 +180,7 @@ def fp8_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     k8, dk = quantize_e4m3(k)
     v8, dv = quantize_e4m3(v)
     o8 = _fp8_sdpa_e4m3(q8, k8, v8, dq, dk, dv)
-    return o8.to(q.dtype) * dv.to(q.dtype)
+    return (o8.float() * (dv * O_HEADROOM)).to(q.dtype)
 
 
 def check_attention(kind: AttentionKind, device: torch.device, dtype: torch.dtype, *, flag: str = "--fp8") -> None:
@@ -170,8 +194,9 @@ def check_attention(kind: AttentionKind, device: torch.device, dtype: torch.dtyp
     if major < 9:
         raise InputError(f"{flag}: cuDNN FP8 attention needs compute capability 9.0+ (Hopper); this GPU is "
                          f"{major}.{minor}; leave FP8 off on this GPU")
-    if dtype not in (torch.bfloat16, torch.float16):
-        raise InputError(f"{flag}: needs --dtype bfloat16 or float16, not {str(dtype).removeprefix('torch.')}")
+    if dtype != torch.bfloat16:  # the FP8 paths are measured and checked in bfloat16 only
+        raise InputError(f"{flag}: needs --dtype bfloat16 (the FP8 path is built and checked for it), not "
+                         f"{str(dtype).removeprefix('torch.')}")
     why = cudnn_frontend_available()
     if why is not None:
         raise InputError(f"{flag}: the cuDNN frontend does not import ({why}); "

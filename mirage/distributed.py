@@ -381,6 +381,12 @@ def render_distributed(
     dist_started_here = env.is_distributed and not _dist().is_initialized()
     env = init_distributed(backend, env=env)
     try:
+        if str(getattr(config.preset, "value", config.preset)) == "tiny":
+            # every rank here, before sharding: rank 0 builds the tiny models, the others wait for them (a rank
+            # whose inputs are all done loads no models, and must not be the one everybody waits for)
+            from mirage.hub import build_tiny
+
+            build_tiny()
         record = _render_rank(images, traj, output, config, env, dict(kw))
         if env.is_distributed:
             dist = _dist()
@@ -606,10 +612,12 @@ def enable_pipeline_context_parallel(pipe, **kw) -> ContextParallelInfo:
                          "context parallel; each GPU holds the model, drop --offload")
     if getattr(pipe.config, "compile", False):
         raise InputError("context parallel: --compile is not supported with context parallel yet; drop --compile")
-    fp8 = getattr(pipe.config, "fp8", None)
-    if fp8 is not None and getattr(fp8, "value", fp8) != "none":
-        raise InputError(f"context parallel: --fp8 {getattr(fp8, 'value', fp8)} replaces the attention that "
-                         "context parallel splits; drop --fp8")
+    from mirage.precision import Fp8Mode
+
+    fp8 = getattr(pipe.config, "fp8", Fp8Mode.NONE)
+    if fp8 is not Fp8Mode.NONE:
+        raise InputError(f"context parallel: --fp8 {fp8.value} replaces the attention that context parallel "
+                         "splits; drop --fp8")
     return context_parallel(den.transformer, **kw)
 
 

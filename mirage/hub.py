@@ -1007,7 +1007,7 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
         final = base / name
         if _tiny_complete(name, final):
             continue
-        if final.exists():  # left incomplete by an older mirage: rebuild it
+        if final.exists() and not _tiny_complete(name, final):  # left incomplete (older mirage): rebuild it
             shutil.rmtree(final, ignore_errors=True)
         if name == "depth":
             try:
@@ -1028,7 +1028,7 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
             try:
                 os.replace(tmp, final)
             except OSError:
-                if not final.is_dir():  # lost a race with another process: theirs is as good as ours
+                if not _tiny_complete(name, final):  # lost a race with another process: theirs is as good as ours
                     raise
         finally:
             if tmp.exists():

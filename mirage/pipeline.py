@@ -245,7 +245,10 @@ class Pipeline:
             self.denoiser = None
             if config.denoiser is DenoiserKind.VACE:
                 self.denoiser = Denoiser(components.transformer, components.scheduler_config)
-                self.fp8 = apply_fp8(components.transformer, config.fp8)
+                fp8 = apply_fp8(components.transformer, config.fp8)
+                if fp8.mode is not Fp8Mode.NONE:
+                    logger.info("--fp8 %s: %d self-attention modules on cuDNN FP8 attention, %d linear layers in "
+                                "FP8", fp8.mode.value, fp8.attention_modules, fp8.linear_layers)
                 self._apply_offload()
                 if config.compile:
                     self.denoiser.transformer = torch.compile(self.denoiser.transformer, fullgraph=False)

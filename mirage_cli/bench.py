@@ -13,6 +13,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from mirage.errors import InputError, RuntimeFailure
+from mirage.precision import Fp8Mode
 
 console = Console()
 err_console = Console(stderr=True)
@@ -69,7 +70,7 @@ def bench(
     vae_dtype: str = typer.Option("auto", "--vae-dtype", help="auto (model dtype on GPU), float32 or model."),
     offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
-    fp8: str = typer.Option("none", "--fp8", help="none, attention or all: FP8 transformer on Hopper GPUs (see `mirage render --help`)."),
+    fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="FP8 transformer on Hopper GPUs: attention, or attention + linear layers (all)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full results as JSON."),
     context_parallel: bool = typer.Option(
         False, "--context-parallel",
@@ -80,10 +81,12 @@ def bench(
         return
     from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
     from mirage.pipeline import OffloadMode, RenderConfig
-    from mirage.precision import parse_fp8
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
 
     env = None
+    if context_parallel and fp8 is not Fp8Mode.NONE:  # before any process group or model
+        raise InputError(f"--context-parallel with --fp8 {fp8.value}: FP8 attention bypasses the split attention; "
+                         "drop --fp8")
     if context_parallel:
         from mirage.distributed import init_distributed, rank_device
 
@@ -99,7 +102,7 @@ def bench(
     render_cfg = RenderConfig(
         preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
         fov=fov, offload=OffloadMode(offload),
-        chunk_frames=chunk_frames or 81, compile=compile, fp8=parse_fp8(fp8),
+        chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
     )
     cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,
                       frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),

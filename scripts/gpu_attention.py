@@ -163,7 +163,7 @@ def main() -> None:
 
             ref = step()
             for mode in (Fp8Mode.ATTENTION, Fp8Mode.ALL):
-                applied = apply_fp8(tr, mode if mode is Fp8Mode.ATTENTION else Fp8Mode.ALL)
+                applied = apply_fp8(tr, mode)
                 if mode is Fp8Mode.ALL:  # attention was switched already: count only the new linear layers
                     applied = {"linear_layers": applied.linear_layers}
                 key = f"fp8_{mode.value}"

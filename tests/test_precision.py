@@ -76,6 +76,13 @@ def test_quantize_e4m3_per_tensor():
     assert float(x8.float().abs().max()) == 448.0  # the largest magnitude lands on e4m3's largest finite value
     err = rel(x8.float() * descale, x)
     assert 1e-3 < err < 4e-2  # really quantized (3 mantissa bits), and not worse than e4m3 allows
+    # bf16 input: the scale stays float32, so there is no systematic gain (a bf16 scale was off by up to 0.4%)
+    xb = torch.randn(65536, generator=torch.Generator().manual_seed(2)).clamp(-2.9, 2.9)
+    xb[0] = 3.0  # amax 3: scale 149.33, which bf16 would round to 149 (a 0.22% gain error)
+    xb = xb.to(torch.bfloat16)
+    xb8, db = quantize_e4m3(xb)
+    gain = float((xb8.double() * db.double()).flatten() @ xb.double() / (xb.double() @ xb.double()))
+    assert abs(gain - 1.0) < 5e-4, gain
 
 
 def test_fp8_linear_against_float64():
@@ -172,3 +179,15 @@ def test_fp8_kernel_build_failure_is_one_line(monkeypatch):
                                              r"\(RuntimeError: sdpa fp8 forward is not supported on this "
                                              r"architecture\); use --fp8 none$"):
         attention._fp8_sdpa_e4m3(q, q, q, one, one, one)
+
+
+def test_fp8_needs_bfloat16_and_no_context_parallel(monkeypatch, capsys):
+    from tests._cli import run_main
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with pytest.raises(InputError, match=r"--fp8 all: needs --dtype bfloat16 \(the FP8 path is built and checked "
+                                         r"for it\), not float16"):
+        check_fp8(Fp8Mode.ALL, torch.device("cuda"), torch.float16)
+    code, _, err = run_main(monkeypatch, capsys, "bench", "--context-parallel", "--fp8", "attention", "--device", "cpu")
+    assert code == 2 and err.strip().splitlines()[0] == (
+        "error: --context-parallel with --fp8 attention: FP8 attention bypasses the split attention; drop --fp8"), err
