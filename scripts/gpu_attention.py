@@ -133,7 +133,7 @@ def main() -> None:
     if "kernels" not in skip:
         res["attention"] = attention_kernels(T, h, w, dev)
     if "profile" in skip and "vae" in skip:
-        print(json.dumps(res, indent=1))
+        _write(res, args.out)
         return
     from mirage.random_weights import random_components
 
@@ -202,9 +202,13 @@ def main() -> None:
             res["decode_peak_extra_gb_cudnn_benchmark"] = peak_extra(lambda: vae.decode(z)) / 2**30
             torch.backends.cudnn.benchmark = False
         print({k: v for k, v in res.items() if "decode" in k}, flush=True)
+    _write(res, args.out)
+
+
+def _write(res: dict, out: str | None) -> None:
     print(json.dumps(res, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
+    if out:
+        with open(out, "w") as f:
             json.dump(res, f, indent=1)
 
 
