@@ -175,11 +175,17 @@ def init_distributed(
     return replace(env, backend=backend, device=device)
 
 
-def shutdown_distributed() -> None:
-    """Destroy the default process group if one exists (safe to call without one)."""
+def shutdown_distributed(*, barrier: bool = False) -> None:
+    """Destroy the default process group if one exists (safe to call without one).
+
+    ``barrier=True`` first waits for every rank (call it so only where all ranks get to, after the same
+    collectives): tearing gloo down while a peer still used the last collective's links aborted a process at exit
+    ("terminate called without an active exception") about every other run."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if barrier and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -414,10 +420,7 @@ def render_distributed(
             box = [verdict]
             _dist().broadcast_object_list(box, src=0)
             verdict = box[0]
-            # every rank reaches the teardown together (all of them ran the same collectives to here): without
-            # it gloo aborted a process at exit ("terminate called without an active exception") about every
-            # other run, when one rank destroyed its group while a peer still used the last collective's links
-            _dist().barrier()
+            _dist().barrier()  # every rank reaches the teardown together (see shutdown_distributed)
         if verdict.get("raise"):
             from mirage import errors
 

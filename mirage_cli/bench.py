@@ -127,6 +127,9 @@ def bench(
         show = show and env.rank == 0
     report = run_bench(cfg, progress=on_progress, pipeline=pipeline)
     if env is not None:
+        from mirage.distributed import shutdown_distributed
+
+        shutdown_distributed(barrier=True)  # every rank ran the same renders; the rest is local
         report.header["context_parallel_world_size"] = env.world_size
         if env.rank != 0:  # every rank renders the same video; rank 0 reports
             if report.failed:

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             print(f"N={env.world_size} frames={r['frames']} steps={r['steps']} total={r['total_ms']} ms "
                   f"denoise={r['denoise_ms']} ms" + (f" ERROR {r['error']}" if r["error"] else ""))
-    shutdown_distributed()
+    shutdown_distributed(barrier=True)
     return 1 if any(r["error"] for r in results) else 0
 
 
