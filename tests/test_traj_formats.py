@@ -443,3 +443,61 @@ def test_worldscore_file_with_its_own_size_keeps_its_field_of_view(tmp_path):
     t = load_trajectory(str(p), width=416, height=240)
     assert (t.width, t.height) == (416, 240)
     assert float(fov_x_from_intrinsics(t.K[0], 416)) == pytest.approx(60.0, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# nerfstudio camera_path.json (viewer export, ns-render camera-path)
+
+
+def _ns_camera_path(cams: list, **top) -> dict:
+    d = {"camera_type": "perspective", "render_width": 640, "render_height": 480, "fps": 24, "seconds": 1,
+         "smoothness_value": 0.5, "is_cycle": False, "crop": None, "keyframes": [], "camera_path": cams}
+    d.update(top)
+    return d
+
+
+def test_nerfstudio_camera_path(tmp_path):
+    """Read as nerfstudio's get_path_from_json: row-major OpenGL camera_to_world, vertical fov in degrees with
+    f = (H/2) / tan(fov/2) on both axes, principal point at the centre; fps from the file."""
+    flat = lambda m: [x for row in m for x in row]  # noqa: E731
+    cams = [{"camera_to_world": flat(_gl_cam_at(0, 0, 5)), "fov": 50.0, "aspect": 4 / 3},
+            {"camera_to_world": flat(_gl_cam_at(1, 0, 5)), "fov": 40.0, "aspect": 4 / 3}]
+    f = tmp_path / "camera_path.json"
+    f.write_text(json.dumps(_ns_camera_path(cams)))
+    assert detect_format(f) is TrajFormat.NERFSTUDIO
+    t = read_camera_file(f)
+    assert (t.num_frames, t.width, t.height, t.fps) == (2, 640, 480, 24.0)
+    for i, fov in enumerate((50.0, 40.0)):
+        foc = 240.0 / math.tan(math.radians(fov) / 2)
+        want = torch.tensor([[foc, 0.0, 319.5], [0.0, foc, 239.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        assert torch.allclose(t.K[i], want)
+    origin = torch.zeros(1, 3, dtype=torch.float64)
+    uv, z = project_world_to_pixels(origin, t.K, t.w2c)
+    assert torch.allclose(z[:, 0], torch.full((2,), 5.0, dtype=torch.float64))
+    assert torch.allclose(uv[0, 0], torch.tensor([319.5, 239.5], dtype=torch.float64))
+    foc1 = 240.0 / math.tan(math.radians(40.0) / 2)
+    assert torch.allclose(uv[1, 0], torch.tensor([319.5 - foc1 / 5, 239.5], dtype=torch.float64))  # moved right
+    assert torch.allclose(opencv_to_opengl_c2w(t.c2w[1]), torch.tensor(_gl_cam_at(1, 0, 5), dtype=torch.float64))
+    assert read_camera_file(f, fps=12).fps == 12.0  # --fps overrides the file's
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"camera_type": "equirectangular"}, "camera_type 'equirectangular' is not a pinhole camera"),
+    ({"render_width": None}, "render_width is None, not a positive whole number of pixels"),
+    ({"camera_path": []}, r"'camera_path' is \[\]; it needs one entry per frame"),
+    ({"camera_path": [{"fov": 50}]}, r"camera_path\[0\] has no 'camera_to_world'"),
+    ({"camera_path": [{"camera_to_world": [1, 0, 0, 0], "fov": 50}]}, r"must be 16 numbers \(a row-major 4x4\)"),
+    ({"camera_path": [{"camera_to_world": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]}]}, "has no 'fov'"),
+    ({"camera_path": [{"camera_to_world": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], "fov": 190}]},
+     r"fov = 190 is not in \(0, 180\) degrees"),
+    ({"camera_path": [{"camera_to_world": [2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], "fov": 50}]},
+     "is not a rotation matrix"),
+])
+def test_nerfstudio_camera_path_errors(tmp_path, change, needle):
+    d = _ns_camera_path([{"camera_to_world": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], "fov": 50}])
+    d.update(change)
+    f = tmp_path / "camera_path.json"
+    f.write_text(json.dumps(d))
+    with pytest.raises(TrajectoryError, match=needle) as e:
+        read_camera_file(f, fmt=TrajFormat.NERFSTUDIO)
+    assert "\n" not in str(e.value)

@@ -20,6 +20,13 @@ Formats and their conventions (all converted to OpenCV world-to-camera and pixel
   ``W / 2``), mirage's are pixel-centre based, so ``cx_mirage = cx - 0.5``. Frames keep the file's order.
   Distortion coefficients (``k1``... ``p2``) are ignored with a warning; non-pinhole ``camera_model`` values
   (fisheye, equirectangular) are rejected.
+- **nerfstudio** ``camera_path.json`` (what the viewer exports and ``ns-render camera-path`` reads; read as
+  nerfstudio's ``get_path_from_json`` does): ``render_width``, ``render_height``, ``fps`` and a ``camera_path`` list
+  whose entries hold ``camera_to_world`` (16 numbers, a row-major 4x4 OpenGL camera-to-world) and ``fov`` (the
+  *vertical* field of view in degrees, three.js style: ``f = (H / 2) / tan(fov / 2)`` for both axes; principal
+  point at the image centre). ``camera_type`` other than ``perspective`` (fisheye, equirectangular,
+  omnidirectional) is rejected. The poses are in the viewer's world (nerfstudio's normalised scene), which mirage
+  re-bases on the first frame like any camera file.
 - **WorldScore** ``camera_data.json``. Found in WorldScore's ``worldscore/benchmark/helpers/camera_generator.py``
   (``CameraGen.save_cameras``) and ``worldscore/benchmark/utils/utils.py`` (``save_cameras``, ``create_cameras``,
   ``convert_*_blender``), read from the copy in FofGofx/WorldCache (the upstream repository haoyi-duan/WorldScore
@@ -71,7 +78,7 @@ class TrajFormat(str, Enum):
     PRESET = "preset"  # a mirage YAML preset (resolved by the preset module, not here)
     COLMAP = "colmap"  # COLMAP sparse model folder, text or binary
     REALESTATE10K = "realestate10k"  # RealEstate10K camera .txt
-    NERFSTUDIO = "nerfstudio"  # nerfstudio / NeRF transforms.json
+    NERFSTUDIO = "nerfstudio"  # nerfstudio / NeRF transforms.json, or a nerfstudio camera_path.json
     WORLDSCORE = "worldscore"  # WorldScore camera_data.json
     MIRAGE = "mirage"  # mirage's own trajectory JSON
 
@@ -88,7 +95,8 @@ def detect_format(path: Path) -> TrajFormat:
 
     A folder (or ``cameras``/``images`` file) of a COLMAP model -> COLMAP; ``.yaml``/``.yml`` -> PRESET; ``.txt``
     whose first line is a URL or whose first row has 19 numbers -> REALESTATE10K; ``.json`` with
-    ``"format": "mirage-trajectory"`` -> MIRAGE, with ``frames`` holding ``transform_matrix`` -> NERFSTUDIO, with
+    ``"format": "mirage-trajectory"`` -> MIRAGE, with ``frames`` holding ``transform_matrix`` or ``camera_path``
+    holding ``camera_to_world`` -> NERFSTUDIO, with
     ``cameras_interp`` (or ``cameras`` and ``focal_length``) -> WORLDSCORE.
 
     Raises:
@@ -118,6 +126,11 @@ def detect_format(path: Path) -> TrajFormat:
             frames = d.get("frames")
             if isinstance(frames, list) and any(
                 isinstance(f, dict) and "transform_matrix" in f for f in frames
+            ):
+                return TrajFormat.NERFSTUDIO
+            path_list = d.get("camera_path")
+            if isinstance(path_list, list) and any(
+                isinstance(c, dict) and "camera_to_world" in c for c in path_list
             ):
                 return TrajFormat.NERFSTUDIO
             if "cameras_interp" in d or ("cameras" in d and "focal_length" in d):
@@ -408,6 +421,8 @@ def _read_nerfstudio(path: Path, size: tuple[int, int] | None) -> _Parts:
         raise TrajectoryError(
             f"{path}: top level is {type(d).__name__}, expected an object with 'frames'; fix the file"
         )
+    if "camera_path" in d and "frames" not in d:
+        return _read_ns_camera_path(path, d)
     frames = d.get("frames")
     if not isinstance(frames, list) or not frames:
         raise TrajectoryError(
@@ -490,6 +505,47 @@ def _read_nerfstudio(path: Path, size: tuple[int, int] | None) -> _Parts:
     W, H = sizes.pop()
     all_named = all(n is not None for n in names)
     return torch.stack(Ks), torch.stack(w2cs), W, H, None, (tuple(names) if all_named else None)  # type: ignore[arg-type]
+
+
+def _read_ns_camera_path(path: Path, d: dict) -> _Parts:
+    """nerfstudio ``camera_path.json``: see the module docstring."""
+    cam_type = d.get("camera_type", "perspective")
+    if not isinstance(cam_type, str) or cam_type.lower() != "perspective":
+        raise TrajectoryError(
+            f"{path}: camera_type {_short(cam_type)} is not a pinhole camera; mirage reads perspective camera paths"
+        )
+    for k in ("render_width", "render_height"):
+        if k not in d:
+            raise TrajectoryError(f"{path}: missing {k!r}; a nerfstudio camera path needs its render size")
+    W, H = _json_int(d["render_width"], path, "render_width"), _json_int(d["render_height"], path, "render_height")
+    fps = _json_number(d["fps"], path, "fps") if d.get("fps") is not None else None
+    if fps is not None and fps <= 0:
+        raise TrajectoryError(f"{path}: fps is {fps:g}; it must be positive")
+    cams = d["camera_path"]
+    if not isinstance(cams, list) or not cams:
+        raise TrajectoryError(f"{path}: 'camera_path' is {_short(cams)}; it needs one entry per frame")
+    Ks, w2cs = [], []
+    for i, cam in enumerate(cams):
+        key = f"camera_path[{i}]"
+        if not isinstance(cam, dict) or "camera_to_world" not in cam:
+            raise TrajectoryError(f"{path}: {key} has no 'camera_to_world'; every frame needs its pose")
+        flat = cam["camera_to_world"]
+        if not isinstance(flat, list) or len(flat) != 16:
+            raise TrajectoryError(
+                f"{path}: {key}.camera_to_world must be 16 numbers (a row-major 4x4), got {_short(flat)}"
+            )
+        m = _json_matrix([flat[r * 4:(r + 1) * 4] for r in range(4)], (4,), 4, path, f"{key}.camera_to_world")
+        w2cs.append(_gl_c2w_to_w2c(_rigid_4x4(m, path, f"{key}.camera_to_world"), path, f"{key}.camera_to_world"))
+        if cam.get("fov") is None:
+            raise TrajectoryError(f"{path}: {key} has no 'fov' (vertical field of view, degrees); add it")
+        fov = _json_number(cam["fov"], path, f"{key}.fov")
+        if not 0 < fov < 180:
+            raise TrajectoryError(f"{path}: {key}.fov = {fov:g} is not in (0, 180) degrees; fix the file")
+        f = 0.5 * H / math.tan(math.radians(fov) / 2)
+        # principal point at the image centre, edge-based W/2 in nerfstudio -> pixel-centre (W - 1)/2
+        Ks.append(torch.tensor([[f, 0.0, W / 2.0 - 0.5], [0.0, f, H / 2.0 - 0.5], [0.0, 0.0, 1.0]],
+                               dtype=torch.float64))
+    return torch.stack(Ks), torch.stack(w2cs), W, H, fps, None
 
 
 # --------------------------------------------------------------------------------------------------------------
