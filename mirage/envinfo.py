@@ -27,12 +27,15 @@ def collect_env() -> dict[str, str]:
         "torch": torch.__version__,
         "torch CUDA build": str(torch.version.cuda),
     }
-    for dist in ("diffusers", "transformers", "av", "huggingface-hub", "safetensors", "numpy", "typer", "rich"):
+    for dist in ("diffusers", "transformers", "av", "huggingface-hub", "safetensors", "numpy", "typer", "rich",
+                 "nvidia-cudnn-frontend"):
         info[dist] = _version(dist)
+    info["cuDNN (torch's)"] = str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "none"
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            info[f"cuda:{i}"] = f"{p.name}, {p.total_memory / 2**30:.1f} GiB, sm_{p.major}{p.minor}"
+            fp8 = "--fp8 ok" if p.major >= 9 else "no --fp8 (needs sm_90+)"
+            info[f"cuda:{i}"] = f"{p.name}, {p.total_memory / 2**30:.1f} GiB, sm_{p.major}{p.minor}, {fp8}"
     else:
         info["cuda"] = "no CUDA device seen"
     return info
