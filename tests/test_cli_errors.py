@@ -195,3 +195,13 @@ def test_other_bad_input_is_one_red_line(args, names, tiny, tmp_path, monkeypatc
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert_one_red_line(code, err, *names)
     assert not (tmp_path / "out").exists()
+
+
+def test_env_lists_versions_and_fp8_readiness(monkeypatch, capsys):
+    from tests._cli import run_main
+
+    code, out, _ = run_main(monkeypatch, capsys, "env")
+    assert code == 0
+    for key in ("mirage", "torch", "diffusers", "nvidia-cudnn-frontend", "cuDNN (torch's)"):
+        assert key in out, out
+    assert ("no CUDA device seen" in out) or ("--fp8" in out)
