@@ -191,3 +191,32 @@ def test_fp8_needs_bfloat16_and_no_context_parallel(monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "bench", "--context-parallel", "--fp8", "attention", "--device", "cpu")
     assert code == 2 and err.strip().splitlines()[0] == (
         "error: --context-parallel with --fp8 attention: FP8 attention bypasses the split attention; drop --fp8"), err
+
+
+def test_fp8_all_on_a_transformer_loaded_like_real_weights(monkeypatch, tmp_path):
+    """Real weights load in bf16 with diffusers' float32-kept modules (norms, time embedder); --fp8 all must run
+    on that mixed model too (the GPU smoke test builds an all-bf16 one)."""
+    from mirage import hub
+
+    comps = hub.load_components(hub.Preset.TINY, tiny_root=tmp_path, dtype=torch.bfloat16, need_depth=False)
+    model = comps.transformer
+    assert {p.dtype for p in model.parameters()} == {torch.float32, torch.bfloat16}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 16, 3, 8, 16, generator=g, dtype=torch.bfloat16)
+    ctrl = torch.randn(1, 96, 3, 8, 16, generator=g, dtype=torch.bfloat16)
+    txt = torch.randn(1, 512, model.config.text_dim, generator=g, dtype=torch.bfloat16)
+
+    def fwd():
+        with torch.no_grad():
+            return model(hidden_states=x, timestep=torch.tensor([500.0]), encoder_hidden_states=txt,
+                         control_hidden_states=ctrl, control_hidden_states_scale=torch.ones(1, dtype=torch.bfloat16),
+                         return_dict=False)[0]
+
+    ref = fwd()
+    monkeypatch.setattr(attention, "fp8_sdpa", _emulated_fp8_sdpa)
+    monkeypatch.setattr(precision, "MIN_FP8_FEATURES", 16)
+    applied = apply_fp8(model, Fp8Mode.ALL)
+    assert applied.attention_modules == 3 and applied.linear_layers > 10
+    out = fwd()
+    assert out.dtype == ref.dtype and torch.isfinite(out).all()
+    assert 1e-3 < rel(out, ref) < 1.5e-1
