@@ -172,6 +172,7 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "conditioning_stages": list(CONDITIONING_STAGES),
         "timing": "cuda-events" if dev.type == "cuda" else "perf_counter",
         "compile": rc.compile,
+        "fp8": rc.fp8.value,
         "offload": rc.offload.value,
         "vae_dtype": rc.vae_dtype,
     }

@@ -279,5 +279,6 @@ def test_bench_context_parallel_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rep = json.loads(out.read_text())
     assert rep["header"]["context_parallel_world_size"] == 2
+    assert (rep["header"]["compile"], rep["header"]["fp8"]) == (False, "none")  # the settings are in the results
     assert [r["error"] for r in rep["rows"]] == [None, None]
     assert all(r["runs"] and r["runs"][0]["stages_ms"]["denoise"] > 0 for r in rep["rows"])
