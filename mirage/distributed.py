@@ -175,6 +175,12 @@ def init_distributed(
     return replace(env, backend=backend, device=device)
 
 
+def _build_tiny() -> None:
+    from mirage.hub import build_tiny
+
+    build_tiny()
+
+
 def shutdown_distributed(*, barrier: bool = False) -> None:
     """Destroy the default process group if one exists (safe to call without one).
 
@@ -385,14 +391,16 @@ def render_distributed(
         raise InputError("render: give -o OUT.mp4 or --out-dir DIR")
     env = env or DistEnv.from_env()
     dist_started_here = env.is_distributed and not _dist().is_initialized()
+    tiny = str(getattr(config.preset, "value", config.preset)) == "tiny"
+    if tiny and dist_started_here:
+        # before the process group exists every rank can build the tiny models (transformers' save_pretrained
+        # writes nothing on ranks other than 0 once it does); concurrent builds end in one atomic rename. Each
+        # node's own cache gets them, and a rank whose inputs are all done is no one's bottleneck.
+        _build_tiny()
     env = init_distributed(backend, env=env)
     try:
-        if str(getattr(config.preset, "value", config.preset)) == "tiny":
-            # every rank here, before sharding: rank 0 builds the tiny models, the others wait for them (a rank
-            # whose inputs are all done loads no models, and must not be the one everybody waits for)
-            from mirage.hub import build_tiny
-
-            build_tiny()
+        if tiny and not dist_started_here:
+            _build_tiny()  # a group made by the caller: rank 0 builds, the others wait (hub.build_tiny)
         record = _render_rank(images, traj, output, config, env, dict(kw))
         if env.is_distributed:
             dist = _dist()
