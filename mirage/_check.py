@@ -28,10 +28,3 @@ def check_shape(x: torch.Tensor, shape: Sequence[int | str], name: str) -> None:
     if not ok:
         want = "(" + ", ".join(str(d) for d in shape) + ")"
         raise InputError(f"{name}: expected shape {want}, got {tuple(x.shape)}")
-
-
-def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raise :class:`InputError` if ``x`` holds NaN or inf (one host sync; use at boundaries only)."""
-    if not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise InputError(f"{name}: {bad} non-finite value(s) (NaN or inf); fix the input")

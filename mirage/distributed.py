@@ -391,7 +391,7 @@ def render_distributed(
         raise InputError("render: give -o OUT.mp4 or --out-dir DIR")
     env = env or DistEnv.from_env()
     dist_started_here = env.is_distributed and not _dist().is_initialized()
-    tiny = str(getattr(config.preset, "value", config.preset)) == "tiny"
+    tiny = config.preset == "tiny"  # a str, or hub.Preset (a str Enum)
     if tiny and dist_started_here:
         # before the process group exists every rank can build the tiny models (transformers' save_pretrained
         # writes nothing on ranks other than 0 once it does); concurrent builds end in one atomic rename. Each
@@ -601,6 +601,27 @@ def context_parallel(
                                attention_backend=attention_backend, model=name, token_multiple=token_multiple)
 
 
+def check_context_parallel(config) -> None:
+    """Raise InputError (one line) for render settings context parallel cannot run with: no denoiser
+    (``--denoiser none``), CPU offload or torch.compile (CP hooks must be in place before either), or ``--fp8``
+    (its attention bypasses the split). ``config`` is a :class:`mirage.pipeline.RenderConfig`; called before
+    any model loads."""
+    from mirage.pipeline import DenoiserKind, OffloadMode
+    from mirage.precision import Fp8Mode
+
+    if config.denoiser is not DenoiserKind.VACE:
+        raise InputError("context parallel: splits the video transformer, but this pipeline has none "
+                         "(--denoiser none); use --denoiser vace")
+    if config.offload is not OffloadMode.NONE:
+        raise InputError(f"context parallel: --offload {config.offload.value} is not supported with context "
+                         "parallel; each GPU holds the model, drop --offload")
+    if config.compile:
+        raise InputError("context parallel: --compile is not supported with context parallel yet; drop --compile")
+    if config.fp8 is not Fp8Mode.NONE:
+        raise InputError(f"--context-parallel with --fp8 {config.fp8.value}: FP8 attention bypasses the split "
+                         "attention; drop --fp8")
+
+
 def enable_pipeline_context_parallel(pipe, **kw) -> ContextParallelInfo:
     """Apply :func:`context_parallel` to a :class:`mirage.pipeline.Pipeline`'s video transformer.
 
@@ -608,28 +629,11 @@ def enable_pipeline_context_parallel(pipe, **kw) -> ContextParallelInfo:
     write outputs. ``**kw`` goes to :func:`context_parallel`.
 
     Raises:
-        InputError: a pipeline without a denoiser (``--denoiser none``), with CPU offload or torch.compile (CP
-            hooks must be in place before either; neither combination is supported here), with ``--fp8`` (its
-            attention bypasses the split), or any error of
-            :func:`context_parallel`.
+        InputError: the errors of :func:`check_context_parallel` (callers should run it before loading models)
+            and of :func:`context_parallel`.
     """
-    den = getattr(pipe, "denoiser", None)
-    if den is None:
-        raise InputError("context parallel: splits the video transformer, but this pipeline has none "
-                         "(--denoiser none); use --denoiser vace")
-    offload = getattr(pipe.config, "offload", None)
-    if offload is not None and getattr(offload, "value", offload) != "none":
-        raise InputError(f"context parallel: --offload {getattr(offload, 'value', offload)} is not supported with "
-                         "context parallel; each GPU holds the model, drop --offload")
-    if getattr(pipe.config, "compile", False):
-        raise InputError("context parallel: --compile is not supported with context parallel yet; drop --compile")
-    from mirage.precision import Fp8Mode
-
-    fp8 = getattr(pipe.config, "fp8", Fp8Mode.NONE)
-    if fp8 is not Fp8Mode.NONE:
-        raise InputError(f"context parallel: --fp8 {fp8.value} replaces the attention that context parallel "
-                         "splits; drop --fp8")
-    return context_parallel(den.transformer, **kw)
+    check_context_parallel(pipe.config)
+    return context_parallel(pipe.denoiser.transformer, **kw)
 
 
 def _enable_cp_cpu(transformer: torch.nn.Module, cp, plan: dict) -> None:
@@ -677,6 +681,7 @@ def _install_token_check(transformer: torch.nn.Module, multiple: int) -> None:
 
 __all__ = [
     "DistEnv", "init_distributed", "shutdown_distributed", "rank_device", "render_distributed",
+    "check_context_parallel",
     "DistributedBatchResult", "merge_records", "summary_path", "context_parallel", "cp_plan_for",
     "enable_pipeline_context_parallel",
     "ContextParallelInfo", "NCCL_MULTICAST_OFF", "SUMMARY_NAME",

@@ -966,7 +966,7 @@ def _wait_for_tiny(base: Path, builders: dict) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         missing = [n for n in builders if not _tiny_complete(n, base / n)]
-        if not missing or (missing == ["depth"] and _depth_unavailable()):
+        if not missing:
             return
         if time.monotonic() > deadline:
             raise ModelError(f"tiny preset: rank {_dist_rank()} waited {timeout_s:.0f} s for rank 0 to build "
@@ -975,19 +975,12 @@ def _wait_for_tiny(base: Path, builders: dict) -> None:
         time.sleep(0.5)
 
 
-def _depth_unavailable() -> bool:
-    try:
-        return not hasattr(_depth_module(), "build_tiny_depth_model")
-    except ModelError:
-        return True
-
-
 def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
     """Build the tiny preset's missing components under ``<root>/tiny-v1/<component>`` (idempotent).
 
     Each component is written with ``save_pretrained`` into a temporary folder that is renamed when complete, so
     an interrupted build never leaves a half-written component. The RNG state of the caller is not touched.
-    The depth model is built only when :mod:`mirage.depth` is importable (it is skipped with a log line otherwise).
+    Inside a torch.distributed group only rank 0 builds and the other ranks wait for its complete folders.
 
     Args:
         root: cache root (default :func:`cache_dir`).
@@ -1007,17 +1000,8 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
         final = base / name
         if _tiny_complete(name, final):
             continue
-        if final.exists() and not _tiny_complete(name, final):  # left incomplete (older mirage): rebuild it
+        if final.exists():  # left incomplete (an older mirage): rebuild it
             shutil.rmtree(final, ignore_errors=True)
-        if name == "depth":
-            try:
-                dm = _depth_module()
-            except ModelError as e:
-                log.warning("tiny preset: depth component not built: %s", e)  # TODO: drop once mirage.depth exists
-                continue
-            if not hasattr(dm, "build_tiny_depth_model"):
-                log.warning("tiny preset: mirage.depth has no build_tiny_depth_model; depth component not built")
-                continue
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.part-", dir=base))
         try:
             with torch.random.fork_rng(devices=[]):

@@ -226,7 +226,6 @@ class Pipeline:
         self._offloaded_depth = None
         self.device = torch.device(config.device)
         self.dtype = config.torch_dtype
-        self._check_config()
         self.load_timer = StageTimer(self.device)
         with self.load_timer.stage("load"):
             if components is None:
@@ -254,9 +253,6 @@ class Pipeline:
                     self.denoiser.transformer = torch.compile(self.denoiser.transformer, fullgraph=False)
         self.preset = str(getattr(components.preset, "value", components.preset))
         self._prompt_cache: dict[tuple[str, str | None], tuple] = {}
-
-    def _check_config(self) -> None:
-        check_config(self.config)
 
     def _apply_offload(self) -> None:
         """Model offload: the transformer lives on the CPU and visits the GPU for each chunk's denoising."""
@@ -451,7 +447,8 @@ class Pipeline:
                     frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
             if c.keep_reads:
                 with timer.stage("decode_reads"):
-                    out_reads.append(self._decoded_reads(read, F).cpu())
+                    decoded_reads = self._decoded_reads(read, F)
+                    out_reads.append((decoded_reads if ci == 0 else decoded_reads[1:]).cpu())  # like the frames
             wstats = None
             if c.write_back and latents is not None and (not last or c.write_back_last):
                 wstats = self._write_back(memory, read, frames, latents, K_all[a:b], c2w_all[a:b], timer)
@@ -469,9 +466,7 @@ class Pipeline:
                     warnings=[wstats.warning] if wstats is not None and wstats.warning else [],
                 )
             )
-            out_frames.append((frames if ci == 0 else frames[1:]).cpu())
-            if c.keep_reads and ci > 0:
-                out_reads[-1] = out_reads[-1][1:]
+            out_frames.append((frames if ci == 0 else frames[1:]).cpu())  # chunks overlap by one frame
             if not last:
                 known_frame = frames[-1]
                 with timer.stage("encode"):

@@ -49,14 +49,12 @@ class StageTimer:
         self.cuda = self.device.type == "cuda"
         self._events: dict[str, list[tuple[object, object]]] = {}
         self._cpu_ms: dict[str, float] = {}
-        self._calls: dict[str, int] = {}
         self.peak_bytes: dict[str, int] = {}  # absolute peak (resident weights included)
         self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """Time the enclosed block as (part of) stage ``name``; nested stages are allowed but double count."""
-        self._calls[name] = self._calls.get(name, 0) + 1
         if self.on_stage is not None:
             self.on_stage(name)
         if self.cuda:
@@ -88,9 +86,6 @@ class StageTimer:
             for name, pairs in self._events.items():
                 out[name] = out.get(name, 0.0) + sum(float(s.elapsed_time(e)) for s, e in pairs)
         return out
-
-    def calls(self) -> dict[str, int]:
-        return dict(self._calls)
 
 
 def sha256_file(path: str | Path, limit_bytes: int | None = None) -> str:

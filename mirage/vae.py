@@ -56,6 +56,7 @@ class VAE:
         self.source = source
         self._empty_cache: dict[tuple, torch.Tensor] = {}
         self._decoder_channels_last = False
+        self._stats_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         if self.kind is VaeKind.WAN:
             cfg = model.config
             self._latents_mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
@@ -180,11 +181,18 @@ class VAE:
 
     # ------------------------------------------------------------------ normalisation (the one place)
 
+    def _wan_stats(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Wan's latent mean and 1/std, (1, C, 1, 1, 1), on ``device`` in ``dtype``: copied there once, not on
+        every call (each host-to-device copy would block the stream)."""
+        key = (device, dtype)
+        if key not in self._stats_cache:
+            self._stats_cache[key] = (self._latents_mean.to(device, dtype), self._latents_std_inv.to(device, dtype))
+        return self._stats_cache[key]
+
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw VAE latents -> normalised latents. raw: (B, C, T, h, w) (Wan) or (N, C, h, w) (TAESD)."""
         if self.kind is VaeKind.WAN:
-            mean = self._latents_mean.to(raw.device)
-            std_inv = self._latents_std_inv.to(raw.device)
+            mean, std_inv = self._wan_stats(raw.device, torch.float32)
             return ((raw.float() - mean) * std_inv).to(self.dtype)
         cfg = self.model.config
         return (raw - float(getattr(cfg, "shift_factor", 0.0) or 0.0)) * float(cfg.scaling_factor)
@@ -193,8 +201,7 @@ class VAE:
         """Normalised latents -> raw VAE latents (inverse of :meth:`normalize`, the pipeline's decode formula).
         latents: (B, C, T, h, w) (Wan) or (N, C, h, w) (TAESD)."""
         if self.kind is VaeKind.WAN:
-            mean = self._latents_mean.to(latents.device, latents.dtype)
-            std_inv = self._latents_std_inv.to(latents.device, latents.dtype)
+            mean, std_inv = self._wan_stats(latents.device, latents.dtype)
             return latents / std_inv + mean
         cfg = self.model.config
         return latents / float(cfg.scaling_factor) + float(getattr(cfg, "shift_factor", 0.0) or 0.0)

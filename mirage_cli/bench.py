@@ -84,9 +84,6 @@ def bench(
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
 
     env = None
-    if context_parallel and fp8 is not Fp8Mode.NONE:  # before any process group or model
-        raise InputError(f"--context-parallel with --fp8 {fp8.value}: FP8 attention bypasses the split attention; "
-                         "drop --fp8")
     if context_parallel:
         from mirage.distributed import init_distributed, rank_device
 
@@ -104,6 +101,10 @@ def bench(
         fov=fov, offload=OffloadMode(offload),
         chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
     )
+    if context_parallel:
+        from mirage.distributed import check_context_parallel
+
+        check_context_parallel(render_cfg)  # before any model loads
     cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,
                       frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),
                       repeats=repeats, warmup=warmup, random_weights=random_weights)

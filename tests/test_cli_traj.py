@@ -119,7 +119,7 @@ def test_other_bad_inputs():
 
 
 def test_error_boundary_prints_one_red_line(monkeypatch, capsys):
-    main_mod = pytest.importorskip("mirage_cli.main")
+    import mirage_cli.main as main_mod
     monkeypatch.setattr(sys, "argv", ["mirage", "traj", "show", "orbit", "--size", "83x"])
     monkeypatch.delenv("MIRAGE_DEBUG", raising=False)
     with pytest.raises(SystemExit) as e:

@@ -242,36 +242,31 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def test_strict_loading_missing_key(tmp_path, tiny_dirs):
-    from safetensors.torch import load_file, save_file
-
-    d = _copy(tiny_dirs["da_metric"], tmp_path / "m")
-    sd = load_file(d / "model.safetensors")
+def _drop_bias(sd: dict) -> None:
     del sd["head.conv3.bias"]
-    save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelError, match="missing keys: head.conv3.bias"):
-        _load(d)
 
 
-def test_strict_loading_unexpected_key(tmp_path, tiny_dirs):
-    from safetensors.torch import load_file, save_file
-
-    d = _copy(tiny_dirs["da_metric"], tmp_path / "m")
-    sd = load_file(d / "model.safetensors")
+def _add_extra(sd: dict) -> None:
     sd["head.extra.weight"] = torch.zeros(3)
-    save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelError, match="unexpected keys: head.extra.weight"):
-        _load(d)
 
 
-def test_strict_loading_mismatched_shape(tmp_path, tiny_dirs):
+def _reshape_bias(sd: dict) -> None:
+    sd["head.conv3.bias"] = torch.zeros(2)
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (_drop_bias, "missing keys: head.conv3.bias"),
+    (_add_extra, "unexpected keys: head.extra.weight"),
+    (_reshape_bias, "depth model"),
+], ids=["missing_key", "unexpected_key", "mismatched_shape"])
+def test_strict_loading(tmp_path, tiny_dirs, edit, needle):
     from safetensors.torch import load_file, save_file
 
     d = _copy(tiny_dirs["da_metric"], tmp_path / "m")
     sd = load_file(d / "model.safetensors")
-    sd["head.conv3.bias"] = torch.zeros(2)
+    edit(sd)
     save_file(sd, d / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ModelError, match="depth model"):
+    with pytest.raises(ModelError, match=needle):
         _load(d)
 
 

@@ -288,7 +288,8 @@ class LatentMemory:
         Args:
             frames: (F, 3, H, W) decoded pixels in [-1, 1] (shape-checked only; the latent memory stores latents).
             latents: (T, C, h, w) latents of the chunk, T = len(latent_frame_indices(F, temporal_stride)).
-            depth: (F, H, W) RAW depth-model output of the pixel frames (aligned to the memory here).
+            depth: (F, H, W) RAW depth-model output of the pixel frames, or (T, H, W) of the written frames only
+                (:meth:`write_frame_indices`); aligned to the memory here.
             K: (F, 3, 3) pixel intrinsics; c2w: (F, 4, 4) camera-to-world, OpenCV.
             region: (F, H, W) or (T, h, w) bool, where content is newly revealed (a latent cell is in the region
                 when any of its pixels is).
@@ -302,8 +303,11 @@ class LatentMemory:
         idx = latent_frame_indices(F, self.temporal_stride)
         T = len(idx)
         if depth.ndim == 3 and depth.shape[0] == T and T != F:
-            depth = _scatter_frames(depth, idx, F)  # depth given for the written frames only
-        check_shape(depth, (F, H, W), "depth")
+            check_shape(depth, (T, H, W), "depth")  # given for the written frames only
+            depth_sel = depth
+        else:
+            check_shape(depth, (F, H, W), "depth")
+            depth_sel = depth[idx]
         check_shape(latents, (T, self.channels, h, w), "latents")
         check_shape(K, (F, 3, 3), "K")
         check_shape(c2w, (F, 4, 4), "c2w")
@@ -313,7 +317,7 @@ class LatentMemory:
             region_grid = region.bool()
         else:
             raise InputError(f"region: expected shape {(F, H, W)} or {(T, h, w)}, got {tuple(region.shape)}")
-        return self.integrate_views(latents, depth[idx], K[idx], c2w[idx], region_grid)
+        return self.integrate_views(latents, depth_sel, K[idx], c2w[idx], region_grid)
 
     def write_frame_indices(self, num_frames: int) -> list[int]:
         """The pixel frames of a chunk whose depth :meth:`write` uses (its latent frames' poses)."""
@@ -483,10 +487,3 @@ def shift_image(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     rows = torch.arange(H, device=x.device).add(dy).clamp(max=H - 1)
     cols = torch.arange(W, device=x.device).add(dx).clamp(max=W - 1)
     return x.index_select(-2, rows).index_select(-1, cols)
-
-
-def _scatter_frames(depth_sel: torch.Tensor, idx: list[int], num_frames: int) -> torch.Tensor:
-    """(len(idx), H, W) depth of some frames -> (num_frames, H, W) with NaN (invalid) in the others."""
-    out = torch.full((num_frames, *depth_sel.shape[1:]), float("nan"), dtype=depth_sel.dtype, device=depth_sel.device)
-    out[idx] = depth_sel
-    return out

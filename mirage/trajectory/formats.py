@@ -52,6 +52,7 @@ import logging
 import math
 import statistics
 import struct
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -460,27 +461,11 @@ def _read_nerfstudio(path: Path, size: tuple[int, int] | None) -> _Parts:
         else:
             W, H = _need_size(path, size, "the file has no image size ('w', 'h')")
         sizes.add((W, H))
-        if get("fl_x") is not None:
-            fx = _json_number(get("fl_x"), path, f"{key}.fl_x")
-        elif get("camera_angle_x") is not None:
-            ax = _json_number(get("camera_angle_x"), path, f"{key}.camera_angle_x")
-            if not 0 < ax < math.pi:
-                raise TrajectoryError(
-                    f"{path}: {key}.camera_angle_x = {ax} is not in (0, pi) radians; fix the file"
-                )
-            fx = 0.5 * W / math.tan(0.5 * ax)
-        else:
+        fx = _nerf_focal(get, "x", W, path, key)
+        if fx is None:
             raise TrajectoryError(f"{path}: {key} has no focal length ('fl_x' or 'camera_angle_x'); add one")
-        if get("fl_y") is not None:
-            fy = _json_number(get("fl_y"), path, f"{key}.fl_y")
-        elif get("camera_angle_y") is not None:
-            ay = _json_number(get("camera_angle_y"), path, f"{key}.camera_angle_y")
-            if not 0 < ay < math.pi:
-                raise TrajectoryError(
-                    f"{path}: {key}.camera_angle_y = {ay} is not in (0, pi) radians; fix the file"
-                )
-            fy = 0.5 * H / math.tan(0.5 * ay)
-        else:
+        fy = _nerf_focal(get, "y", H, path, key)
+        if fy is None:
             fy = fx
         if fx <= 0 or fy <= 0:
             raise TrajectoryError(f"{path}: {key} focal lengths fl_x={fx:g} fl_y={fy:g} must be positive")
@@ -505,6 +490,19 @@ def _read_nerfstudio(path: Path, size: tuple[int, int] | None) -> _Parts:
     W, H = sizes.pop()
     all_named = all(n is not None for n in names)
     return torch.stack(Ks), torch.stack(w2cs), W, H, None, (tuple(names) if all_named else None)  # type: ignore[arg-type]
+
+
+def _nerf_focal(get: Callable[[str], Any], axis: str, size: int, path: Path, key: str) -> float | None:
+    """Focal length in pixels along ``axis`` ("x"/"y") from ``fl_<axis>`` or ``camera_angle_<axis>`` (the full
+    FoV in radians over ``size`` pixels); None when the frame has neither."""
+    if get(f"fl_{axis}") is not None:
+        return _json_number(get(f"fl_{axis}"), path, f"{key}.fl_{axis}")
+    if get(f"camera_angle_{axis}") is None:
+        return None
+    angle = _json_number(get(f"camera_angle_{axis}"), path, f"{key}.camera_angle_{axis}")
+    if not 0 < angle < math.pi:
+        raise TrajectoryError(f"{path}: {key}.camera_angle_{axis} = {angle} is not in (0, pi) radians; fix the file")
+    return 0.5 * size / math.tan(0.5 * angle)
 
 
 def _read_ns_camera_path(path: Path, d: dict) -> _Parts:
