@@ -501,12 +501,12 @@ def run_fidelity_folder(
     rgb: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> FidelityReport:
-    """:func:`load_scene` + load the VAE (:meth:`mirage.vae.VAE.from_pretrained`, float32) + :func:`run_fidelity`.
+    """:func:`load_scene` + load the VAE (:func:`mirage.hub.load_vae`, float32) + :func:`run_fidelity`.
     The scene is validated before the VAE loads."""
-    from mirage.vae import VAE
+    from mirage.hub import load_vae
 
     scene = load_scene(folder)
-    vae = VAE.from_pretrained(vae_path, revision=None, subfolder=None, device=device, dtype=torch.float32)
+    vae = load_vae(vae_path, device=device, dtype=torch.float32)
     if vae.temporal_stride != 1:
         raise InputError(f"--vae {vae_path}: a video VAE (temporal stride {vae.temporal_stride}); the fidelity bench "
                          "scores single images: pass an image VAE such as ../shared/weights/taesd")

@@ -301,7 +301,7 @@ class Pipeline:
             from mirage.hub import cache_dir
             from mirage.prompt import PromptCache
 
-            if getattr(self.components, "prompt_embeds", None) is not None:  # random-weight benchmark components
+            if self.components.prompt_embeds is not None:  # random-weight benchmark components
                 pe = self.components.prompt_embeds.to(self.device, self.dtype)
                 self._prompt_cache[key] = (pe, pe if negative is not None else None)
                 return self._prompt_cache[key]

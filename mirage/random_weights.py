@@ -125,7 +125,7 @@ def random_components(preset: str, *, device: torch.device, dtype: torch.dtype, 
         preset=Preset(preset), vae=VAE(vae_model, source=src["vae"].describe()), transformer=transformer,
         scheduler_config=dict(SCHEDULER_CONFIG), text_encoder=None, tokenizer=None,
         depth=Lazy(src["depth"], build_depth, keep=True), resolved=src,
+        # (L, D) prompt embeddings, what UMT5 would give
+        prompt_embeds=torch.randn(WAN_TEXT_LEN, WAN_TEXT_DIM, generator=torch.Generator(device="cpu").manual_seed(seed + 7)),
     )
-    g = torch.Generator(device="cpu").manual_seed(seed + 7)
-    comps.prompt_embeds = torch.randn(WAN_TEXT_LEN, WAN_TEXT_DIM, generator=g)  # (L, D), what UMT5 would give
     return comps

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,6 +34,7 @@ class VaeKind(str, Enum):
 
 
 _CLASS_TO_KIND = {"AutoencoderKLWan": VaeKind.WAN, "AutoencoderTiny": VaeKind.TINY}
+VAE_CLASSES = tuple(_CLASS_TO_KIND)  # the diffusers classes a VAE may be (``mirage.hub.load_vae`` loads them)
 
 
 class VAE:
@@ -62,36 +62,6 @@ class VAE:
             self._latents_mean = torch.tensor(cfg.latents_mean, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
             # diffusers stores the reciprocal and multiplies; keep the same float ops for bit-for-bit parity
             self._latents_std_inv = 1.0 / torch.tensor(cfg.latents_std, dtype=torch.float32).view(1, cfg.z_dim, 1, 1, 1)
-
-    # ------------------------------------------------------------------ loading
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        repo_or_path: str | Path,
-        *,
-        revision: str | None = None,
-        subfolder: str | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> VAE:
-        """Load a VAE from a Hub id or a local folder (safetensors only, strict keys; see :mod:`mirage.hub`).
-
-        Args:
-            repo_or_path: Hub repo id (``"madebyollin/taesd"``) or a local folder holding ``config.json`` and
-                ``diffusion_pytorch_model.safetensors`` (or a folder with ``subfolder/`` inside).
-            revision: Hub revision (branch, tag or 40-hex commit); ignored for local folders.
-            subfolder: component subfolder (``"vae"`` in a pipeline repo), or None.
-            device: where to put the weights.
-            dtype: weight dtype (Wan's VAE is usually kept in float32).
-        """
-        from mirage.hub import load_diffusers_model  # lazy: hub imports this module
-
-        model = load_diffusers_model(
-            "vae", str(repo_or_path), revision=revision, subfolder=subfolder, device=device, dtype=dtype,
-            allowed_classes=tuple(_CLASS_TO_KIND),
-        )
-        return cls(model, source=str(repo_or_path))
 
     # ------------------------------------------------------------------ properties
 

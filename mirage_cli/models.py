@@ -25,13 +25,16 @@ def models_command() -> None:
         for col in ("component", "class", "source", "revision", "size", "licence", "cached"):
             t.add_column(col)
         for c in info.components:
-            src = c.repo_id + (f":{c.subfolder}" if c.subfolder else "")
+            src = {hub.SourceKind.HUB: c.repo_id + (f":{c.subfolder}" if c.subfolder else ""),
+                   hub.SourceKind.EMBEDDED: "embedded in mirage", hub.SourceKind.TINY: "built locally"}[c.kind]
             ok = state.get(c.name.value)
-            t.add_row(c.name.value, c.cls_name, "built locally" if info.local else src, c.revision or "-",
-                      f"{c.approx_size_gb:.2f} GB" if c.approx_size_gb else "-", c.licence,
-                      "[green]yes[/]" if ok else ("[red]no[/]" if ok is not None else "?"))
+            t.add_row(c.name.value, c.cls_name, src, c.revision or "-", f"{c.size_gb:.2f} GB" if c.size_bytes else "-",
+                      c.licence, "[green]yes[/]" if ok else ("[red]no[/]" if ok is not None else "?"))
         console.print(t)
-        console.print(f"  download: about {info.approx_size_gb:.1f} GB" if not info.local else "  built locally on first use")
+        if info.local:
+            console.print("  built locally on first use")
+        else:
+            console.print(f"  download: {info.download_bytes / 1e9:.1f} GB" if info.download_bytes else "  nothing to download")
 
 
 def download_command(

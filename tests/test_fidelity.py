@@ -222,9 +222,9 @@ def test_polyphase_memory_saves_loads_and_writes_back(tmp_path):
 def taesd():
     if not TAESD.exists():
         pytest.skip(f"real VAE weights {TAESD} are absent (../shared is not beside the repo)")
-    from mirage.vae import VAE
+    from mirage.hub import load_vae
 
-    return VAE.from_pretrained(TAESD, revision=None, subfolder=None, device="cpu", dtype=torch.float32)
+    return load_vae(TAESD, device="cpu", dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")

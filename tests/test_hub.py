@@ -11,8 +11,10 @@ from safetensors.torch import load_file, save_file
 
 from mirage import hub
 from mirage.errors import InputError, ModelError
+from mirage.hub import load_vae
+from mirage.hub import tiny as hub_tiny
 from mirage.prompt import PromptCache, encode_prompt
-from mirage.vae import VAE, VaeKind
+from mirage.vae import VaeKind
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,8 @@ def test_presets_table():
     infos = {i.name: i for i in hub.list_presets()}
     assert list(infos) == ["wan-vace-1.3b", "wan-vace-14b", "preview", "tiny"]
     assert infos["wan-vace-1.3b"].default and not infos["tiny"].default and infos["tiny"].local
-    assert infos["wan-vace-14b"].approx_size_gb > infos["wan-vace-1.3b"].approx_size_gb > 10
+    assert infos["wan-vace-14b"].download_bytes > infos["wan-vace-1.3b"].download_bytes > 10e9
+    assert infos["preview"].download_bytes == infos["wan-vace-1.3b"].components[-1].size_bytes  # depth only: TAESD is embedded
 
 
 def test_tiny_preset_loads_through_load_components(tiny_root):
@@ -102,7 +105,7 @@ def test_missing_weight_key_is_an_error(tiny_root, tmp_path):
     dropped = sorted(sd)[0]
     del sd[dropped]
     save_file(sd, str(f))
-    with pytest.raises(ModelError, match=f"1 missing keys \\({dropped}\\)"):
+    with pytest.raises(ModelError, match=f"1 missing \\({dropped}\\)"):
         hub.load_components("tiny", tiny_root=tiny_root, overrides={"vae": str(tmp_path / "vae")}, need_denoiser=False, need_depth=False)
 
 
@@ -111,14 +114,14 @@ def test_extra_or_misshaped_weight_is_an_error(tiny_root, tmp_path):
     sd = load_file(str(f))
     sd["extra.weight"] = torch.zeros(2)
     save_file(sd, str(f))
-    with pytest.raises(ModelError, match="1 unexpected keys \\(extra.weight\\)"):
-        VAE.from_pretrained(tmp_path / "vae")
+    with pytest.raises(ModelError, match="1 unexpected \\(extra.weight\\)"):
+        load_vae(tmp_path / "vae")
     del sd["extra.weight"]
     k = "quant_conv.bias"
     sd[k] = torch.zeros(sd[k].numel() + 1)
     save_file(sd, str(f))
-    with pytest.raises(ModelError, match="1 mismatched keys"):
-        VAE.from_pretrained(tmp_path / "vae")
+    with pytest.raises(ModelError, match=r"1 mis-shaped \(quant_conv.bias \(33,\) vs \(32,\)\)"):
+        load_vae(tmp_path / "vae")
 
 
 def test_pickle_only_folder_is_refused(tiny_root, tmp_path):
@@ -148,8 +151,8 @@ def test_offline_uncached_hub_model_is_one_line_error(no_hf_cache):
     assert "\n" not in msg
     assert "Wan-AI/Wan2.1-VACE-1.3B-diffusers@main file vae/config.json" in msg
     assert "`mirage download wan-vace-1.3b`" in msg and "--vae PATH" in msg
-    with pytest.raises(ModelError, match="madebyollin/taesd@main file config.json .*HF_HUB_OFFLINE=1"):
-        VAE.from_pretrained("madebyollin/taesd")
+    with pytest.raises(ModelError, match="vae: madebyollin/taesd@main file config.json .*HF_HUB_OFFLINE=1"):
+        load_vae("madebyollin/taesd")
 
 
 def test_cached_reports_components(tiny_root, no_hf_cache, monkeypatch):
@@ -187,7 +190,7 @@ def test_prompt_cache_skips_the_encoder(tiny_root, tmp_path):
 
 def test_download_offline_is_a_model_error(no_hf_cache):
     seen = []
-    with pytest.raises(ModelError, match="Wan-AI/Wan2.1-VACE-1.3B-diffusers/vae@main .*mirage download wan-vace-1.3b"):
+    with pytest.raises(ModelError, match=r"vae: Wan-AI/Wan2.1-VACE-1.3B-diffusers@main file vae/\*.json.*mirage download wan-vace-1.3b"):
         hub.download("wan-vace-1.3b", progress=lambda c, i, n: seen.append((c, i)))
     assert seen == [("vae", 0)]
 
@@ -208,13 +211,13 @@ def test_build_tiny_other_ranks_wait_for_rank_0(tmp_path, monkeypatch):
     """Under torchrun only rank 0 builds (transformers' save_pretrained writes nothing on other ranks); the others
     wait for its complete folders, and name what is missing if it never comes."""
     root = tmp_path / "cache"
-    monkeypatch.setattr(hub, "_dist_rank", lambda: 1)
-    monkeypatch.setattr(hub, "TINY_WAIT_S", 0.3)
+    monkeypatch.setattr(hub_tiny, "_dist_rank", lambda: 1)
+    monkeypatch.setattr(hub_tiny, "TINY_WAIT_S", 0.3)
     with pytest.raises(ModelError, match=r"tiny preset: rank 1 waited 0 s for rank 0 to build vae, transformer"):
         hub.build_tiny(root)
     assert not (hub.tiny_dir(root) / "vae").exists()  # rank 1 built nothing itself
-    monkeypatch.setattr(hub, "_dist_rank", lambda: 0)
+    monkeypatch.setattr(hub_tiny, "_dist_rank", lambda: 0)
     hub.build_tiny(root)  # rank 0's build ...
-    monkeypatch.setattr(hub, "_dist_rank", lambda: 1)
+    monkeypatch.setattr(hub_tiny, "_dist_rank", lambda: 1)
     assert hub.build_tiny(root) == hub.tiny_dir(root)  # ... is what rank 1 then finds at once
 

@@ -10,7 +10,8 @@ import torch
 
 from mirage import hub
 from mirage.errors import InputError, ModelError
-from mirage.vae import VAE, VaeKind
+from mirage.hub import load_vae
+from mirage.vae import VaeKind
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -18,7 +19,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 @pytest.fixture(scope="module")
 def wan_vae(tmp_path_factory):
     root = hub.build_tiny(tmp_path_factory.mktemp("mirage-cache"))
-    return VAE.from_pretrained(root / "vae", device="cpu", dtype=torch.float32)
+    return load_vae(root / "vae", device="cpu", dtype=torch.float32)
 
 
 def _video(f, h=32, w=48, seed=0):
@@ -90,8 +91,8 @@ def test_empty_latents_cached(wan_vae):
 
 def test_from_pretrained_rejects_non_vae(tmp_path_factory):
     root = hub.build_tiny(tmp_path_factory.mktemp("mirage-cache2"))
-    with pytest.raises(ModelError, match="WanVACETransformer3DModel, expected one of AutoencoderKLWan"):
-        VAE.from_pretrained(root / "transformer")
+    with pytest.raises(ModelError, match="transformer/config.json is a WanVACETransformer3DModel, expected AutoencoderKLWan or AutoencoderTiny"):
+        load_vae(root / "transformer")
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -110,7 +111,7 @@ def test_taesd_round_trip_on_real_photo(name, channels, floor_db):
 
     img = Image.open(photo).convert("RGB").resize((448, 256), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 127.5 - 1  # (3, 256, 448)
-    vae = VAE.from_pretrained(folder, device="cpu", dtype=torch.float32)
+    vae = load_vae(folder, device="cpu", dtype=torch.float32)
     assert vae.kind is VaeKind.TINY
     assert (vae.spatial_stride, vae.temporal_stride, vae.latent_channels) == (8, 1, channels)
     lat = vae.encode_image(x)
@@ -128,7 +129,7 @@ def test_channels_last_decoder_is_the_same_math(tmp_path):
     """On CUDA mirage decodes with the decoder's convolutions in channels-last-3d (faster cuDNN kernels): the
     layout change itself must not change the result (checked here in float32 on the CPU, on a VAE of its own; on
     the GPU by scripts/gpu_smoke.py)."""
-    vae = VAE.from_pretrained(hub.build_tiny(tmp_path) / "vae", device="cpu", dtype=torch.float32)
+    vae = load_vae(hub.build_tiny(tmp_path) / "vae", device="cpu", dtype=torch.float32)
     z = vae.encode_video(_video(9))
     raw = vae.denormalize(z.permute(1, 0, 2, 3)[None])
     with torch.no_grad():
