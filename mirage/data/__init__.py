@@ -22,7 +22,7 @@ EXAMPLES_PACKAGE = "mirage.data.examples"
 EXAMPLES = ("room", "fidelity")  # the shipped example scenes (``examples/<name>/`` in the repository)
 TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "LICENSE")  # diffusers AutoencoderTiny folder
 
-_REINSTALL = "reinstall mirage-video; in a source checkout run `pip install -e .` (it also refreshes an older editable install)"
+_REINSTALL = "reinstall mirage-video; in a source checkout, `pip install -e .` (also refreshes an older editable install)"
 
 
 def _package_dir(package: str) -> Path:
