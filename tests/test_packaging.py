@@ -37,7 +37,7 @@ def _expected_data() -> dict[str, Path]:
     fid = REPO / "examples" / "fidelity"
     out.update({f"mirage/data/examples/fidelity/{f}": fid / f for f in FIDELITY_FILES})
     out.update({f"mirage/data/examples/fidelity/targets/{p.name}": p for p in sorted((fid / "targets").glob("*.png"))})
-    out.update({f"mirage/data/taesd/{f}": REPO / "mirage" / "data" / "taesd" / f for f in TAESD_FILES})
+    out.update({f"mirage/weights/taesd/{f}": REPO / "mirage" / "weights" / "taesd" / f for f in TAESD_FILES})
     return out
 
 
@@ -119,6 +119,23 @@ def test_data_errors_name_the_file_and_the_fix():
         example_path("room", "nope.png")
     with pytest.raises(MirageError, match=r"example scene 'garden': unknown; shipped scenes: room, fidelity"):
         example_dir("garden")
+
+
+def test_uninstalled_source_tree_says_to_install(tmp_path):
+    """mirage imported from a source tree that is not installed (PYTHONPATH, no site): one line naming the package
+    and the fix, not a bare ModuleNotFoundError. (Only mirage/__init__, errors and data are copied: no torch needed.)"""
+    pkg = tmp_path / "src" / "mirage"
+    shutil.copytree(REPO / "mirage" / "data", pkg / "data", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "mirage" / "errors.py", pkg / "errors.py")
+    (pkg / "__init__.py").write_text("")
+    code = ("from mirage.data import trajectories_dir\ntry:\n    trajectories_dir()\n"
+            "except Exception as e:\n    print(type(e).__name__, e)")
+    res = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "src")},
+                         capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == (
+        f"MirageError package data mirage.data.trajectories is not importable next to mirage at {pkg} (a source tree "
+        "on PYTHONPATH that is not installed, or an editable install older than the data packages) (reinstall "
+        "mirage-video; in a source checkout, `pip install -e .`, which also refreshes an older editable install)"), res.stderr
 
 
 def test_presets_env_still_overrides(monkeypatch, tmp_path):

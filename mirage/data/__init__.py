@@ -4,7 +4,7 @@ The one place that knows where they are. The presets and example scenes stay in 
 ``trajectories/`` and ``examples/<name>/`` folders (the one copy); ``pyproject.toml`` maps them to the packages
 ``mirage.data.trajectories`` and ``mirage.data.examples.<name>`` (``[tool.setuptools.package-dir]``) and lists their
 files as package data, so a wheel, ``pip install .`` and ``pip install -e .`` all install them under
-``mirage/data/``. TAESD lives here, in ``mirage/data/taesd/`` (see its ``SOURCE.md``). Everything is found with
+``mirage/data/``. TAESD lives in ``mirage/weights/taesd/`` (see its ``SOURCE.md``). Everything is found with
 :mod:`importlib.resources`, never by walking up from ``__file__``.
 
 A missing file means a broken or stale install; the error names the file and the fix (reinstall).
@@ -22,7 +22,7 @@ EXAMPLES_PACKAGE = "mirage.data.examples"
 EXAMPLES = ("room", "fidelity")  # the shipped example scenes (``examples/<name>/`` in the repository)
 TAESD_FILES = ("config.json", "diffusion_pytorch_model.safetensors", "LICENSE")  # diffusers AutoencoderTiny folder
 
-_REINSTALL = "reinstall mirage-video; in a source checkout, `pip install -e .` (also refreshes an older editable install)"
+_REINSTALL = "reinstall mirage-video; in a source checkout, `pip install -e .`, which also refreshes an older editable install"
 
 
 def _package_dir(package: str) -> Path:
@@ -64,7 +64,7 @@ def example_path(name: str, file: str) -> Path:
 
 def taesd_dir() -> Path:
     """The embedded TAESD folder (diffusers ``AutoencoderTiny``: ``from_pretrained(taesd_dir())``), MIT licence."""
-    d = _package_dir(__name__) / "taesd"
+    d = _package_dir("mirage") / "weights" / "taesd"
     missing = [f for f in TAESD_FILES if not (d / f).is_file()]
     if missing:
         raise MirageError(f"embedded TAESD {d}: missing {', '.join(missing)}", hint=_REINSTALL)
