@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from mirage.data import example_path
 from mirage.errors import InputError, MirageError
 from mirage.memory.types import MemoryKind
 from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions
@@ -27,9 +28,10 @@ CONDITIONING_STAGES = ("memory_read", "conditioning", "write_depth", "memory_wri
 
 BENCH_SCHEMA_VERSION = 1
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGE = REPO_ROOT / "examples" / "room" / "image.png"
-DEFAULT_DEPTH = REPO_ROOT / "examples" / "room" / "depth.png"
+
+def example_inputs() -> tuple[Path, Path]:
+    """``(image, depth)`` of the shipped example scene ``room`` (true depth), what ``mirage bench`` runs by default."""
+    return example_path("room", "image.png"), example_path("room", "depth.png")
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,8 @@ class BenchConfig:
     """One benchmark run: a sweep over frames x steps, both memories per setting."""
 
     render: RenderConfig  # models, device, dtype, size, chunking (steps and memory are swept)
-    image: Path = DEFAULT_IMAGE  # input image (default: the example scene)
-    depth_file: Path | None = DEFAULT_DEPTH  # its depth (default: the scene's true depth; None = depth model)
+    image: Path = field(default_factory=lambda: example_path("room", "image.png"))  # input image (default: the example scene)
+    depth_file: Path | None = field(default_factory=lambda: example_path("room", "depth.png"))  # its true depth; None = depth model
     traj: str = "orbit"  # trajectory preset or file
     frames: tuple[int, ...] = (81,)  # video lengths to sweep
     steps: tuple[int, ...] = (4, 20, 50)  # denoising steps to sweep

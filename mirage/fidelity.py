@@ -509,7 +509,7 @@ def run_fidelity_folder(
     vae = load_vae(vae_path, device=device, dtype=torch.float32)
     if vae.temporal_stride != 1:
         raise InputError(f"--vae {vae_path}: a video VAE (temporal stride {vae.temporal_stride}); the fidelity bench "
-                         "scores single images: pass an image VAE such as ../shared/weights/taesd")
+                         "scores single images: pass an image VAE such as taesd (the default, embedded) or taesd3")
     return run_fidelity(scene, vae, variants=variants, rgb=rgb, progress=progress)
 
 

@@ -79,7 +79,7 @@ def bench(
     """Run the full render path with --memory latent and --memory rgb, same inputs and seed; report both and the ratios."""
     if ctx.invoked_subcommand is not None:
         return
-    from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
+    from mirage.bench import BenchConfig, example_inputs, run_bench
     from mirage.pipeline import OffloadMode, RenderConfig
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
 
@@ -95,7 +95,8 @@ def bench(
     preset = preset or ("wan-vace-1.3b" if on_gpu else "tiny")
     size_t = parse_size(size) or ((832, 480) if on_gpu else (112, 64))
     if image is None:
-        image, depth, fov = DEFAULT_IMAGE, depth or DEFAULT_DEPTH, fov or 60.0
+        image, example_depth = example_inputs()
+        depth, fov = depth or example_depth, fov or 60.0
     render_cfg = RenderConfig(
         preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
         fov=fov, offload=OffloadMode(offload),

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mirage.data import example_dir, taesd_dir
 from mirage.fidelity import (
     VARIANT_NAMES,
     FidelityReport,
@@ -20,14 +21,12 @@ from mirage.fidelity import (
 
 console = Console()
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SCENE = REPO_ROOT / "examples" / "fidelity"
-DEFAULT_VAE = REPO_ROOT.parent / "shared" / "weights" / "taesd"
-
 
 def fidelity_command(
-    scene: Path = typer.Argument(DEFAULT_SCENE, help="Scene folder: source.png, source_depth.png, targets/, cameras.json."),
-    vae: Path = typer.Option(DEFAULT_VAE, "--vae", help="Image VAE folder (diffusers AutoencoderTiny: taesd, taesd3)."),
+    scene: Path | None = typer.Argument(
+        None, help="Scene folder: source.png, source_depth.png, targets/, cameras.json (default: the shipped example scene)."),
+    vae: Path | None = typer.Option(
+        None, "--vae", help="Image VAE folder (diffusers AutoencoderTiny: taesd, taesd3; default: the embedded TAESD)."),
     variant: list[str] = typer.Option(
         [v.name.removeprefix("latent-") for v in default_variants()], "--variant",
         help=f"Latent memory variant(s) to score (repeat): {', '.join(VARIANT_NAMES)}.",
@@ -40,6 +39,8 @@ def fidelity_command(
     import torch
 
     variants = variants_by_name(variant)  # validated before anything loads
+    scene = scene if scene is not None else example_dir("fidelity")
+    vae = vae if vae is not None else taesd_dir()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     report = run_fidelity_folder(scene, vae, device=dev, variants=variants, rgb=not no_rgb)
     console.print(report_table(report))

@@ -34,7 +34,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
+    from mirage.bench import BenchConfig, example_inputs, run_bench
     from mirage.distributed import (
         enable_pipeline_context_parallel,
         init_distributed,
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from mirage.memory.types import MemoryKind
     from mirage.pipeline import Pipeline, RenderConfig
 
+    image, depth = example_inputs()
     env = init_distributed()
     device = rank_device(args.device, env) if args.device != "auto" else (
         rank_device("cuda", env) if torch.cuda.is_available() else "cpu")
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         info = None
         if env.world_size > 1:
             info = enable_pipeline_context_parallel(pipe, attention_backend=args.attention_backend)
-        cfg = BenchConfig(render=rc, image=DEFAULT_IMAGE, depth_file=DEFAULT_DEPTH, traj="orbit", frames=(frames,),
+        cfg = BenchConfig(render=rc, image=image, depth_file=depth, traj="orbit", frames=(frames,),
                           steps=_ints(args.steps), repeats=args.repeats, warmup=args.warmup,
                           memories=(MemoryKind.LATENT,), random_weights=args.random_weights)
         report = run_bench(cfg, pipeline=pipe)

@@ -1,6 +1,6 @@
 """Trajectory presets: small YAML files of camera-motion segments, resolved to a :class:`Trajectory`.
 
-A preset file (``trajectories/<name>.yaml``)::
+A preset file (``trajectories/<name>.yaml`` in the repository, installed as ``mirage/data/trajectories/``)::
 
     name: tour                 # optional, defaults to the file name
     description: pan left, then truck left, then pull out
@@ -54,6 +54,7 @@ from mirage.camera import (
     rotmat_to_quat,
     slerp,
 )
+from mirage.data import trajectories_dir
 from mirage.errors import InputError, TrajectoryError
 from mirage.trajectory.types import Trajectory
 
@@ -292,21 +293,14 @@ _TOP_FIELDS: dict[str, dict[str, Any]] = {
 
 
 def presets_dir() -> Path:
-    """The folder of shipped presets: ``$MIRAGE_PRESETS_DIR`` if set, else ``<repo>/trajectories``."""
+    """The folder of presets: ``$MIRAGE_PRESETS_DIR`` if set, else the shipped ones (:func:`mirage.data.trajectories_dir`)."""
     env = os.environ.get(PRESETS_ENV)
     if env:
         d = Path(env).expanduser()
         if not d.is_dir():
             raise TrajectoryError(f"{PRESETS_ENV}={env}: no such folder; point it at a folder of preset .yaml files or unset it")
         return d
-    import mirage
-
-    d = Path(mirage.__file__).resolve().parents[1] / "trajectories"
-    if not d.is_dir():
-        raise TrajectoryError(
-            f"presets folder {d} is missing (broken install); reinstall mirage or set {PRESETS_ENV} to a folder of presets"
-        )
-    return d
+    return trajectories_dir()
 
 
 def list_presets() -> list[PresetInfo]:
