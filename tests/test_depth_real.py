@@ -229,6 +229,14 @@ def test_non_depth_processor_is_refused(tmp_path, real_dirs):
         _load(d)
 
 
+def test_missing_torchvision_is_one_line(monkeypatch, real_dirs):
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_torchvision_available", lambda: False)
+    with pytest.raises(ModelError, match="preprocessor_config.json\\) needs torchvision.*pip install torchvision"):
+        _load(real_dirs["pro"])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the tiny builder writes real-format processor files
 

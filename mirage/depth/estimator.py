@@ -541,15 +541,24 @@ def _load_processor(src: str, where: str, hub_kw: dict) -> Any:
     Depth Pro has; transformers would otherwise fall back to a CPU/PIL processor (or fail) without saying so here.
     """
     from transformers import AutoImageProcessor
+    from transformers.utils import is_torchvision_available
 
+    fix = "pip install torchvision, the build made for your torch; see README.md, Dependencies"
+    if not is_torchvision_available():
+        raise ModelError(
+            f"depth model {where}: its image processor (preprocessor_config.json) needs torchvision, "
+            "which is not installed",
+            hint=fix,
+        )
     try:
         processor = AutoImageProcessor.from_pretrained(
             src, backend="torchvision", trust_remote_code=False, **hub_kw
         )
-    except ImportError as e:
+    except (ImportError, RuntimeError) as e:  # a torchvision built for another torch fails on import
         raise ModelError(
-            f"depth model {where}: its image processor needs torchvision ({first_line(e)})",
-            hint="pip install torchvision (the build that matches your torch)",
+            f"depth model {where}: its image processor (preprocessor_config.json) needs a working torchvision "
+            f"({first_line(e)})",
+            hint=fix,
         ) from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ModelError(
@@ -560,7 +569,7 @@ def _load_processor(src: str, where: str, hub_kw: dict) -> Any:
         raise ModelError(
             f"depth model {where}: preprocessor_config.json gives {type(processor).__name__}, "
             "which does not run on torch tensors",
-            hint="pip install torchvision (the build that matches your torch)",
+            hint=fix,
         )
     if not hasattr(processor, "post_process_depth_estimation"):
         raise ModelError(
