@@ -9,7 +9,8 @@ The architectures are the published ones:
   layer (0, 2, ..., 28), 96 VACE input channels (``Wan-AI/Wan2.1-VACE-1.3B-diffusers``);
   14B: 40 layers, 40 heads x 128, FFN 13824, VACE blocks on layers 0, 5, ..., 35;
 - the Wan 2.1 VAE: diffusers' ``AutoencoderKLWan()`` defaults (base 96, z 16, mults 1/2/4/4);
-- Depth Pro (``apple/DepthPro-hf``): transformers' ``DepthProConfig()`` defaults, 1536 px input, FoV head on;
+- Depth Pro (``apple/DepthPro-hf``): :func:`mirage.depth.depth_pro_config`, its real config (952 M parameters,
+  three DINOv2 ViT-L/16 encoders at 384 px, FoV head) and its real image processor (1536 px input);
 - the UMT5-XXL text encoder is not built: its output, (512, 4096) prompt embeddings, is drawn at random (mirage
   caches embeddings on disk, so the text encoder never runs during a render after the first).
 """
@@ -87,7 +88,7 @@ def random_components(preset: str, *, device: torch.device, dtype: torch.dtype, 
         dtype: transformer and depth-model dtype; vae_dtype: VAE dtype (default float32).
     """
     from diffusers import AutoencoderKLWan, WanVACETransformer3DModel
-    from transformers import DepthProConfig, DepthProForDepthEstimation
+    from transformers import DepthProForDepthEstimation
 
     from mirage import depth as depth_mod
     from mirage.hub import Components, Lazy, Preset
@@ -111,12 +112,11 @@ def random_components(preset: str, *, device: torch.device, dtype: torch.dtype, 
     def build_depth() -> depth_mod.DepthEstimator:
         # built on first use, like a real depth model (a render with --depth FILE and one chunk never needs it)
         with torch.device(device):
-            depth_model = DepthProForDepthEstimation(DepthProConfig(use_fov_model=True)).to(dtype).eval()
+            depth_model = DepthProForDepthEstimation(depth_mod.depth_pro_config()).to(dtype).eval()
         _init_(depth_model, seed + 2)
-        pre = depth_mod._Preprocess(height=1536, width=1536, keep_aspect_ratio=False, multiple=1, mode="bilinear",
-                                    antialias=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), do_normalize=True)
         return depth_mod.DepthEstimator(
-            depth_model, pre, name="random:DepthPro", revision=None, family=depth_mod.DepthFamily.DEPTH_PRO,
+            depth_model, depth_mod.depth_pro_processor(), name="random:DepthPro", revision=None,
+            family=depth_mod.DepthFamily.DEPTH_PRO,
             kind=depth_mod.DepthKind.METRIC, device=torch.device(device), dtype=dtype, max_batch=1,
         )
 

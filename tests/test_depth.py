@@ -21,10 +21,8 @@ from mirage.depth import (
     DepthKind,
     IntrinsicsSource,
     _disparity_to_depth,
-    _Preprocess,
     build_tiny_depth_model,
     load_depth_model,
-    model_input_size,
     read_depth_file,
     resolve_intrinsics,
     save_depth_png16,
@@ -194,30 +192,6 @@ def test_disparity_to_depth_analytic():
     assert not flat[0]
     depth, flat = _disparity_to_depth(torch.full((1, 2, 2), 3.0), torch.ones(1, 2, 2, dtype=torch.bool))
     assert flat[0] and torch.allclose(depth, torch.full_like(depth, 1 / inv_mid))
-
-
-def test_preprocessing_matches_transformers_processor(tiny_dirs):
-    from transformers import DPTImageProcessorPil
-
-    path = SHARED / "images" / "pexels_0.png"
-    image = _photo()
-    est = _load(tiny_dirs["da_metric"])
-    ref = DPTImageProcessorPil.from_pretrained(str(tiny_dirs["da_metric"]))(
-        images=Image.open(path).convert("RGB"), return_tensors="pt"
-    )["pixel_values"]
-    mine = est._pixel_values(image[None])
-    assert mine.shape == ref.shape == (1, 3, 56, 112)
-    assert float((mine - ref).abs().mean()) < 0.02  # PIL vs torch bicubic; normalised values have std ~1
-
-
-def test_model_input_size_follows_dpt_rule():
-    da = _Preprocess(518, 518, True, 14, "bicubic", True, (0.5,) * 3, (0.5,) * 3, True)
-    assert model_input_size(320, 640, da) == (252, 518)  # width scale 0.81 is closer to 1 than 1.62
-    assert model_input_size(480, 832, da) == (518, 896)
-    tiny = _Preprocess(14, 14, True, 14, "bicubic", True, (0.5,) * 3, (0.5,) * 3, True)
-    assert model_input_size(4, 100, tiny) == (14, 14)  # 0.56 rows would round to 0: never below one multiple
-    pro = _Preprocess(1536, 1536, False, 1, "bilinear", False, (0.5,) * 3, (0.5,) * 3, True)
-    assert model_input_size(320, 640, pro) == (1536, 1536)
 
 
 def test_estimate_input_checks(tiny_dirs):
