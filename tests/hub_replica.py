@@ -199,13 +199,20 @@ def build_depth_pro_repo(cache: Path, *, seed: int = 0) -> Path:
     from safetensors.torch import save
     from transformers import DepthProForDepthEstimation
 
+    from mirage.depth.tiny import _calibrate_conv
+
     repo_id = "apple/DepthPro-hf"
     out = RepoWriter(cache, repo_id, fake_commit(repo_id))
     out.copy_verbatim("preprocessor_config.json", SHARED_HUB / "apple--DepthPro-hf" / "preprocessor_config.json")
     torch.manual_seed(seed)
     cfg = tiny_depth_pro_config()
     cfg.architectures = ["DepthProForDepthEstimation"]
-    model = DepthProForDepthEstimation(cfg)
+    model = DepthProForDepthEstimation(cfg).eval()
+    # random heads give nonsense metric depth and FoV (mirage refuses them): set their output statistics as the
+    # tiny preset's builder does, so the replica predicts ~1 m and ~55 degrees
+    calib = torch.rand(2, 3, 1536, 1536) * 2 - 1  # (2, 3, 1536, 1536) in the processor's [-1, 1] range
+    _calibrate_conv(model, model.head.layers[-2], calib, mean=1.0, std=0.3)
+    _calibrate_conv(model, model.fov_model.head.layers[-1], calib, mean=55.0, std=2.0)
     out.write("config.json", cfg.to_json_string().encode())
     out.write("model.safetensors", save(_saved_state(model), metadata={"format": "pt"}))
     return out.snapshot

@@ -13,6 +13,7 @@ import torch
 from mirage.errors import InputError, ModelError
 from mirage.hub.loaders import (
     fetch_file,
+    quiet,
     load_diffusers,
     load_scheduler_config,
     load_text_encoder,
@@ -180,8 +181,9 @@ def load_components(
             from mirage import depth as depth_mod
 
             fetch_file(d_src, "config.json", p)
-            return depth_mod.load_depth_model(str(d_src.folder) if d_src.local else d_src.source,
-                                              revision=d_src.revision, device=device, dtype=dtype)
+            with quiet():
+                return depth_mod.load_depth_model(str(d_src.folder) if d_src.local else d_src.source,
+                                                  revision=d_src.revision, device=device, dtype=dtype)
 
         depth = Lazy(d_src, _load_depth, keep=True)
 

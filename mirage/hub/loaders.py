@@ -201,7 +201,7 @@ def _device_map(device: torch.device) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
+def quiet() -> Iterator[None]:
     """No tqdm bars nor known-harmless deprecation warnings from diffusers/transformers while loading."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
@@ -255,10 +255,10 @@ def load_diffusers(src: ResolvedSource, *, device: torch.device | str, dtype: to
                          f"{diffusers.__version__} does not have; pass a diffusers model folder")
     files, index = weight_files(src, DIFFUSERS_WEIGHTS, preset)
     found = read_headers(src, files, index, preset)
-    with translating(src, "config.json", preset), init_empty_weights(), _quiet():
+    with translating(src, "config.json", preset), init_empty_weights(), quiet():
         expected = {k: tuple(v.shape) for k, v in cls.from_config(cls.load_config(str(config_path.parent))).state_dict().items()}
     check_keys(src, expected, found)
-    with translating(src, files[0].name, preset), _quiet():
+    with translating(src, files[0].name, preset), quiet():
         model, info = cls.from_pretrained(
             src.source, subfolder=src.subfolder, revision=None if src.local else src.revision, torch_dtype=dtype,
             use_safetensors=True, low_cpu_mem_usage=True, output_loading_info=True, device_map=_device_map(device),
@@ -279,7 +279,7 @@ def load_text_encoder(src: ResolvedSource, *, device: torch.device | str, dtype:
     fetch_file(src, "config.json", preset)
     files, index = weight_files(src, TRANSFORMERS_WEIGHTS, preset)
     read_headers(src, files, index, preset)
-    with translating(src, files[0].name, preset), _quiet():
+    with translating(src, files[0].name, preset), quiet():
         model, info = UMT5EncoderModel.from_pretrained(
             src.source, subfolder=src.subfolder or "", revision=None if src.local else src.revision, dtype=dtype,
             use_safetensors=True, output_loading_info=True, trust_remote_code=False, device_map=_device_map(device),
@@ -306,7 +306,7 @@ def load_tokenizer(src: ResolvedSource, *, cls_name: str | None, preset: Preset 
     if cls is None:
         raise ModelError(f"{where(src, 'tokenizer_config.json')}: tokenizer class {name!r} is not in transformers; "
                          "pass a tokenizer folder saved with save_pretrained")
-    with translating(src, "tokenizer_config.json", preset), _quiet():
+    with translating(src, "tokenizer_config.json", preset), quiet():
         return cls.from_pretrained(src.source, subfolder=src.subfolder or "",
                                    revision=None if src.local else src.revision, trust_remote_code=False)
 
@@ -318,7 +318,7 @@ def load_scheduler_config(src: ResolvedSource, *, preset: Preset | None) -> dict
     if src.local:
         check_local_folder(src, "scheduler_config.json", False, preset)
     fetch_file(src, "scheduler_config.json", preset)
-    with translating(src, "scheduler_config.json", preset), _quiet():
+    with translating(src, "scheduler_config.json", preset), quiet():
         config = diffusers.UniPCMultistepScheduler.load_config(  # reads scheduler_config.json of any class
             src.source, subfolder=src.subfolder, revision=None if src.local else src.revision)
     cls_name = config.get("_class_name")
