@@ -17,7 +17,7 @@ import torch
 
 from mirage.errors import InputError, MirageError
 from mirage.memory.types import MemoryKind
-from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions
+from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions, sampling_settings
 
 logger = logging.getLogger("mirage")
 
@@ -175,7 +175,17 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "fp8": rc.fp8.value,
         "offload": rc.offload.value,
         "vae_dtype": rc.vae_dtype,
+        "sampling": _sampling_header(rc, pipe),
     }
+
+
+def _sampling_header(rc: RenderConfig, pipeline: Pipeline) -> dict | None:
+    """The sweep's sampling settings but the swept steps (null without a fixed --size: they depend on the size)."""
+    if rc.size is None:
+        return None
+    rec = pipeline.sampling_record(sampling_settings(rc, *rc.size))
+    rec.pop("steps")
+    return rec
 
 
 def build_pipeline(cfg: BenchConfig) -> Pipeline:

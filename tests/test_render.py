@@ -71,15 +71,18 @@ def write_corrupt_png(path: Path) -> Path:
 # The documented schema (docs/report.md), checked key by key with types.
 NUM = (int, float)
 TOP = {
-    "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict, "device": str,
+    "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict,
+    "sampling": (dict, type(None)), "device": str,
     "dtype": str, "frames": int, "fps": NUM, "width": int, "height": int, "timing_ms": dict, "timing_method": str,
     "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "warnings": list, "outputs": dict,
 }
 INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_file", "depth_file_sha256", "memory_from",
           "intrinsics_source")
-SETTINGS = ("preset", "overrides", "denoiser", "memory", "steps", "guidance", "seed", "prompt", "negative_prompt",
-            "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
+SETTINGS = ("preset", "overrides", "denoiser", "memory", "profile", "steps", "guidance", "seed", "prompt",
+            "negative_prompt", "flow_shift", "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
             "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads")
+SAMPLING = {"profile": str, "steps": int, "guidance": NUM, "negative_prompt": (str, type(None)), "flow_shift": NUM,
+            "flow_shift_source": str}
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
 CHUNK = {"index": int, "frames": list, "latent_frames": int, "hole_fraction": NUM, "tokens": int, "bytes": int,
          "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list}
@@ -92,12 +95,20 @@ def check_report_schema(rep: dict) -> None:
     for k, t in TOP.items():
         assert k in rep, f"report lacks {k!r}"
         assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
     assert set(rep["inputs"]) == set(INPUTS), set(rep["inputs"]) ^ set(INPUTS)  # documented == written
     assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
     for name, m in rep["models"].items():
         assert isinstance(m, dict) and isinstance(m["id"], str) and "revision" in m, (name, m)
     assert set(rep["settings"]) == set(SETTINGS), set(rep["settings"]) ^ set(SETTINGS)
+    if rep["settings"]["denoiser"] == "none":
+        assert rep["sampling"] is None  # no sampler ran
+    else:
+        assert set(rep["sampling"]) == set(SAMPLING), set(rep["sampling"]) ^ set(SAMPLING)
+        for k, t in SAMPLING.items():
+            assert isinstance(rep["sampling"][k], t) and not isinstance(rep["sampling"][k], bool), (k, rep["sampling"])
+        assert rep["sampling"]["profile"] in ("standard", "fast") and rep["sampling"]["flow_shift"] > 0
+        assert (rep["sampling"]["negative_prompt"] is None) == (rep["sampling"]["guidance"] == 1.0)
     assert rep["timing_method"] in ("cuda-events", "perf_counter")
     assert set(rep["timing_ms"]) <= set(STAGES) | {"total"}, set(rep["timing_ms"]) - set(STAGES)
     assert "total" in rep["timing_ms"] and "load" in rep["timing_ms"]
