@@ -17,7 +17,7 @@ import torch
 
 from mirage.errors import InputError, MirageError
 from mirage.memory.types import MemoryKind
-from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions, sampling_settings
+from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions, check_config, sampling_settings
 
 logger = logging.getLogger("mirage")
 
@@ -220,6 +220,7 @@ def run_bench(
     for s in cfg.steps:
         if s < 1:
             raise InputError(f"--steps: {s} must be at least 1")
+    check_config(cfg.render)  # --guidance, --flow-shift, ...: before any model is built
     t0 = time.perf_counter()
     if pipeline is None:
         pipeline = build_pipeline(cfg)
