@@ -84,7 +84,7 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     from mirage.bench import DEFAULT_DEPTH, DEFAULT_IMAGE, BenchConfig, run_bench
-    from mirage.pipeline import OffloadMode, RenderConfig
+    from mirage.pipeline import OffloadMode, RenderConfig, check_config
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
     from mirage_cli.render import sampling_profile as profile_of
 
@@ -107,6 +107,7 @@ def bench(
         chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
         profile=profile_of(fast), guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
     )
+    check_config(render_cfg)  # bad --guidance, --flow-shift, ...: one line, before anything else
     if context_parallel:
         from mirage.distributed import check_context_parallel
 

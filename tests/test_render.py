@@ -618,3 +618,92 @@ def test_output_under_a_file_is_an_input_error(tiny, tmp_path):
     blocker.write_text("x")
     with pytest.raises(InputError, match="afile"):
         render_one(blocker / "x.mp4", frames=5)
+
+
+# ------------------------------------------------------------------------------------------------ sampling settings
+
+
+def _spy_sampling(monkeypatch) -> dict:
+    """What the pipeline hands the sampler: the prompts it embeds, each transformer forward's text embeddings and
+    each scheduler's flow shift."""
+    from diffusers import WanVACETransformer3DModel
+
+    import mirage.denoise as dn
+    from mirage.pipeline import Pipeline
+
+    seen: dict = {"prompts": [], "forwards": [], "shifts": []}
+    real_fwd, real_sched, real_embeds = WanVACETransformer3DModel.forward, dn.make_scheduler, Pipeline.prompt_embeds
+
+    def forward(self, *a, **kw):
+        seen["forwards"].append(kw["encoder_hidden_states"][0].detach().clone())  # (L, D)
+        return real_fwd(self, *a, **kw)
+
+    def make_scheduler(config, flow_shift=None):
+        s = real_sched(config, flow_shift)
+        seen["shifts"].append(s.config.flow_shift)
+        return s
+
+    def prompt_embeds(self, prompt, negative):
+        seen["prompts"].append((prompt, negative))
+        out = real_embeds(self, prompt, negative)
+        seen["embeds"] = out
+        return out
+
+    monkeypatch.setattr(WanVACETransformer3DModel, "forward", forward)
+    monkeypatch.setattr(dn, "make_scheduler", make_scheduler)
+    monkeypatch.setattr(Pipeline, "prompt_embeds", prompt_embeds)
+    return seen
+
+
+def test_default_render_uses_the_maintainers_settings(tiny, tmp_path, monkeypatch):
+    """The standard profile end to end: guidance 5.0 with Wan's negative prompt (two forwards per step, the
+    negative embeddings in every second one), the 480p flow shift in every chunk's scheduler, all in the report."""
+    from mirage.sampling import WAN_NEGATIVE_PROMPT
+
+    seen = _spy_sampling(monkeypatch)
+    out = tmp_path / "std.mp4"
+    assert render_one(out, frames=9, prompt="a room").ok  # 2 chunks, steps=2 (tests), everything else default
+    assert seen["prompts"] == [("a room", WAN_NEGATIVE_PROMPT)]
+    pe, ne = seen["embeds"]
+    fw = seen["forwards"]
+    assert len(fw) == 2 * 2 * 2  # chunks x steps x (cond, uncond)
+    assert all(torch.equal(f, pe) for f in fw[0::2]) and all(torch.equal(f, ne) for f in fw[1::2])
+    assert seen["shifts"][-2:] == [3.0, 3.0]  # one scheduler per chunk
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert rep["sampling"] == {"profile": "standard", "steps": 2, "guidance": 5.0, "negative_prompt": WAN_NEGATIVE_PROMPT,
+                               "flow_shift": 3.0, "flow_shift_source": "480p"}
+    assert rep["settings"]["guidance"] is None and rep["settings"]["profile"] == "standard"  # as given
+
+
+def test_explicit_sampling_values_reach_the_sampler(tiny, tmp_path, monkeypatch):
+    seen = _spy_sampling(monkeypatch)
+    out = tmp_path / "x.mp4"
+    assert render_one(out, frames=5, guidance=2.0, negative_prompt="blurry", flow_shift=7.0).ok
+    assert seen["prompts"] == [("", "blurry")] and len(seen["forwards"]) == 2 * 2
+    assert seen["shifts"][-1] == 7.0
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["sampling"] == {"profile": "standard", "steps": 2, "guidance": 2.0, "negative_prompt": "blurry",
+                               "flow_shift": 7.0, "flow_shift_source": "--flow-shift"}
+
+
+def test_fast_profile_is_todays_sampling(tiny, tmp_path, monkeypatch):
+    """--fast: 20 steps, one forward per step, no negative prompt encoded, the scheduler config's own shift."""
+    from mirage.pipeline import SamplingProfile
+
+    seen = _spy_sampling(monkeypatch)
+    out = tmp_path / "fast.mp4"
+    assert render_one(out, frames=5, profile=SamplingProfile.FAST, steps=None).ok
+    assert seen["prompts"] == [("", None)] and len(seen["forwards"]) == 20
+    assert seen["shifts"][-1] == 3.0  # the tiny repo's scheduler_config.json
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert rep["sampling"] == {"profile": "fast", "steps": 20, "guidance": 1.0, "negative_prompt": None,
+                               "flow_shift": 3.0, "flow_shift_source": "scheduler config"}
+
+
+def test_unused_negative_prompt_is_a_warning(tiny, tmp_path):
+    out = tmp_path / "w.mp4"
+    assert render_one(out, frames=5, guidance=1.0, negative_prompt="blurry").ok
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert any("--negative-prompt is unused" in w for w in rep["warnings"]) and rep["sampling"]["negative_prompt"] is None
