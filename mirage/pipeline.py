@@ -739,6 +739,6 @@ def _config_dict(c: RenderConfig) -> dict:
 
 
 __all__ = [
-    "DenoiserKind", "OffloadMode", "RenderConfig", "TrajectoryOptions", "RenderResult", "Pipeline",
+    "DenoiserKind", "OffloadMode", "RenderConfig", "SamplingProfile", "sampling_settings", "TrajectoryOptions", "RenderResult", "Pipeline",
     "adjust_num_frames", "plan_chunks", "output_size", "dilate", "MirageError", "RuntimeFailure",
 ]
