@@ -107,11 +107,11 @@ def bench(
         chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
         profile=profile_of(fast), guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
     )
-    check_config(render_cfg)  # bad --guidance, --flow-shift, ...: one line, before anything else
     if context_parallel:
         from mirage.distributed import check_context_parallel
 
         check_context_parallel(render_cfg)  # before any model loads
+    check_config(render_cfg)  # bad --guidance, --flow-shift, ...: one line, before anything is built
     cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,
                       frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),
                       repeats=repeats, warmup=warmup, random_weights=random_weights)
