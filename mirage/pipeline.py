@@ -27,7 +27,13 @@ from mirage.holefill import push_pull_fill
 from mirage.memory.types import MemoryKind, MemoryRead
 from mirage.precision import Fp8Mode, apply_fp8, check_fp8
 from mirage.report import REPORT_SCHEMA_VERSION, ChunkReport, RunReport, StageTimer, sha256_file
-from mirage.sampling import SamplingProfile, SamplingSettings, check_sampling_options, resolve_sampling
+from mirage.sampling import (
+    FLOW_SHIFT_BY_RESOLUTION,
+    SamplingProfile,
+    SamplingSettings,
+    check_sampling_options,
+    resolve_sampling,
+)
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
@@ -248,7 +254,8 @@ class Pipeline:
                 if config.flow_shift is not None or config.profile is SamplingProfile.STANDARD:
                     from mirage.denoise import make_scheduler
 
-                    make_scheduler(components.scheduler_config, config.flow_shift or 3.0)  # takes a shift? (else: one line now)
+                    # a shift will be applied: a scheduler that cannot take one fails here, in one line, not mid-render
+                    make_scheduler(components.scheduler_config, config.flow_shift or FLOW_SHIFT_BY_RESOLUTION[0][2])
                 fp8 = apply_fp8(components.transformer, config.fp8)
                 if fp8.mode is not Fp8Mode.NONE:
                     logger.info("--fp8 %s: %d self-attention modules on cuDNN FP8 attention, %d linear layers in "
