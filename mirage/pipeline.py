@@ -649,7 +649,7 @@ class InputPlan:
     k_source: str
     depth: object | None
     warnings: tuple[str, ...]
-    sampling: SamplingSettings | None = None
+    sampling: SamplingSettings
 
 
 def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig, preset: str, *,
@@ -746,6 +746,7 @@ def _config_dict(c: RenderConfig) -> dict:
 
 
 __all__ = [
-    "DenoiserKind", "OffloadMode", "RenderConfig", "SamplingProfile", "sampling_settings", "TrajectoryOptions", "RenderResult", "Pipeline",
+    "DenoiserKind", "OffloadMode", "RenderConfig", "SamplingProfile", "sampling_settings", "TrajectoryOptions",
+    "RenderResult", "Pipeline",
     "adjust_num_frames", "plan_chunks", "output_size", "dilate", "MirageError", "RuntimeFailure",
 ]
