@@ -18,7 +18,7 @@ import torch
 from mirage.data import example_path
 from mirage.errors import InputError, MirageError
 from mirage.memory.types import MemoryKind
-from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions
+from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions, check_config, sampling_settings
 
 logger = logging.getLogger("mirage")
 
@@ -177,7 +177,17 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "fp8": rc.fp8.value,
         "offload": rc.offload.value,
         "vae_dtype": rc.vae_dtype,
+        "sampling": _sampling_header(rc, pipe),
     }
+
+
+def _sampling_header(rc: RenderConfig, pipeline: Pipeline) -> dict | None:
+    """The sweep's sampling settings but the swept steps (null without a fixed --size: they depend on the size)."""
+    if rc.size is None:
+        return None
+    rec = pipeline.sampling_record(sampling_settings(rc, *rc.size))
+    rec.pop("steps")
+    return rec
 
 
 def build_pipeline(cfg: BenchConfig) -> Pipeline:
@@ -212,6 +222,7 @@ def run_bench(
     for s in cfg.steps:
         if s < 1:
             raise InputError(f"--steps: {s} must be at least 1")
+    check_config(cfg.render)  # --guidance, --flow-shift, ...: before any model is built
     t0 = time.perf_counter()
     if pipeline is None:
         pipeline = build_pipeline(cfg)

@@ -22,6 +22,7 @@ All latents here are *normalised* (see :mod:`mirage.vae`); :class:`Denoiser` ret
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -180,15 +181,29 @@ def conditioning_from_latents(
     return VaceConditioning(torch.cat([inactive, empty, packed], dim=1), num_frames)
 
 
-def make_scheduler(config: dict[str, Any]) -> Any:
-    """A fresh scheduler from its config dict (``_class_name`` picks the diffusers class)."""
+def make_scheduler(config: dict[str, Any], flow_shift: float | None = None) -> Any:
+    """A fresh scheduler from its config dict (``_class_name`` picks the diffusers class).
+
+    Args:
+        config: the repo's scheduler config.
+        flow_shift: overrides the config's ``flow_shift`` (as diffusers' Wan examples do:
+            ``UniPCMultistepScheduler.from_config(config, flow_shift=...)``); None keeps the config's.
+    """
     import diffusers
 
     name = config.get("_class_name")
     cls = getattr(diffusers, str(name), None)
     if cls is None or not hasattr(cls, "from_config"):
         raise ModelError(f"scheduler config: unknown _class_name {name!r}; use UniPCMultistepScheduler")
-    return cls.from_config(config)
+    if flow_shift is None:
+        return cls.from_config(config)
+    scheduler = cls.from_config(config, flow_shift=float(flow_shift))
+    # from_config drops keys the class does not know: a shift the scheduler would ignore must not pass silently
+    if scheduler.config.get("flow_shift") != float(flow_shift) or not scheduler.config.get("use_flow_sigmas", False):
+        raise ModelError(f"flow shift {flow_shift:g}: scheduler {name} has none (it needs flow_shift and "
+                         "use_flow_sigmas=True, as Wan's UniPCMultistepScheduler); use such a scheduler, or --fast "
+                         "without --flow-shift to keep the scheduler config as it is")
+    return scheduler
 
 
 class Denoiser:
@@ -253,6 +268,7 @@ class Denoiser:
         width: int,
         steps: int = 20,
         guidance: float = 1.0,
+        flow_shift: float | None = None,
         conditioning_scale: float | Sequence[float] = 1.0,
         generator: torch.Generator | None = None,
         seed: int | None = None,
@@ -267,6 +283,8 @@ class Denoiser:
             num_frames: F (4k+1); height, width: pixels (multiples of 16).
             steps: scheduler steps.
             guidance: classifier-free guidance scale; 1.0 = off (one transformer forward per step), > 1 = two.
+            flow_shift: the scheduler's flow shift (> 0); None = the scheduler config's own. See
+                :mod:`mirage.sampling` for the defaults by resolution.
             conditioning_scale: VACE strength, one float or one per VACE layer.
             generator: source of the initial noise (on CPU or the transformer's device); or ``seed``.
             callback: called as ``callback(step, total)`` after each step (step counts from 1).
@@ -283,6 +301,8 @@ class Denoiser:
         do_cfg = guidance > 1.0
         if do_cfg and negative_prompt_embeds is None:
             raise InputError(f"negative_prompt_embeds: required with guidance {guidance} > 1; encode \"\" or a negative prompt")
+        if flow_shift is not None and not (math.isfinite(flow_shift) and flow_shift > 0):
+            raise InputError(f"flow_shift: got {flow_shift}; need a number > 0 (e.g. 3.0 at 480p, 5.0 at 720p)")
         if generator is not None and seed is not None:
             raise InputError("generator/seed: pass one of them, not both")
         self._check(cond, num_frames, height, width, prompt_embeds, "prompt_embeds")
@@ -303,7 +323,7 @@ class Denoiser:
         neg = negative_prompt_embeds.to(device=device, dtype=tdtype)[None] if do_cfg else None  # type: ignore[union-attr]
         control = cond.video_latents.permute(1, 0, 2, 3)[None].to(device=device, dtype=tdtype)  # (1, 96, T, h, w)
 
-        scheduler = make_scheduler(self.scheduler_config)
+        scheduler = make_scheduler(self.scheduler_config, flow_shift)
         scheduler.set_timesteps(steps, device=device)
         timesteps = scheduler.timesteps
         t_lat = (num_frames - 1) // self.temporal_stride + 1

@@ -27,6 +27,13 @@ from mirage.holefill import push_pull_fill
 from mirage.memory.types import MemoryKind, MemoryRead
 from mirage.precision import Fp8Mode, apply_fp8, check_fp8
 from mirage.report import REPORT_SCHEMA_VERSION, ChunkReport, RunReport, StageTimer, sha256_file
+from mirage.sampling import (
+    FLOW_SHIFT_BY_RESOLUTION,
+    SamplingProfile,
+    SamplingSettings,
+    check_sampling_options,
+    resolve_sampling,
+)
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
@@ -59,11 +66,14 @@ class RenderConfig:
     overrides: tuple[tuple[str, str], ...] = ()  # (component, Hub id or local folder) pairs: vae, transformer, ...
     denoiser: DenoiserKind = DenoiserKind.VACE  # NONE = preview without a generator
     memory: MemoryKind = MemoryKind.LATENT  # the latent cache (mirage) or the RGB point cloud (baseline)
-    steps: int = 20  # denoising steps
-    guidance: float = 1.0  # classifier-free guidance scale; 1.0 = off (one forward per step)
+    profile: SamplingProfile = SamplingProfile.STANDARD  # where unset sampling values come from (mirage.sampling):
+    #                          the model maintainers' defaults, or FAST (20 steps, guidance off) for previews/distilled
+    steps: int | None = None  # denoising steps; None = the profile's (standard 50, fast 20)
+    guidance: float | None = None  # classifier-free guidance; 1.0 = off; None = the profile's (standard 5.0, fast 1.0)
     seed: int = 0  # seed of the initial noise
     prompt: str = ""  # text prompt (empty by default: the memory carries the scene)
-    negative_prompt: str = ""  # used only when guidance > 1
+    negative_prompt: str | None = None  # used only when guidance > 1; None = the profile's (standard: Wan's own)
+    flow_shift: float | None = None  # scheduler flow shift; None = by resolution (standard) or the repo's (fast)
     chunk_frames: int = 33  # frames per chunk, 4k + 1; chunks overlap by one frame
     size: tuple[int, int] | None = None  # output (width, height); None = the preset's pixel area at the image's aspect
     device: str = "cpu"  # torch device string; "auto" is resolved by the CLI, not here
@@ -179,10 +189,7 @@ def check_config(c: RenderConfig) -> None:
         raise InputError(f"--device: {c.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
     if c.dtype not in ("float32", "bfloat16", "float16"):
         raise InputError(f"--dtype: {c.dtype!r} is not one of float32, bfloat16, float16")
-    if c.steps < 1:
-        raise InputError(f"--steps: {c.steps} must be at least 1")
-    if not (math.isfinite(c.guidance) and c.guidance >= 1.0):
-        raise InputError(f"--guidance: {c.guidance} must be >= 1.0 (1.0 = off)")
+    check_sampling_options(steps=c.steps, guidance=c.guidance, flow_shift=c.flow_shift)
     if c.chunk_frames < 5 or (c.chunk_frames - 1) % 4:
         raise InputError(f"--chunk-frames: {c.chunk_frames} must be 4k + 1 and at least 5 (e.g. 33 or 81)")
     if torch.device(c.device).type == "cuda" and not torch.cuda.is_available():
@@ -244,6 +251,11 @@ class Pipeline:
             self.denoiser = None
             if config.denoiser is DenoiserKind.VACE:
                 self.denoiser = Denoiser(components.transformer, components.scheduler_config)
+                if config.flow_shift is not None or config.profile is SamplingProfile.STANDARD:
+                    from mirage.denoise import make_scheduler
+
+                    # a shift will be applied: a scheduler that cannot take one fails here, in one line, not mid-render
+                    make_scheduler(components.scheduler_config, config.flow_shift or FLOW_SHIFT_BY_RESOLUTION[0][2])
                 fp8 = apply_fp8(components.transformer, config.fp8)
                 if fp8.mode is not Fp8Mode.NONE:
                     logger.info("--fp8 %s: %d self-attention modules on cuDNN FP8 attention, %d linear layers in "
@@ -358,6 +370,7 @@ class Pipeline:
         plan = plan_inputs(image_path, traj, c, self.preset, depth_file=depth_file)
         src_wh, (W, H) = plan.source_size, plan.size
         warnings.extend(plan.warnings)
+        sampling = plan.sampling  # steps, guidance, negative prompt, flow shift at this size
         image = resize_image(read_image(image_path), W, H).to(self.device)  # (3, H, W) [-1, 1]
 
         # --- depth of the input image
@@ -419,7 +432,8 @@ class Pipeline:
         chunk_reports: list[ChunkReport] = []
         prompt_embeds = negative_embeds = None
         if c.denoiser is DenoiserKind.VACE:
-            prompt_embeds, negative_embeds = self.prompt_embeds(c.prompt, c.negative_prompt if c.guidance > 1 else None)
+            prompt_embeds, negative_embeds = self.prompt_embeds(
+                c.prompt, sampling.negative_prompt if sampling.guidance > 1 else None)
         known_frame = image  # (3, H, W): the chunk's first frame, already known
         known_latent = image_latents  # (C, h, w)
         generator = torch.Generator(device="cpu").manual_seed(c.seed)
@@ -436,8 +450,9 @@ class Pipeline:
                     cond = self._conditioning(read)
                 with timer.stage("denoise"):
                     latents = self.denoiser(
-                        cond, prompt_embeds, negative_embeds, num_frames=F, height=H, width=W, steps=c.steps,
-                        guidance=c.guidance, generator=generator, callback=self._step_callback,
+                        cond, prompt_embeds, negative_embeds, num_frames=F, height=H, width=W,
+                        steps=sampling.steps, guidance=sampling.guidance, flow_shift=sampling.flow_shift,
+                        generator=generator, callback=self._step_callback,
                     )
                 with timer.stage("decode"):
                     frames = vae.decode(latents).float()  # (F, 3, H, W)
@@ -493,6 +508,7 @@ class Pipeline:
             },
             models=self.model_ids,
             settings=_config_dict(c),
+            sampling=self.sampling_record(sampling) if c.denoiser is DenoiserKind.VACE else None,
             device=str(self.device),
             dtype=c.dtype,
             frames=int(video.shape[0]),
@@ -586,6 +602,16 @@ class Pipeline:
             region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
             return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
 
+    def sampling_record(self, s: SamplingSettings) -> dict:
+        """The report's ``sampling``: the settings the denoiser used, the flow shift resolved to a number (the
+        scheduler config's where ``s.flow_shift`` is None) and the negative prompt only where guidance uses it."""
+        shift = s.flow_shift if s.flow_shift is not None else (self.components.scheduler_config or {}).get("flow_shift")
+        return {
+            "profile": s.profile.value, "steps": s.steps, "guidance": s.guidance,
+            "negative_prompt": s.negative_prompt if s.guidance > 1 else None,
+            "flow_shift": shift, "flow_shift_source": s.flow_shift_source,
+        }
+
     def _on_stage(self, name: str) -> None:
         self._stage = name
 
@@ -613,6 +639,7 @@ class InputPlan:
         K_known: (3, 3) intrinsics of the image as given when known before depth (``--intrinsics``/``--fov``, or a
             camera file's frame 0); None when the depth model's predicted FoV (or the default) will decide.
         k_source: where ``K_known`` came from. depth: the ``--depth`` file, read at the image's size.
+        sampling: the denoiser's settings at this size (:func:`mirage.sampling.resolve_sampling`).
     """
 
     source_size: tuple[int, int]
@@ -622,6 +649,7 @@ class InputPlan:
     k_source: str
     depth: object | None
     warnings: tuple[str, ...]
+    sampling: SamplingSettings
 
 
 def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig, preset: str, *,
@@ -665,8 +693,20 @@ def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig,
             warnings.append(f"--fov/--intrinsics override the intrinsics of {traj.spec} (focal x{float(ratio):.3f} "
                             "on every frame)")
     dres = depth_mod.read_depth_file(depth_file, *src_wh) if depth_file is not None else None
+    sampling = sampling_settings(c, int(W), int(H))
+    if c.denoiser is DenoiserKind.VACE and sampling.guidance == 1.0 and c.negative_prompt:
+        warnings.append("--negative-prompt is unused with guidance 1.0 (off); pass --guidance > 1 to use it")
+        logger.warning("%s", warnings[-1])
     return InputPlan(tuple(src_wh), (int(W), int(H)), camera_traj, K_known, str(getattr(k_source, "value", k_source)),
-                     dres, tuple(warnings))
+                     dres, tuple(warnings), sampling)
+
+
+def sampling_settings(config: RenderConfig, width: int, height: int) -> SamplingSettings:
+    """The denoiser settings of a render at ``width`` x ``height``: the config's explicit values, else its
+    profile's (:func:`mirage.sampling.resolve_sampling`)."""
+    c = config
+    return resolve_sampling(c.profile, width, height, steps=c.steps, guidance=c.guidance,
+                            negative_prompt=c.negative_prompt, flow_shift=c.flow_shift)
 
 
 def _pin_first_frame(read: MemoryRead, frame: torch.Tensor, latent: torch.Tensor) -> MemoryRead:
@@ -706,6 +746,7 @@ def _config_dict(c: RenderConfig) -> dict:
 
 
 __all__ = [
-    "DenoiserKind", "OffloadMode", "RenderConfig", "TrajectoryOptions", "RenderResult", "Pipeline",
+    "DenoiserKind", "OffloadMode", "RenderConfig", "SamplingProfile", "sampling_settings", "TrajectoryOptions",
+    "RenderResult", "Pipeline",
     "adjust_num_frames", "plan_chunks", "output_size", "dilate", "MirageError", "RuntimeFailure",
 ]

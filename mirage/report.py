@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
 
 #: The stages a render reports, in pipeline order (``total`` is the whole run but model loading).
 STAGES = (
@@ -130,7 +130,9 @@ class RunReport:
     mirage_version: str
     inputs: dict  # image path + sha256, trajectory source + sha256, depth file
     models: dict  # component -> {"id", "revision", "class"}
-    settings: dict  # preset, memory, denoiser, steps, guidance, seed, prompt, chunk_frames, offload, ...
+    settings: dict  # the RenderConfig as given: preset, memory, denoiser, profile, steps, guidance, seed, prompt, ...
+    sampling: dict | None  # what the denoiser used: profile, steps, guidance, negative_prompt, flow_shift (+ source);
+    #                        None with --denoiser none
     device: str
     dtype: str
     frames: int

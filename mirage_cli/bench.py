@@ -58,6 +58,10 @@ def bench(
     preset: str | None = typer.Option(None, "--preset", help="Model preset (default: wan-vace-1.3b on GPU, tiny on CPU)."),
     frames: str = typer.Option("81", "--frames", help="Comma-separated video lengths, e.g. 81,161."),
     steps: str = typer.Option("4,20,50", "--steps", help="Comma-separated denoising step counts."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance; 1.0 = off (default: 5.0; 1.0 with --fast)."),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Negative prompt of guidance (default: Wan's standard one)."),
+    flow_shift: float | None = typer.Option(None, "--flow-shift", help="Scheduler flow shift (default: by resolution; the model's own with --fast)."),
+    fast: bool = typer.Option(False, "--fast", help="Guidance off and the model's flow shift, as `render --fast` (the figures in BENCHMARKS.md)."),
     chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk (default 81)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed runs per setting (median and spread reported)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up runs per video length."),
@@ -80,8 +84,9 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     from mirage.bench import BenchConfig, example_inputs, run_bench
-    from mirage.pipeline import OffloadMode, RenderConfig
+    from mirage.pipeline import OffloadMode, RenderConfig, check_config
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
+    from mirage_cli.render import sampling_profile as profile_of
 
     env = None
     if context_parallel:
@@ -101,11 +106,13 @@ def bench(
         preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
         fov=fov, offload=OffloadMode(offload),
         chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
+        profile=profile_of(fast), guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
     )
     if context_parallel:
         from mirage.distributed import check_context_parallel
 
         check_context_parallel(render_cfg)  # before any model loads
+    check_config(render_cfg)  # bad --guidance, --flow-shift, ...: one line, before anything is built
     cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,
                       frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),
                       repeats=repeats, warmup=warmup, random_weights=random_weights)

@@ -15,6 +15,7 @@ from mirage.errors import InputError, RuntimeFailure
 from mirage.memory.types import MemoryKind
 from mirage.pipeline import DenoiserKind, OffloadMode, RenderConfig, TrajectoryOptions
 from mirage.precision import Fp8Mode
+from mirage.sampling import SamplingProfile
 
 console = Console(stderr=True)
 
@@ -64,6 +65,11 @@ def resolve_vae_dtype(value: str, device: str) -> str:
     return value
 
 
+def sampling_profile(fast: bool) -> SamplingProfile:
+    """--fast -> the few-step, no-guidance profile; otherwise the model maintainers' defaults."""
+    return SamplingProfile.FAST if fast else SamplingProfile.STANDARD
+
+
 def _overrides(**kw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((k, v) for k, v in kw.items() if v)
 
@@ -86,8 +92,11 @@ def render_command(
     denoiser: DenoiserKind = typer.Option(DenoiserKind.VACE, "--denoiser", help="none = preview: decode the memory reads directly."),
     memory: MemoryKind = typer.Option(MemoryKind.LATENT, "--memory", help="latent (mirage) or rgb (the point-cloud baseline)."),
     memory_phases: int = typer.Option(1, "--memory-phases", help="Latent memory: 1, 2 or 4 sub-stride phases per axis (sharper reads, phases^2 tokens)."),
-    steps: int = typer.Option(20, "--steps", help="Denoising steps."),
-    guidance: float = typer.Option(1.0, "--guidance", help="Classifier-free guidance; 1.0 = off."),
+    steps: int | None = typer.Option(None, "--steps", help="Denoising steps (default: 50; 20 with --fast)."),
+    guidance: float | None = typer.Option(None, "--guidance", help="Classifier-free guidance; 1.0 = off (default: 5.0; 1.0 with --fast)."),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Negative prompt of guidance (default: Wan's standard one)."),
+    flow_shift: float | None = typer.Option(None, "--flow-shift", help="Scheduler flow shift (default: by resolution, 3.0 at 480p, 5.0 at 720p; the model's own with --fast)."),
+    fast: bool = typer.Option(False, "--fast", help="Few-step profile for previews and distilled models: 20 steps, guidance off (explicit options win)."),
     seed: int = typer.Option(0, "--seed"),
     prompt: str = typer.Option("", "--prompt", help="Text prompt (optional)."),
     chunk_frames: int = typer.Option(33, "--chunk-frames", help="Frames per chunk (4k+1); chunks overlap by one frame."),
@@ -120,7 +129,8 @@ def render_command(
     config = RenderConfig(
         preset=preset,
         overrides=_overrides(vae=vae, transformer=transformer, text_encoder=text_encoder, depth=depth_model),
-        denoiser=denoiser, memory=memory, memory_phases=memory_phases, steps=steps, guidance=guidance, seed=seed, prompt=prompt,
+        denoiser=denoiser, memory=memory, memory_phases=memory_phases, seed=seed, prompt=prompt,
+        profile=sampling_profile(fast), steps=steps, guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
         chunk_frames=chunk_frames, size=parse_size(size), device=dev, dtype=resolve_dtype(dtype, dev),
         offload=offload, hole_fill=not no_fill, vae_dtype=resolve_vae_dtype(vae_dtype, dev), compile=compile, fp8=fp8, fov=fov,
         intrinsics=parse_intrinsics(intrinsics),

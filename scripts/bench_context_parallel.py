@@ -3,9 +3,9 @@
 Run once per GPU count (1 = the baseline, no context parallel), on the same machine kind, then compare:
 
     export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-    python scripts/bench_context_parallel.py --frames 81 --steps 20 --random-weights --json out/cp1.json
+    python scripts/bench_context_parallel.py --fast --frames 81 --steps 20 --random-weights --json out/cp1.json
     for n in 2 4 8; do
-      torchrun --nproc-per-node $n scripts/bench_context_parallel.py --frames 81,161 --steps 20 --random-weights \\
+      torchrun --nproc-per-node $n scripts/bench_context_parallel.py --fast --frames 81,161 --steps 20 --random-weights \\
           --json out/cp$n.json
     done
     python scripts/bench_context_parallel.py --compare out/cp1.json out/cp2.json out/cp4.json out/cp8.json
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from mirage.io import atomic_write_text
     from mirage.memory.types import MemoryKind
-    from mirage.pipeline import Pipeline, RenderConfig
+    from mirage.pipeline import Pipeline, RenderConfig, SamplingProfile
 
     image, depth = example_inputs()
     env = init_distributed()
@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for frames in _ints(args.frames):
         rc = RenderConfig(preset=args.preset, device=device, dtype=dtype, size=(w, h), chunk_frames=frames,
-                          fov=60.0, memory=MemoryKind.LATENT)
+                          fov=60.0, memory=MemoryKind.LATENT,
+                          profile=SamplingProfile.FAST if args.fast else SamplingProfile.STANDARD)
         components = None
         if args.random_weights:
             from mirage.random_weights import random_components
@@ -111,6 +112,8 @@ def main() -> int:
     ap.add_argument("--preset", default="wan-vace-1.3b")
     ap.add_argument("--frames", default="81", help="comma-separated; each is one chunk")
     ap.add_argument("--steps", default="20")
+    ap.add_argument("--fast", action="store_true",
+                    help="guidance off and the model's flow shift, as `mirage render --fast` (the published figures)")
     ap.add_argument("--size", default="832x480")
     ap.add_argument("--device", default="auto", help="auto, cuda (each rank: cuda:LOCAL_RANK) or cpu")
     ap.add_argument("--dtype", default="auto")

@@ -290,3 +290,90 @@ def test_python_m_mirage_cli_exit_codes(tiny, tmp_path):
     assert p.returncode == 1, p.stderr
     assert files(tmp_path / "o") == ["a.json", "a.mp4"]
     assert error_lines(p.stderr) == [f"error: 1 of 2 inputs failed: {src / 'b.png'}"] and "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------------------------------------------------ sampling options
+
+
+def _captured_config(monkeypatch, capsys, *args):
+    """The RenderConfig `mirage render ARGS` hands the library (mirage.batch.render replaced by a recorder)."""
+    import mirage.batch as mb
+
+    got = {}
+
+    def fake_render(images, traj, req, config, **kw):
+        got["config"] = config
+        return mb.BatchResult(items=[])
+
+    monkeypatch.setattr(mb, "render", fake_render)
+    code, _, err = run_main(monkeypatch, capsys, "render", ROOM, "--traj", "orbit", "-o", "x.mp4", *args)
+    assert code == 0, err
+    return got["config"]
+
+
+def test_sampling_flags_reach_the_library(monkeypatch, capsys, tmp_path):
+    from mirage.pipeline import SamplingProfile
+
+    monkeypatch.chdir(tmp_path)
+    c = _captured_config(monkeypatch, capsys)
+    assert (c.profile, c.steps, c.guidance, c.negative_prompt, c.flow_shift) == (SamplingProfile.STANDARD, None, None,
+                                                                                 None, None)  # the profile decides
+    c = _captured_config(monkeypatch, capsys, "--steps", "7", "--guidance", "2.5", "--negative-prompt", "blurry, static",
+                         "--flow-shift", "16")
+    assert (c.profile, c.steps, c.guidance, c.negative_prompt, c.flow_shift) == (SamplingProfile.STANDARD, 7, 2.5,
+                                                                                 "blurry, static", 16.0)
+    c = _captured_config(monkeypatch, capsys, "--fast")
+    assert (c.profile, c.steps, c.guidance, c.flow_shift) == (SamplingProfile.FAST, None, None, None)
+    c = _captured_config(monkeypatch, capsys, "--fast", "--steps", "4", "--guidance", "3")  # explicit flags win
+    assert (c.profile, c.steps, c.guidance) == (SamplingProfile.FAST, 4, 3.0)
+    c = _captured_config(monkeypatch, capsys, "--negative-prompt", "")  # an empty negative prompt is a value
+    assert c.negative_prompt == ""
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--flow-shift", "-1"], "error: --flow-shift -1: must be > 0"),
+        (["--flow-shift", "0"], "error: --flow-shift 0: must be > 0"),
+        (["--steps", "0"], "error: --steps 0: must be a whole number >= 1"),
+        (["--guidance", "0.5"], "error: --guidance 0.5: must be >= 1.0"),
+        (["--fast", "--guidance", "nan"], "error: --guidance nan: must be >= 1.0"),
+    ],
+)
+def test_bad_sampling_values_exit_2_with_one_line(args, line, tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(monkeypatch, capsys, "render", ROOM, "--traj", "orbit", "--preset", "tiny", "--device",
+                            "cpu", "-o", tmp_path / "x.mp4", *args)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and lines[0].startswith(line), err
+    assert len([ln for ln in lines if ln.startswith("error:")]) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_bench_sampling_flags_reach_the_library(monkeypatch, capsys):
+    import mirage.bench as bench_mod
+    from mirage.errors import InputError
+    from mirage.pipeline import SamplingProfile
+
+    got = {}
+
+    def fake_run_bench(cfg, **kw):
+        got["cfg"] = cfg
+        raise InputError("recorded")  # stop before anything is built
+
+    monkeypatch.setattr(bench_mod, "run_bench", fake_run_bench)
+    run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--fast", "--guidance", "2", "--negative-prompt", "n",
+             "--flow-shift", "4.5", "--steps", "2,3")
+    r = got["cfg"].render
+    assert (r.profile, r.guidance, r.negative_prompt, r.flow_shift) == (SamplingProfile.FAST, 2.0, "n", 4.5)
+    assert got["cfg"].steps == (2, 3)
+    run_main(monkeypatch, capsys, "bench", "--device", "cpu")
+    r = got["cfg"].render
+    assert (r.profile, r.guidance, r.negative_prompt, r.flow_shift) == (SamplingProfile.STANDARD, None, None, None)
+
+
+def test_bench_bad_flow_shift_is_one_line_before_any_model(monkeypatch, capsys):
+    import mirage.bench as bench_mod
+
+    monkeypatch.setattr(bench_mod, "build_pipeline", lambda cfg: pytest.fail("a model was built"))
+    code, _, err = run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--flow-shift", "-2")
+    assert code == 2 and err.strip().splitlines()[0].startswith("error: --flow-shift -2: must be > 0"), err

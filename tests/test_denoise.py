@@ -18,8 +18,9 @@ from mirage.denoise import (
     make_scheduler,
     pack_mask,
 )
-from mirage.errors import InputError
+from mirage.errors import InputError, ModelError
 from mirage.prompt import clean_prompt, encode_prompt
+from mirage.sampling import WAN_NEGATIVE_PROMPT
 
 F, H, W = 9, 32, 32  # 3 latent frames of 4x4 cells; 2x2 transformer tokens
 MAX_LEN = 16
@@ -59,30 +60,128 @@ def _pipeline(comps):
     return pipe
 
 
-@pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_denoiser_matches_wan_vace_pipeline(comps, embeds, guidance):
-    pe, ne = embeds
+@pytest.mark.parametrize(
+    "guidance, negative, flow_shift",
+    [
+        (1.0, None, None),  # the --fast profile: one forward per step, the repo's scheduler config
+        (3.0, "", None),  # guidance with diffusers' own default negative prompt ("")
+        (5.0, WAN_NEGATIVE_PROMPT, 5.0),  # the standard profile at 720p: Wan's negative prompt, shift 5.0
+    ],
+    ids=["no-guidance", "guidance-empty-negative", "standard-wan-negative-shift5"],
+)
+def test_denoiser_matches_wan_vace_pipeline(comps, embeds, guidance, negative, flow_shift, monkeypatch):
+    import diffusers.pipelines.wan.pipeline_wan_vace as pwv
+    from diffusers import UniPCMultistepScheduler
+
+    # diffusers' prompt_clean needs ftfy (absent here): the identity, as mirage's clean_prompt (test below)
+    monkeypatch.setattr(pwv, "ftfy", types.SimpleNamespace(fix_text=lambda s: s), raising=False)
+    pe, _ = embeds
     frames, masks, video, mask = _video_and_mask()
     pipe = _pipeline(comps)
-    theirs = pipe(
+    if flow_shift is not None:  # the way diffusers' WanVACEPipeline example sets it
+        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=flow_shift)
+    theirs = pipe(  # diffusers encodes the negative prompt itself
         video=[Image.fromarray(a) for a in frames], mask=[Image.fromarray(m, mode="L") for m in masks],
-        prompt_embeds=pe[None], negative_prompt_embeds=ne[None] if guidance > 1 else None,
+        prompt_embeds=pe[None], negative_prompt=negative, max_sequence_length=MAX_LEN,
         height=H, width=W, num_frames=F, num_inference_steps=2, guidance_scale=guidance, conditioning_scale=0.7,
         generator=torch.Generator().manual_seed(123), output_type="latent",
     ).frames  # (1, C, T, h, w)
+    ne = encode_prompt(comps.text_encoder, comps.tokenizer(), negative, MAX_LEN) if guidance > 1 else None
     cond = conditioning_from_video(comps.vae, video, mask)
     den = Denoiser(comps.transformer, comps.scheduler_config)
     steps = []
-    ours = den(cond, pe, ne if guidance > 1 else None, num_frames=F, height=H, width=W, steps=2, guidance=guidance,
+    ours = den(cond, pe, ne, num_frames=F, height=H, width=W, steps=2, guidance=guidance, flow_shift=flow_shift,
                conditioning_scale=0.7, seed=123, callback=lambda i, n: steps.append((i, n)))
     assert ours.shape == (3, 16, 4, 4) and ours.dtype == torch.float32
     torch.testing.assert_close(ours, theirs[0].permute(1, 0, 2, 3), rtol=1e-5, atol=1e-5)
     assert steps == [(1, 2), (2, 2)]
     # the control path matters: other conditioning, other result (so the parity above is not vacuous)
     other = conditioning_from_video(comps.vae, video, ~mask)
-    flipped = den(other, pe, ne if guidance > 1 else None, num_frames=F, height=H, width=W, steps=2,
-                  guidance=guidance, conditioning_scale=0.7, seed=123)
+    flipped = den(other, pe, ne, num_frames=F, height=H, width=W, steps=2, guidance=guidance, flow_shift=flow_shift,
+                  conditioning_scale=0.7, seed=123)
     assert (flipped - ours).abs().max() > 1e-3
+    if guidance > 1:  # ... and so do the negative prompt and the shift
+        other_neg = encode_prompt(comps.text_encoder, comps.tokenizer(), "a negative prompt", MAX_LEN)
+        assert not torch.equal(other_neg, ne)
+        moved = den(cond, pe, other_neg, num_frames=F, height=H, width=W, steps=2, guidance=guidance,
+                    flow_shift=flow_shift, conditioning_scale=0.7, seed=123)
+        assert (moved - ours).abs().max() > 1e-4
+    if flow_shift is not None:
+        unshifted = den(cond, pe, ne, num_frames=F, height=H, width=W, steps=2, guidance=guidance,
+                        conditioning_scale=0.7, seed=123)
+        assert (unshifted - ours).abs().max() > 1e-4
+
+
+def _capture_schedulers(monkeypatch) -> list:
+    """Every scheduler the denoiser builds (make_scheduler wrapped), to read what it was given."""
+    import mirage.denoise as dn
+
+    made, real = [], dn.make_scheduler
+
+    def spy(config, flow_shift=None):
+        made.append(real(config, flow_shift))
+        return made[-1]
+
+    monkeypatch.setattr(dn, "make_scheduler", spy)
+    return made
+
+
+@pytest.mark.parametrize("flow_shift", [None, 5.0, 16.0])
+def test_scheduler_receives_the_flow_shift(comps, embeds, flow_shift, monkeypatch):
+    from diffusers import UniPCMultistepScheduler
+
+    pe, _ = embeds
+    _, _, video, mask = _video_and_mask()
+    den = Denoiser(comps.transformer, comps.scheduler_config)
+    made = _capture_schedulers(monkeypatch)
+    den(conditioning_from_video(comps.vae, video, mask), pe, num_frames=F, height=H, width=W, steps=4, seed=0,
+        flow_shift=flow_shift)
+    (sched,) = made
+    want = comps.scheduler_config["flow_shift"] if flow_shift is None else flow_shift
+    assert comps.scheduler_config["flow_shift"] == 3.0 and sched.config.flow_shift == want
+    # the sigmas the sampler walked are diffusers' for that shift
+    ref = UniPCMultistepScheduler.from_config(comps.scheduler_config, flow_shift=want)
+    ref.set_timesteps(4)
+    torch.testing.assert_close(sched.sigmas, ref.sigmas)
+    base = UniPCMultistepScheduler.from_config(comps.scheduler_config)
+    base.set_timesteps(4)
+    assert torch.equal(sched.sigmas, base.sigmas) == (want == 3.0)
+    if want > 3.0:  # a larger shift spends the steps at higher noise: every interior sigma is larger
+        assert (sched.sigmas[1:-1] > base.sigmas[1:-1]).all()
+
+
+def test_flow_shift_on_a_scheduler_without_one_is_a_clear_error(comps):
+    cfg = dict(comps.scheduler_config, _class_name="DDIMScheduler")
+    make_scheduler(cfg)  # no shift asked: fine
+    with pytest.raises(ModelError, match="flow shift 5: scheduler DDIMScheduler has none"):
+        make_scheduler(cfg, 5.0)
+    with pytest.raises(ModelError, match="has none"):
+        make_scheduler(dict(comps.scheduler_config, use_flow_sigmas=False), 5.0)
+
+
+@pytest.mark.parametrize("guidance", [1.0, 5.0])
+def test_guidance_runs_two_forwards_per_step_with_the_negative_embeddings(comps, embeds, guidance, monkeypatch):
+    pe, _ = embeds
+    ne = encode_prompt(comps.text_encoder, comps.tokenizer(), WAN_NEGATIVE_PROMPT, MAX_LEN)
+    _, _, video, mask = _video_and_mask()
+    seen: list[torch.Tensor] = []
+    model = comps.transformer
+    real = type(model).forward
+
+    def forward(self, *a, **kw):
+        seen.append(kw["encoder_hidden_states"].detach().clone())  # (1, L, D)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(type(model), "forward", forward)
+    den = Denoiser(model, comps.scheduler_config)
+    den(conditioning_from_video(comps.vae, video, mask), pe, ne if guidance > 1 else None, num_frames=F, height=H,
+        width=W, steps=3, guidance=guidance, seed=0)
+    if guidance == 1.0:
+        assert len(seen) == 3 and all(torch.equal(s[0], pe) for s in seen)
+    else:  # per step: the prompt, then the negative prompt
+        assert len(seen) == 6
+        assert all(torch.equal(s[0], pe) for s in seen[0::2]) and all(torch.equal(s[0], ne) for s in seen[1::2])
+        assert not torch.equal(pe, ne)
 
 
 def test_encode_prompt_matches_pipeline(comps, monkeypatch):

@@ -71,15 +71,18 @@ def write_corrupt_png(path: Path) -> Path:
 # The documented schema (docs/report.md), checked key by key with types.
 NUM = (int, float)
 TOP = {
-    "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict, "device": str,
+    "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict,
+    "sampling": (dict, type(None)), "device": str,
     "dtype": str, "frames": int, "fps": NUM, "width": int, "height": int, "timing_ms": dict, "timing_method": str,
     "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "warnings": list, "outputs": dict,
 }
 INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_file", "depth_file_sha256", "memory_from",
           "intrinsics_source")
-SETTINGS = ("preset", "overrides", "denoiser", "memory", "steps", "guidance", "seed", "prompt", "negative_prompt",
-            "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
+SETTINGS = ("preset", "overrides", "denoiser", "memory", "profile", "steps", "guidance", "seed", "prompt",
+            "negative_prompt", "flow_shift", "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
             "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads")
+SAMPLING = {"profile": str, "steps": int, "guidance": NUM, "negative_prompt": (str, type(None)), "flow_shift": NUM,
+            "flow_shift_source": str}
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
 CHUNK = {"index": int, "frames": list, "latent_frames": int, "hole_fraction": NUM, "tokens": int, "bytes": int,
          "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list}
@@ -92,12 +95,20 @@ def check_report_schema(rep: dict) -> None:
     for k, t in TOP.items():
         assert k in rep, f"report lacks {k!r}"
         assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
-    assert rep["schema_version"] == 1
+    assert rep["schema_version"] == 2
     assert set(rep["inputs"]) == set(INPUTS), set(rep["inputs"]) ^ set(INPUTS)  # documented == written
     assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
     for name, m in rep["models"].items():
         assert isinstance(m, dict) and isinstance(m["id"], str) and "revision" in m, (name, m)
     assert set(rep["settings"]) == set(SETTINGS), set(rep["settings"]) ^ set(SETTINGS)
+    if rep["settings"]["denoiser"] == "none":
+        assert rep["sampling"] is None  # no sampler ran
+    else:
+        assert set(rep["sampling"]) == set(SAMPLING), set(rep["sampling"]) ^ set(SAMPLING)
+        for k, t in SAMPLING.items():
+            assert isinstance(rep["sampling"][k], t) and not isinstance(rep["sampling"][k], bool), (k, rep["sampling"])
+        assert rep["sampling"]["profile"] in ("standard", "fast") and rep["sampling"]["flow_shift"] > 0
+        assert (rep["sampling"]["negative_prompt"] is None) == (rep["sampling"]["guidance"] == 1.0)
     assert rep["timing_method"] in ("cuda-events", "perf_counter")
     assert set(rep["timing_ms"]) <= set(STAGES) | {"total"}, set(rep["timing_ms"]) - set(STAGES)
     assert "total" in rep["timing_ms"] and "load" in rep["timing_ms"]
@@ -607,3 +618,92 @@ def test_output_under_a_file_is_an_input_error(tiny, tmp_path):
     blocker.write_text("x")
     with pytest.raises(InputError, match="afile"):
         render_one(blocker / "x.mp4", frames=5)
+
+
+# ------------------------------------------------------------------------------------------------ sampling settings
+
+
+def _spy_sampling(monkeypatch) -> dict:
+    """What the pipeline hands the sampler: the prompts it embeds, each transformer forward's text embeddings and
+    each scheduler's flow shift."""
+    from diffusers import WanVACETransformer3DModel
+
+    import mirage.denoise as dn
+    from mirage.pipeline import Pipeline
+
+    seen: dict = {"prompts": [], "forwards": [], "shifts": []}
+    real_fwd, real_sched, real_embeds = WanVACETransformer3DModel.forward, dn.make_scheduler, Pipeline.prompt_embeds
+
+    def forward(self, *a, **kw):
+        seen["forwards"].append(kw["encoder_hidden_states"][0].detach().clone())  # (L, D)
+        return real_fwd(self, *a, **kw)
+
+    def make_scheduler(config, flow_shift=None):
+        s = real_sched(config, flow_shift)
+        seen["shifts"].append(s.config.flow_shift)
+        return s
+
+    def prompt_embeds(self, prompt, negative):
+        seen["prompts"].append((prompt, negative))
+        out = real_embeds(self, prompt, negative)
+        seen["embeds"] = out
+        return out
+
+    monkeypatch.setattr(WanVACETransformer3DModel, "forward", forward)
+    monkeypatch.setattr(dn, "make_scheduler", make_scheduler)
+    monkeypatch.setattr(Pipeline, "prompt_embeds", prompt_embeds)
+    return seen
+
+
+def test_default_render_uses_the_maintainers_settings(tiny, tmp_path, monkeypatch):
+    """The standard profile end to end: guidance 5.0 with Wan's negative prompt (two forwards per step, the
+    negative embeddings in every second one), the 480p flow shift in every chunk's scheduler, all in the report."""
+    from mirage.sampling import WAN_NEGATIVE_PROMPT
+
+    seen = _spy_sampling(monkeypatch)
+    out = tmp_path / "std.mp4"
+    assert render_one(out, frames=9, prompt="a room").ok  # 2 chunks, steps=2 (tests), everything else default
+    assert seen["prompts"] == [("a room", WAN_NEGATIVE_PROMPT)]
+    pe, ne = seen["embeds"]
+    fw = seen["forwards"]
+    assert len(fw) == 2 * 2 * 2  # chunks x steps x (cond, uncond)
+    assert all(torch.equal(f, pe) for f in fw[0::2]) and all(torch.equal(f, ne) for f in fw[1::2])
+    assert seen["shifts"][-2:] == [3.0, 3.0]  # one scheduler per chunk
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert rep["sampling"] == {"profile": "standard", "steps": 2, "guidance": 5.0, "negative_prompt": WAN_NEGATIVE_PROMPT,
+                               "flow_shift": 3.0, "flow_shift_source": "480p"}
+    assert rep["settings"]["guidance"] is None and rep["settings"]["profile"] == "standard"  # as given
+
+
+def test_explicit_sampling_values_reach_the_sampler(tiny, tmp_path, monkeypatch):
+    seen = _spy_sampling(monkeypatch)
+    out = tmp_path / "x.mp4"
+    assert render_one(out, frames=5, guidance=2.0, negative_prompt="blurry", flow_shift=7.0).ok
+    assert seen["prompts"] == [("", "blurry")] and len(seen["forwards"]) == 2 * 2
+    assert seen["shifts"][-1] == 7.0
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert rep["sampling"] == {"profile": "standard", "steps": 2, "guidance": 2.0, "negative_prompt": "blurry",
+                               "flow_shift": 7.0, "flow_shift_source": "--flow-shift"}
+
+
+def test_fast_profile_is_todays_sampling(tiny, tmp_path, monkeypatch):
+    """--fast: 20 steps, one forward per step, no negative prompt encoded, the scheduler config's own shift."""
+    from mirage.pipeline import SamplingProfile
+
+    seen = _spy_sampling(monkeypatch)
+    out = tmp_path / "fast.mp4"
+    assert render_one(out, frames=5, profile=SamplingProfile.FAST, steps=None).ok
+    assert seen["prompts"] == [("", None)] and len(seen["forwards"]) == 20
+    assert seen["shifts"][-1] == 3.0  # the tiny repo's scheduler_config.json
+    rep = json.loads(out.with_suffix(".json").read_text())
+    check_report_schema(rep)
+    assert rep["sampling"] == {"profile": "fast", "steps": 20, "guidance": 1.0, "negative_prompt": None,
+                               "flow_shift": 3.0, "flow_shift_source": "scheduler config"}
+
+
+def test_unused_negative_prompt_is_a_warning(tiny, tmp_path):
+    out = tmp_path / "w.mp4"
+    assert render_one(out, frames=5, guidance=1.0, negative_prompt="blurry").ok
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert any("--negative-prompt is unused" in w for w in rep["warnings"]) and rep["sampling"]["negative_prompt"] is None
