@@ -277,12 +277,13 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------------------------
     @property
     def model_ids(self) -> dict:
-        """component -> {"id", "revision", "local"} (for the run report)."""
-        classes = {
-            "vae": type(self.vae.model).__name__,
-            "transformer": type(self.components.transformer).__name__ if self.components.transformer is not None else None,
-            "scheduler": (self.components.scheduler_config or {}).get("_class_name"),
-        }
+        """component -> {"id", "revision", "class", "local"} (for the run report)."""
+        classes = dict(self.components.classes)
+        classes["vae"] = type(self.vae.model).__name__
+        if self.components.transformer is not None:
+            classes["transformer"] = type(self.components.transformer).__name__
+        if self.components.scheduler_config:
+            classes["scheduler"] = self.components.scheduler_config.get("_class_name")
         out = {}
         for k, r in self.components.resolved.items():
             out[k] = {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,

@@ -50,6 +50,7 @@ def hf_cache(replica_cache, tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MIRAGE_CACHE", str(tmp_path / "mirage-cache"))  # no prompt embeddings cached by other tests
     return cache
 
 
@@ -162,11 +163,14 @@ def test_offline_render_each_preset_with_its_default_depth_model(hf_cache, tmp_p
     out = tmp_path / "out.mp4"
     code, _, err = _render(monkeypatch, capsys, out, "--preset", preset)
     assert code == 0, err
-    report = json.loads(out.with_suffix(".json").read_text())
-    models = report["models"] if "models" in report else report["config"]["models"]
-    text = json.dumps(models)
-    repo = WAN_13B if preset == "wan-vace-1.3b" else WAN_14B
-    assert f"{repo}/transformer@" in text and "apple/DepthPro-hf@main" in text
+    models = json.loads(out.with_suffix(".json").read_text())["models"]
+    repo, rev = (WAN_13B, "main") if preset == "wan-vace-1.3b" else (WAN_14B, hub_replica.WAN_14B_COMMIT)
+    for comp, cls in (("vae", "AutoencoderKLWan"), ("transformer", "WanVACETransformer3DModel"),
+                      ("text_encoder", "UMT5EncoderModel"), ("tokenizer", "T5TokenizerFast"),
+                      ("scheduler", "UniPCMultistepScheduler")):
+        assert models[comp] == {"id": f"{repo}/{comp}", "revision": rev, "class": cls, "local": False}, comp
+    assert models["depth"] == {"id": "apple/DepthPro-hf", "revision": "main", "class": "DepthProForDepthEstimation",
+                               "local": False}
 
 
 def test_offline_user_flow_in_a_fresh_process(replica_cache, tmp_path):

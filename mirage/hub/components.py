@@ -13,11 +13,11 @@ import torch
 from mirage.errors import InputError, ModelError
 from mirage.hub.loaders import (
     fetch_file,
-    quiet,
     load_diffusers,
     load_scheduler_config,
     load_text_encoder,
     load_tokenizer,
+    quiet,
 )
 from mirage.hub.presets import (
     DEFAULT_PRESET,
@@ -67,6 +67,7 @@ class Components:
         resolved: component name -> where it is loaded from (for the run report).
         prompt_embeds: fixed (L, D) prompt embeddings used instead of a text encoder (random-weight benchmark), or
             None.
+        classes: component -> the class it loads as (known before a lazy component loads).
     """
 
     preset: Preset
@@ -78,6 +79,7 @@ class Components:
     depth: Lazy | None
     resolved: dict[str, Any]
     prompt_embeds: torch.Tensor | None = None
+    classes: dict[str, str] = field(default_factory=dict)
 
 
 def load_vae(repo_or_path: str | Path, *, revision: str | None = None, subfolder: str | None = None,
@@ -157,6 +159,7 @@ def load_components(
               source=vae_src.describe())
 
     transformer = scheduler_config = text_encoder = tokenizer = None
+    classes: dict[str, str] = {}
     if need_denoiser:
         t_src = res(Component.TRANSFORMER)
         transformer = load_diffusers(t_src, device=device, dtype=dtype, allowed_classes=("WanVACETransformer3DModel",),
@@ -168,6 +171,7 @@ def load_components(
         fetch_file(tok_src, "tokenizer_config.json", p)
         text_encoder = Lazy(te_src, lambda: load_text_encoder(te_src, device=device, dtype=dtype, preset=p), keep=False)
         tok_cls = None if "tokenizer" in overrides else spec.get(Component.TOKENIZER).cls_name
+        classes = {"text_encoder": "UMT5EncoderModel", "tokenizer": tok_cls or "from tokenizer_config.json"}
         tokenizer = Lazy(tok_src, lambda: load_tokenizer(tok_src, cls_name=tok_cls, preset=p), keep=True)
 
     depth = None
@@ -175,6 +179,7 @@ def load_components(
         d_src = (parse_override(Component.DEPTH, overrides["depth"], None) if "depth" in overrides
                  else resolve(depth_spec(p), {}, tiny_root))
         resolved["depth"] = d_src
+        classes["depth"] = "AutoModelForDepthEstimation" if "depth" in overrides else depth_spec(p).cls_name
 
         def _load_depth() -> Any:
             # loaded when first needed: a run with a depth file (--depth) never needs the depth model
@@ -188,4 +193,4 @@ def load_components(
         depth = Lazy(d_src, _load_depth, keep=True)
 
     log.info("models: %s", ", ".join(f"{k}={v.describe()}" for k, v in resolved.items()))
-    return Components(p, vae, transformer, scheduler_config, text_encoder, tokenizer, depth, resolved)
+    return Components(p, vae, transformer, scheduler_config, text_encoder, tokenizer, depth, resolved, classes=classes)
