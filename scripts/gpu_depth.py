@@ -59,10 +59,15 @@ def check_cuda_vs_cpu(root: Path) -> dict:
         d_gpu = gpu16.estimate(image.to(cuda))
         m = d_ref.valid & d_gpu.valid.cpu()
         rel = float(((d_gpu.depth.cpu() - d_ref.depth).abs() / d_ref.depth)[m].median())
+        # one 8-bit level in normalised units: torchvision's CPU and CUDA resize kernels may round an edge pixel
+        # to neighbouring levels (Depth Anything's bicubic resize on the H200: exactly one level)
+        std = ref.processor.image_std
+        level = 1 / 255 / min(std if isinstance(std, (list, tuple)) else [std])
         out[name] = {
             "pixel_values_max_abs_err_cuda_vs_cpu": pv_err,
+            "one_8bit_level": level,
             "depth_bf16_cuda_vs_fp32_cpu_median_rel": rel,
-            "ok": pv_err < 1e-3 and rel < 0.05,
+            "ok": pv_err <= 1.01 * level and rel < 0.05,
         }
     return out
 
