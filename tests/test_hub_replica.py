@@ -185,10 +185,13 @@ def test_offline_user_flow_in_a_fresh_process(replica_cache, tmp_path):
     assert sum("yes" in line for line in models.stdout.splitlines() if WAN_13B in line) == 5
     out = tmp_path / "v.mp4"
     render = subprocess.run([sys.executable, "-m", "mirage_cli", "render", str(IMAGE), "--traj", "orbit", "--size",
-                             "64x48", "--frames", "5", "--steps", "2", "--depth", str(DEPTH), "--fov", "60", "-o",
-                             str(out)], env=env, capture_output=True, text=True, timeout=300)
+                             "64x48", "--frames", "5", "--steps", "2", "-o", str(out)],  # default depth model too
+                            env=env, capture_output=True, text=True, timeout=300)
     assert render.returncode == 0, render.stderr
     assert out.stat().st_size > 0 and "Traceback" not in render.stderr and "UserWarning" not in render.stderr
+    assert "Loading weights" not in render.stderr  # the library never prints (no tqdm bars from the loaders)
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["models"]["depth"]["id"] == "apple/DepthPro-hf" and report["inputs"]["intrinsics_source"] == "depth model"
 
 
 # ---------------------------------------------------------------------------------------------- failures

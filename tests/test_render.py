@@ -191,11 +191,14 @@ def test_stage_times_add_up_even_when_writing_is_slow(tiny, tmp_path, monkeypatc
     assert stage_sum(rep) <= rep["timing_ms"]["total"]
 
 
-def test_report_models_carry_the_documented_class_key(tiny, tmp_path):
+def test_report_models_name_each_class_lazy_ones_too(tiny, tmp_path):
     out = tmp_path / "m.mp4"
     render_one(out, frames=5)
     rep = json.loads(out.with_suffix(".json").read_text())
-    assert all("class" in m for m in rep["models"].values())
+    assert {k: m["class"] for k, m in rep["models"].items()} == {
+        "vae": "AutoencoderKLWan", "transformer": "WanVACETransformer3DModel", "scheduler": "UniPCMultistepScheduler",
+        "text_encoder": "UMT5EncoderModel", "tokenizer": "PreTrainedTokenizerFast", "depth": "DepthProForDepthEstimation",
+    }
 
 
 def test_write_back_between_chunks_grows_the_memory(tiny, tmp_path):

@@ -176,7 +176,8 @@ def parse_preset(name: str | Preset) -> Preset:
 def depth_spec(preset: Preset) -> ComponentSpec:
     """The depth component of ``preset`` (its default comes from ``mirage.depth.DEFAULT_DEPTH_MODEL``)."""
     if preset is Preset.TINY:
-        return ComponentSpec(Component.DEPTH, "depth", "depth", None, None, "Apache-2.0", 0, SourceKind.TINY)
+        return ComponentSpec(Component.DEPTH, "DepthProForDepthEstimation", "depth", None, None, "Apache-2.0", 0,
+                             SourceKind.TINY)
     from mirage import depth
 
     return ComponentSpec(
