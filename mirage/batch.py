@@ -320,7 +320,7 @@ def check_outputs(opts: OutputOptions, inputs: dict[str, Path]) -> None:
             if rp == ip or (ip.is_dir() and rp.exists() and rp.is_relative_to(ip)):
                 raise InputError(f"{what} {p}: would overwrite the {in_what} {inputs[in_what]}; choose another path")
         if rp in seen:
-            raise InputError(f"{what} {p}: is also the {seen[rp]} output of this run; choose another path")
+            raise InputError(f"{what} {p}: is also the {seen[rp]} of this run; choose another path")
         seen[rp] = what
     for what, p in folders.items():
         rp = _real(p)
@@ -331,7 +331,7 @@ def check_outputs(opts: OutputOptions, inputs: dict[str, Path]) -> None:
                 raise InputError(f"{what} {p}: is the {in_what}; choose another folder")
         for f, fwhat in seen.items():
             if f == rp:
-                raise InputError(f"{what} {p}: is also the {fwhat} output of this run; choose another path")
+                raise InputError(f"{what} {p}: is also the {fwhat} of this run; choose another path")
     if opts.frames_dir is not None:
         check_frames_dir(opts.frames_dir)
     if opts.worldscore_dir is not None:

@@ -19,15 +19,30 @@ MAX_ECHO = 300
 
 
 def echo(value: object, limit: int = MAX_ECHO) -> str:
-    """``repr(value)`` on one line, at most ``limit`` characters, in bounded time (nested and aliased containers
-    are summarised by :mod:`reprlib`, never expanded in full)."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
-    r.maxstring, r.maxother, r.maxlong = limit, limit, 40
-    s = " ".join(r.repr(value).split())
+    """``repr(value)`` on one line, at most ``limit`` characters, in bounded time: containers (subclasses too) show
+    their first items to a small depth and are never expanded in full (a YAML alias bomb stays a few lines)."""
+    s = " ".join(_brief(value, 3).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _brief(v: object, depth: int, items: int = 6) -> str:
+    if isinstance(v, (list, tuple)):
+        if depth == 0:
+            return "[...]" if isinstance(v, list) else "(...)"
+        inner = ", ".join(_brief(x, depth - 1) for x in v[:items]) + (", ..." if len(v) > items else "")
+        return f"[{inner}]" if isinstance(v, list) else f"({inner})"
+    if isinstance(v, dict):
+        if depth == 0:
+            return "{...}"
+        keys = list(v)[:items]
+        inner = ", ".join(f"{_brief(k, 0)}: {_brief(v[k], depth - 1)}" for k in keys) + (", ..." if len(v) > items else "")
+        return "{" + inner + "}"
+    if isinstance(v, str):
+        return repr(v[:80]) + ("..." if len(v) > 80 else "")
+    if isinstance(v, (bool, int, float, type(None))):
+        r = repr(v) if not isinstance(v, int) or v.bit_length() < 1000 else f"<integer of {v.bit_length()} bits>"
+        return r
+    return f"<{type(v).__name__}>"
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,8 @@ def open_image(path: str | Path, what: str = "image") -> Iterator[Any]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
     except Image.DecompressionBombError:
-        raise InputError(f"{what} {path}: more than {limit} pixels; shrink the image or set "
-                         f"{MAX_IMAGE_PIXELS.env} to lift the limit") from None
+        raise InputError(f"{what} {path}: far more pixels than the limit of {limit} (a decompression bomb?); shrink "
+                         f"the image or set {MAX_IMAGE_PIXELS.env} to lift the limit") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{what} {path}: cannot be read ({type(e).__name__}); pass a PNG or JPEG image") from None
     with im:
