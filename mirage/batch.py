@@ -181,6 +181,7 @@ def render(
         # done = a playable MP4 and its report (written last): an MP4 alone is an interrupted render
         if not output.overwrite and is_done(opts):
             logger.info("%s: %s exists, skipped (--overwrite to redo)", image.name, opts.video)
+            _clean_leftovers(opts)
             item = ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")
             result.items.append(item)
             if on_item:  # visible to the user, not only in the log
@@ -246,6 +247,17 @@ def _render_one(pipe, image: Path, opts: OutputOptions, traj, output: OutputRequ
         if not batch:
             raise
         return ItemResult(image, opts.video, "failed", error=str(e), seconds=time.perf_counter() - t0)
+
+
+def _clean_leftovers(opts: OutputOptions) -> None:
+    """Remove the temporary files a killed run left beside a finished output, if no live process claims it."""
+    try:
+        with claim(opts.video):
+            for f in _output_files(opts):
+                if remove_part_files(f):
+                    logger.info("%s: removed the temporary files of an interrupted run", f)
+    except OutputBusy:
+        pass  # another process works on it: its temporary files are its own
 
 
 def is_done(opts: OutputOptions) -> bool:
