@@ -124,6 +124,7 @@ def _write_files(d: Path) -> dict[str, Path]:
     f["DEPTH_TXT"] = put("depth.txt", "1 2 3\n")
     f["DEPTH_PICKLE"] = d / "pickle.npy"
     np.save(f["DEPTH_PICKLE"], np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    f["DEPTH_BOMB"] = put("depth_bomb.png", _png_header(100_000, 75_000))
     f["DEPTH_8BIT"] = d / "depth8.png"
     Image.fromarray(np.full((H, W), 100, np.uint8)).save(f["DEPTH_8BIT"])
     # trajectories
@@ -206,6 +207,7 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ("depth_unknown_extension", [*OK, "--depth", "DEPTH_TXT"], {}, 2, "unknown extension"),
     ("depth_pickle_npy", [*OK, "--depth", "DEPTH_PICKLE"], {}, 2, "pickle.npy"),
     ("depth_8bit_png", [*OK, "--depth", "DEPTH_8BIT"], {}, 2, "depth8.png"),
+    ("depth_png_bomb", [*OK, "--depth", "DEPTH_BOMB"], {}, 2, "depth_bomb.png"),
     ("depth_with_a_batch", [*TINY, "IMG2", "--depth", "DEPTH_NAN", "--out-dir", "OUT"], {"IMG2": "TEXT_PNG"}, 2,
      "apply to one image"),
     # --- trajectories
