@@ -126,10 +126,14 @@ def claim(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     lock = lock_path(path)
     created = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]  # removed again if left empty
-    lock.parent.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(3):
-        fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-", dir=lock.parent)
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-", dir=lock.parent)
+        except OSError as e:
+            raise InputError(f"output {path}: cannot write in {lock.parent} ({e.strerror or e}); "
+                             "choose a writable path") from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(me, f)

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirage.errors import InputError, RuntimeFailure
+from mirage.errors import InputError
 
 #: Longest echo of a user's value inside an error message (characters).
 MAX_ECHO = 300
@@ -164,8 +164,3 @@ def check_cache_dir(path: Path, env: str = "MIRAGE_CACHE") -> None:
         raise InputError(f"{where}: cannot be created ({e.strerror}); point {env} at a writable folder") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise InputError(f"{where}: not writable; point {env} at a writable folder")
-
-
-def disk_full(e: OSError, what: str) -> RuntimeFailure:
-    """One line for a failed write (full disk, quota, permissions), naming the file."""
-    return RuntimeFailure(f"{what}: write failed ({e.strerror or e}); check free disk space and permissions")

@@ -274,6 +274,7 @@ CASES: list[tuple[str, list[str], dict[str, str], int, str]] = [
     ("out_not_mp4", [*TINY, "-o", "OUT/v.avi"], {}, 2, "must end in .mp4"),
     ("out_and_out_dir", [*TINY, "-o", "OUT/v.mp4", "--out-dir", "OUT"], {}, 2, "exactly one"),
     ("out_under_a_file", [*TINY, "-o", "A_FILE/v.mp4"], {}, 2, "is a file, not a folder"),
+    ("out_in_an_unwritable_folder", [*TINY, "-o", "/proc/mirage-test/v.mp4"], {}, 2, "cannot write in"),
     ("report_is_the_video", [*OK, "--report", "OUT/v.mp4"], {}, 2, "also the output video"),
     ("report_is_the_input_image", [*OK, "--report", "IMG"], {}, 2, "would overwrite the input image"),
     ("report_is_a_symlink_to_the_image", [*OK, "--report", "LINK_TO_IMG"], {}, 2, "would overwrite the input image"),

@@ -204,7 +204,8 @@ def test_batch_folder_one_corrupt_image(tiny, tmp_path, monkeypatch, capsys):
                             "--out-dir", out_dir, "--frames-dir", tmp_path / "pngs")
     assert code == 1, err
     assert files(out_dir) == ["a.json", "a.mp4", "c.json", "c.mp4"]  # outputs named after the inputs
-    assert files(tmp_path / "pngs") == [f"{n}/{i:05d}.png" for n in "ac" for i in range(5)]  # --frames-dir DIR/<name>/
+    assert files(tmp_path / "pngs") == [f"{n}/{f}" for n in "ac"  # --frames-dir DIR/<name>/, with its manifest
+                                        for f in [".mirage-frames.json", *(f"{i:05d}.png" for i in range(5))]]
     lines = error_lines(err)
     assert lines == [f"error: 1 of 3 inputs failed: {src / 'b.png'}"], err
     assert f"failed {src / 'b.png'}" in err and "cannot be read" in err  # the per-input line says why
