@@ -26,7 +26,7 @@ from PIL import Image
 from mirage import batch as mb
 from mirage.errors import OutputBusy
 from mirage.io import claim, lock_path
-from mirage.pipeline import DenoiserKind, RenderConfig
+from mirage.pipeline import DenoiserKind, RenderConfig, TrajectoryOptions
 from mirage.video import read_image, read_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +117,7 @@ def test_sigint_during_a_batch_exits_130_with_the_summary(tiny, tmp_path):
     assert _leftovers(out) == []
 
 
-def test_sigkill_mid_batch_then_resume_finishes_without_redoing(tiny, tmp_path):
+def test_sigkill_mid_batch_then_resume_finishes_without_redoing(tiny, tmp_path, monkeypatch, capsys):
     src = tmp_path / "in"
     for i, n in enumerate("abcd"):
         _image(src / f"{n}.png", seed=i)
@@ -132,9 +132,8 @@ def test_sigkill_mid_batch_then_resume_finishes_without_redoing(tiny, tmp_path):
     (out / "d.mp4").write_bytes(b"")
     (out / "d.json").write_text(json.dumps({"frames": 5}))
     lock_path(out / "c.mp4").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))  # dead
-    p = _cli_popen("render", src, "--traj", "orbit", *FAST, "--out-dir", out, cwd=tmp_path)
-    _, err = p.communicate(timeout=180)
-    assert p.returncode == 0, err
+    code, _, err = run_main(monkeypatch, capsys, "render", src, "--traj", "orbit", *FAST, "--out-dir", out)  # resume
+    assert code == 0, err
     assert sorted(q.name for q in out.iterdir()) == sorted(f"{n}.{e}" for n in "abcd" for e in ("json", "mp4"))
     for stem, mtime in finished.items():  # finished before the kill: skipped, not redone
         assert (out / f"{stem}.json").stat().st_mtime_ns == mtime
@@ -153,7 +152,7 @@ def test_an_output_claimed_by_a_live_process_is_skipped_not_redone(tiny, tmp_pat
     try:
         out.mkdir()
         lock_path(out / "a.mp4").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
-        res = mb.render([src], "orbit", mb.OutputRequest(out_dir=out), _cfg())
+        res = mb.render([src], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=out), _cfg())
     finally:
         holder.kill()
         holder.wait()
