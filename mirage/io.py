@@ -151,7 +151,17 @@ def claim(path: str | Path) -> Iterator[Path]:
         if held is not None and _pid_alive(held["pid"]) and held["pid"] != me["pid"]:
             raise OutputBusy(f"output {path}: being rendered by another mirage process (pid {held['pid']}, lock "
                              f"{lock}); wait for it or render other inputs")
-        lock.unlink(missing_ok=True)  # stale: its owner died without releasing it
+        # stale: its owner died without releasing it. Move it aside first, so that a lock another process took
+        # meanwhile is never deleted: if the moved file is not the one judged stale, put it back.
+        aside = lock.with_name(f"{lock.name}.stale-{me['pid']}")
+        try:
+            os.rename(lock, aside)
+        except FileNotFoundError:
+            continue
+        if _holder(aside) != held:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, lock)
+        aside.unlink(missing_ok=True)
     else:
         raise OutputBusy(f"output {path}: lock {lock} keeps changing hands; retry")
     try:
