@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirage.errors import InputError, MirageError
+from mirage.errors import InputError, MirageError, OutputBusy
+from mirage.io import claim, remove_part_files
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
 from mirage.pipeline import Pipeline, ProgressCallback, RenderConfig, TrajectoryOptions, check_config
 from mirage.report import StageTimer
@@ -48,6 +49,7 @@ class ItemResult:
 @dataclass
 class BatchResult:
     items: list[ItemResult] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C stopped the batch (the items listed finished before it)
 
     @property
     def failed(self) -> list[ItemResult]:
@@ -56,6 +58,15 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during :func:`render`: ``result`` lists the inputs that finished before it (their outputs
+    are complete; the interrupted one left nothing behind). Still a KeyboardInterrupt for callers that stop on one."""
+
+    def __init__(self, result: BatchResult):
+        super().__init__("interrupted")
+        self.result = result
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -167,9 +178,10 @@ def render(
     todo: list[tuple[Path, OutputOptions]] = []
     for image in mine:
         opts = _paths_for(image, output, batch)
-        # done = the MP4 and its report: the report is written last, so an MP4 alone is an interrupted render
-        if opts.video.exists() and (opts.report or default_report_path(opts.video)).exists() and not output.overwrite:
+        # done = a playable MP4 and its report (written last): an MP4 alone is an interrupted render
+        if not output.overwrite and is_done(opts):
             logger.info("%s: %s exists, skipped (--overwrite to redo)", image.name, opts.video)
+            _clean_leftovers(opts)
             item = ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")
             result.items.append(item)
             if on_item:  # visible to the user, not only in the log
@@ -182,7 +194,7 @@ def render(
     early: dict[Path, str] = {}
     for image, opts in todo:
         try:
-            _check_output_path(opts.video)
+            check_outputs(opts, inputs=_inputs_of(image, traj, depth_file, memory_from))
             check_input(image, traj, config, depth_file=depth_file)
         except MirageError as e:
             if not batch:
@@ -190,34 +202,161 @@ def render(
             early[image] = str(e)
     pipe = None
     if len(early) < len(todo):
+        from mirage.hub import cache_dir
+        from mirage.limits import check_cache_dir
+
+        check_cache_dir(cache_dir())
         pipe = Pipeline(_config_for(config, output), progress=progress)
-    for i, (image, opts) in enumerate(todo):
-        t0 = time.perf_counter()
-        try:
-            if image in early:
-                raise InputError(early[image])
-            assert pipe is not None
-            res = pipe.render(image, traj, depth_file=depth_file, memory_from=memory_from)
-            timer = StageTimer(pipe.device)
-            write_outputs(res, opts, timer=timer)
-            item = ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0)
-        except MirageError as e:  # CUDA out of memory arrives as a RuntimeFailure naming the stage (Pipeline.render)
-            if not batch:
-                raise
-            item = ItemResult(image, opts.video, "failed", error=str(e), seconds=time.perf_counter() - t0)
-        logger.debug("%s: %s", image.name, item.status)
-        result.items.append(item)
-        if on_item:
-            on_item(item, i, len(todo))
+    try:
+        for i, (image, opts) in enumerate(todo):
+            item = _render_one(pipe, image, opts, traj, output, batch, early.get(image), depth_file, memory_from)
+            logger.debug("%s: %s", image.name, item.status)
+            result.items.append(item)
+            if on_item:
+                on_item(item, i, len(todo))
+    except KeyboardInterrupt:
+        result.interrupted = True
+        raise BatchInterrupted(result) from None
     return result
 
 
-def _check_output_path(path: Path) -> None:
+def _render_one(pipe, image: Path, opts: OutputOptions, traj, output: OutputRequest, batch: bool, early: str | None,
+                depth_file, memory_from) -> ItemResult:
+    """Render one input under the claim (lock) on its output; a batch turns its MirageError into a failed item."""
+    t0 = time.perf_counter()
+    try:
+        if early is not None:
+            raise InputError(early)
+        assert pipe is not None
+        with claim(opts.video):
+            # another process may have finished it while this one rendered earlier inputs
+            if not output.overwrite and is_done(opts):
+                return ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")
+            for f in _output_files(opts):  # temporary files a killed run left (nobody else holds the claim)
+                if remove_part_files(f):
+                    logger.info("%s: removed the temporary files of an interrupted run", f)
+            res = pipe.render(image, traj, depth_file=depth_file, memory_from=memory_from)
+            timer = StageTimer(pipe.device)
+            write_outputs(res, opts, timer=timer)
+        return ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0)
+    except OutputBusy as e:  # another batch on the same --out-dir renders it: share the work, do not redo it
+        if not batch:
+            raise
+        return ItemResult(image, opts.video, "skipped", error=str(e), seconds=time.perf_counter() - t0)
+    except MirageError as e:  # CUDA out of memory arrives as a RuntimeFailure naming the stage (Pipeline.render)
+        if not batch:
+            raise
+        return ItemResult(image, opts.video, "failed", error=str(e), seconds=time.perf_counter() - t0)
+
+
+def _clean_leftovers(opts: OutputOptions) -> None:
+    """Remove the temporary files a killed run left beside a finished output, if no live process claims it."""
+    try:
+        with claim(opts.video):
+            for f in _output_files(opts):
+                if remove_part_files(f):
+                    logger.info("%s: removed the temporary files of an interrupted run", f)
+    except OutputBusy:
+        pass  # another process works on it: its temporary files are its own
+
+
+def is_done(opts: OutputOptions) -> bool:
+    """An output is done when its report (written last) parses and its MP4 holds the frames the report names.
+
+    A 0-byte or truncated MP4 (a killed encoder, a full disk) is not done, whatever lies beside it.
+    """
+    import json
+
+    report = opts.report or default_report_path(opts.video)
+    try:
+        if not opts.video.is_file() or opts.video.stat().st_size == 0 or not report.is_file():
+            return False
+        d = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    frames = d.get("frames") if isinstance(d, dict) else None
+    if not isinstance(frames, int) or frames < 1:
+        return False
+    from mirage.video import mp4_frame_count
+
+    return mp4_frame_count(opts.video) == frames
+
+
+def _output_files(opts: OutputOptions) -> list[Path]:
+    files = [opts.video, opts.report or default_report_path(opts.video)]
+    return files + [p for p in (opts.warped, opts.memory) if p is not None]
+
+
+def _inputs_of(image: Path, traj: TrajectoryOptions, depth_file, memory_from) -> dict[str, Path]:
+    """The files a render reads, by the option that names them."""
+    inputs = {"input image": Path(image)}
+    if depth_file is not None:
+        inputs["--depth"] = Path(depth_file)
+    if memory_from is not None:
+        inputs["--memory-from"] = Path(memory_from)
+    if Path(traj.spec).exists():
+        inputs["--traj"] = Path(traj.spec)
+    return inputs
+
+
+def _real(p: Path) -> Path:
+    return Path(p).expanduser().resolve()  # symlinks followed, for existing and new paths alike
+
+
+def check_outputs(opts: OutputOptions, inputs: dict[str, Path]) -> None:
+    """Refuse, before any model loads, an output that would overwrite an input or another output of the same
+    run (symlinks resolved), an output folder that is a file, and a frames folder holding images mirage did not
+    write. mirage never overwrites or deletes a file it did not write."""
+    from mirage.video import check_frames_dir
+
+    files = {"output video": opts.video, ("--report" if opts.report else "report"): opts.report or
+             default_report_path(opts.video)}
+    if opts.warped is not None:
+        files["--save-warped"] = opts.warped
+    if opts.memory is not None:
+        files["--save-memory"] = opts.memory
+    folders = {}
+    if opts.frames_dir is not None:
+        folders["--frames-dir"] = opts.frames_dir
+    if opts.worldscore_dir is not None:
+        folders["--worldscore"] = opts.worldscore_dir
+    for what, p in {**files, **folders}.items():
+        _check_output_path(p, what)
+    real_in = {what: _real(p) for what, p in inputs.items()}
+    seen: dict[Path, str] = {}
+    for what, p in files.items():
+        rp = _real(p)
+        if rp.is_dir():
+            raise InputError(f"{what} {p}: is a folder; pass a file path")
+        for in_what, ip in real_in.items():
+            if rp == ip or (ip.is_dir() and rp.exists() and rp.is_relative_to(ip)):
+                raise InputError(f"{what} {p}: would overwrite the {in_what} {inputs[in_what]}; choose another path")
+        if rp in seen:
+            raise InputError(f"{what} {p}: is also the {seen[rp]} of this run; choose another path")
+        seen[rp] = what
+    for what, p in folders.items():
+        rp = _real(p)
+        if rp.exists() and not rp.is_dir():
+            raise InputError(f"{what} {p}: exists as a file; pass a folder path")
+        for in_what, ip in real_in.items():
+            if rp == ip:
+                raise InputError(f"{what} {p}: is the {in_what}; choose another folder")
+        for f, fwhat in seen.items():
+            if f == rp:
+                raise InputError(f"{what} {p}: is also the {fwhat} of this run; choose another path")
+    if opts.frames_dir is not None:
+        check_frames_dir(opts.frames_dir)
+    if opts.worldscore_dir is not None:
+        check_frames_dir(Path(opts.worldscore_dir) / "frames", "--worldscore")
+
+
+def _check_output_path(path: Path, what: str = "output") -> None:
     """The nearest existing ancestor folder of an output must be a folder (checked before any model loads)."""
+    path = Path(path)
     for anc in (path.parent, *path.parent.parents):
         if anc.exists():
             if not anc.is_dir():
-                raise InputError(f"output {path}: {anc} is a file, not a folder; choose another output path")
+                raise InputError(f"{what} {path}: {anc} is a file, not a folder; choose another output path")
             return
 
 

@@ -256,7 +256,6 @@ def _item_dict(item, rank: int) -> dict:
 def _render_rank(images, traj, output, config, env: DistEnv, kw: dict) -> dict:
     """Render this rank's shard; never raises (a rank-level error is recorded so the collective still happens)."""
     from mirage import batch as mb
-    from mirage.outputs import default_report_path
 
     t0 = time.perf_counter()
     record: dict[str, Any] = {"rank": env.rank, "host": socket.gethostname(), "device": None, "items": [],
@@ -296,7 +295,7 @@ def _render_rank(images, traj, output, config, env: DistEnv, kw: dict) -> dict:
             opts = mb._paths_for(p, output, batch_mode)
             video = opts.video
             # batch.render's own test of "done": the MP4 and its report (written last)
-            if video.exists() and (opts.report or default_report_path(video)).exists() and not output.overwrite:
+            if not output.overwrite and mb.is_done(opts):
                 items.append(mb.ItemResult(p, video, "skipped"))
             else:
                 items.append(mb.ItemResult(p, video, "failed", error=f"not rendered: rank {env.rank} stopped: {msg}"))

@@ -50,3 +50,7 @@ class RuntimeFailure(MirageError):
     """A failure while running (out of memory, disk full); not the user's input (exit code 1)."""
 
     exit_code = 1
+
+
+class OutputBusy(RuntimeFailure):
+    """An output another running mirage process is writing (its lock file is held; exit code 1)."""

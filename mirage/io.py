@@ -6,12 +6,15 @@ A killed run therefore never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mirage.errors import InputError, RuntimeFailure
+from mirage.errors import InputError, OutputBusy, RuntimeFailure
 
 
 @contextlib.contextmanager
@@ -66,3 +69,108 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------- claims and leftovers
+
+
+def part_files(path: str | Path) -> list[Path]:
+    """Temporary files of :func:`atomic_path` for ``path`` (``.NAME.part-*``), e.g. left by a killed run."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.part-*"))
+
+
+def remove_part_files(path: str | Path) -> int:
+    """Remove the leftover temporary files of ``path``; call it only while holding :func:`claim` on the output
+    (then no live process is writing them). Returns how many were removed."""
+    n = 0
+    for p in part_files(path):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            n += 1
+    return n
+
+
+def lock_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _holder(lock: Path) -> dict | None:
+    """The lock's {"pid", "host"}, or None when it is unreadable or malformed (treated as stale)."""
+    try:
+        d = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and isinstance(d.get("pid"), int) else None
+
+
+@contextlib.contextmanager
+def claim(path: str | Path) -> Iterator[Path]:
+    """Hold the lock ``.NAME.lock`` beside output ``path`` for the block, so that two mirage processes never
+    render the same output (two batches on one ``--out-dir`` share the work instead of doing it twice).
+
+    The lock holds the owner's pid and host; a lock whose owner on this host is dead (SIGKILL, power loss) is
+    taken over. Raises :class:`OutputBusy` when a live process holds it.
+    """
+    path = Path(path)
+    lock = lock_path(path)
+    created = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]  # removed again if left empty
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    for _ in range(3):
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-", dir=lock.parent)
+        except OSError as e:
+            raise InputError(f"output {path}: cannot write in {lock.parent} ({e.strerror or e}); "
+                             "choose a writable path") from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            try:
+                os.link(tmp, lock)  # atomic create-with-content: fails if the lock exists
+                break
+            except FileExistsError:
+                pass
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        held = _holder(lock)
+        if held is not None and held.get("host") != me["host"]:
+            raise OutputBusy(f"output {path}: locked by pid {held['pid']} on host {held.get('host')} ({lock}); "
+                             "wait for it, or delete the lock file if no mirage runs there")
+        if held is not None and _pid_alive(held["pid"]) and held["pid"] != me["pid"]:
+            raise OutputBusy(f"output {path}: being rendered by another mirage process (pid {held['pid']}, lock "
+                             f"{lock}); wait for it or render other inputs")
+        # stale: its owner died without releasing it. Move it aside first, so that a lock another process took
+        # meanwhile is never deleted: if the moved file is not the one judged stale, put it back.
+        aside = lock.with_name(f"{lock.name}.stale-{me['pid']}")
+        try:
+            os.rename(lock, aside)
+        except FileNotFoundError:
+            continue
+        if _holder(aside) != held:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, lock)
+        aside.unlink(missing_ok=True)
+    else:
+        raise OutputBusy(f"output {path}: lock {lock} keeps changing hands; retry")
+    try:
+        yield lock
+    finally:
+        if _holder(lock) == me:
+            lock.unlink(missing_ok=True)
+        for d in created:  # deepest first: a failed render leaves no empty output folder behind
+            try:
+                d.rmdir()
+            except OSError:
+                break

@@ -16,7 +16,7 @@ import torch
 
 from mirage.camera import fov_x_from_intrinsics, opencv_to_opengl_c2w
 from mirage.io import atomic_write_text
-from mirage.video import FRAME_PATTERN, side_by_side, write_frames_dir, write_mp4, write_png
+from mirage.video import FRAME_PATTERN, FRAMES_MANIFEST, side_by_side, write_frames_dir, write_mp4, write_png
 
 if TYPE_CHECKING:  # a stage module never imports the pipeline at run time
     from mirage.pipeline import RenderResult
@@ -73,6 +73,8 @@ def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> d
             write_mp4(opts.video, result.frames, fps, crf=opts.crf)
             written["video"] = str(opts.video)
             if opts.frames_dir is not None:
+                if not Path(opts.frames_dir).exists():  # a new folder: its manifest goes too on failure
+                    will_write(Path(opts.frames_dir) / FRAMES_MANIFEST)
                 will_write(*_frame_paths(opts.frames_dir, result.frames.shape[0]))
                 write_frames_dir(opts.frames_dir, result.frames)
                 written["frames_dir"] = str(opts.frames_dir)
@@ -87,6 +89,8 @@ def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> d
                 result.memory.save(opts.memory)
                 written["memory"] = str(opts.memory)
             if opts.worldscore_dir is not None:
+                if not (Path(opts.worldscore_dir) / "frames").exists():
+                    will_write(Path(opts.worldscore_dir) / "frames" / FRAMES_MANIFEST)
                 will_write(*_worldscore_paths(opts.worldscore_dir, result.frames.shape[0]))
                 write_worldscore(opts.worldscore_dir, result)
                 written["worldscore_dir"] = str(opts.worldscore_dir)

@@ -24,6 +24,7 @@ from mirage import __version__
 from mirage.camera import fov_x_from_intrinsics, scale_intrinsics
 from mirage.errors import InputError, MirageError, RuntimeFailure
 from mirage.holefill import push_pull_fill
+from mirage.limits import MAX_ASPECT, MAX_OUTPUT_PIXELS, MAX_STEPS, check_video_fits, echo
 from mirage.memory.types import MemoryKind, MemoryRead
 from mirage.precision import Fp8Mode, apply_fp8, check_fp8
 from mirage.report import REPORT_SCHEMA_VERSION, ChunkReport, RunReport, StageTimer, sha256_file
@@ -190,12 +191,18 @@ def check_config(c: RenderConfig) -> None:
     if c.dtype not in ("float32", "bfloat16", "float16"):
         raise InputError(f"--dtype: {c.dtype!r} is not one of float32, bfloat16, float16")
     check_sampling_options(steps=c.steps, guidance=c.guidance, flow_shift=c.flow_shift)
+    if c.steps is not None:
+        MAX_STEPS.check(c.steps, "--steps")
+    if not (isinstance(c.seed, int) and 0 <= c.seed < 2**64):
+        raise InputError(f"--seed: {echo(c.seed, 60)} is outside [0, 2^64 - 1]; pass a seed in that range")
     if c.chunk_frames < 5 or (c.chunk_frames - 1) % 4:
         raise InputError(f"--chunk-frames: {c.chunk_frames} must be 4k + 1 and at least 5 (e.g. 33 or 81)")
     if torch.device(c.device).type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device: {c.device} asked for, but torch sees no CUDA device; use --device cpu")
     if c.size is not None and (c.size[0] % SIZE_MULTIPLE or c.size[1] % SIZE_MULTIPLE or min(c.size) < SIZE_MULTIPLE):
         raise InputError(f"--size: {c.size[0]}x{c.size[1]} must be multiples of {SIZE_MULTIPLE} (e.g. 832x480)")
+    if c.size is not None:
+        _check_output_shape(*c.size, "--size")
     if c.memory_phases not in (1, 2, 4):
         raise InputError(f"--memory-phases: {c.memory_phases} is not 1, 2 or 4 (sub-stride phases per axis)")
     if c.memory_phases > 1 and c.memory is not MemoryKind.LATENT:
@@ -210,6 +217,14 @@ def check_config(c: RenderConfig) -> None:
             raise InputError(f"--fp8 {c.fp8.value} with --offload {c.offload.value}: the FP8 weights are made on the "
                              "GPU and cannot be offloaded; drop one of the two")
         check_fp8(c.fp8, torch.device(c.device), c.torch_dtype)
+
+
+def _check_output_shape(width: int, height: int, what: str) -> None:
+    """An output frame within the pixel limit and of a shape the models handle (aspect ratio at most MAX_ASPECT)."""
+    MAX_OUTPUT_PIXELS.check(width * height, f"{what} {width}x{height}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(f"{what} {width}x{height}: aspect ratio {max(width, height) / min(width, height):.1f}:1 is "
+                         f"wider than {MAX_ASPECT:g}:1; pass a --size of a usual shape, e.g. 832x480")
 
 
 class Pipeline:
@@ -411,6 +426,12 @@ class Pipeline:
             logger.info("frames: %d -> %d (a Wan video has 4k + 1 frames)", n_req, n)
             warnings.append(f"frames: {n_req} -> {n} (a Wan video has 4k + 1 frames)")
             traj_t = traj_t.resampled(n)
+        from mirage.video import mp4_rate
+
+        rate = float(mp4_rate(traj_t.fps))
+        if rate != traj_t.fps:  # the MP4 stores a fraction: the report states the rate the file holds
+            logger.info("fps: %.6g -> %.6g (the nearest rate an MP4 stores)", traj_t.fps, rate)
+            traj_t = traj_t.with_fps(rate)
         K_all = traj_t.K.to(self.device, torch.float32)  # (N, 3, 3)
         w2c_all = traj_t.w2c.to(self.device, torch.float32)  # (N, 4, 4)
         c2w_all = traj_t.c2w.to(self.device, torch.float32)
@@ -443,6 +464,8 @@ class Pipeline:
             last = ci == len(chunks) - 1
             with timer.stage("memory_read"):
                 read = memory.read(K_all[a:b], w2c_all[a:b])
+            if ci == 0:
+                _check_sees_memory(read, traj, b)
             with timer.stage("conditioning"):
                 read = _pin_first_frame(read, known_frame, known_latent)
             latents = None
@@ -663,7 +686,11 @@ def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig,
 
     c = config
     src_wh = image_size(image_path)
+    if max(src_wh) > MAX_ASPECT * min(src_wh) and c.size is None:
+        raise InputError(f"image {image_path}: {src_wh[0]}x{src_wh[1]} is wider than {MAX_ASPECT:g}:1; crop it, or pass "
+                         "--size WxH to choose the video's shape")
     W, H = c.size if c.size is not None else output_size(src_wh, PIXEL_AREA.get(preset, 832 * 480), SIZE_MULTIPLE)
+    _check_output_shape(W, H, f"output size of {image_path.name}")
     warnings: list[str] = []
     if (W, H) != tuple(src_wh):
         logger.info("image %s: %dx%d -> %dx%d (the model's size)", image_path.name, *src_wh, W, H)
@@ -680,6 +707,10 @@ def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig,
     # resolves presets too (with default K and unit scene depth), so a bad preset fails here, before any model
     first = load_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], K=K_user, fmt=traj.fmt, frames=traj.frames,
                             fps=traj.fps, scale=traj.scale, start=traj.start)
+    from mirage.video import mp4_rate
+
+    mp4_rate(first.fps, "--fps" if traj.fps is not None else f"frame rate of {echo(traj.spec, 120)}")
+    check_video_fits(first.num_frames, W, H, f"--traj {echo(traj.spec, 120)}")
     camera_traj, K_known = None, K_user
     if not first.source.startswith("preset:"):  # an imported camera file knows the input camera
         camera_traj = first
@@ -708,6 +739,23 @@ def sampling_settings(config: RenderConfig, width: int, height: int) -> Sampling
     c = config
     return resolve_sampling(c.profile, width, height, steps=c.steps, guidance=c.guidance,
                             negative_prompt=c.negative_prompt, flow_shift=c.flow_shift)
+
+
+#: Hole fraction above which the first chunk's reads count as seeing nothing of the input image.
+ALL_HOLES = 0.999
+
+
+def _check_sees_memory(read: MemoryRead, traj: TrajectoryOptions, stop: int) -> None:
+    """The first chunk's cameras must see some of the input image: reads that are all holes mean the path leaves
+    the scene (an absurd --traj-scale, a camera file made for another image or scene); rendering would only
+    invent content. holes: (T, h, w) bool, entry 0 the input frame."""
+    if read.holes.shape[0] < 2:
+        return
+    frac = float(read.holes[1:].float().mean())
+    if frac >= ALL_HOLES:
+        raise InputError(f"--traj {echo(traj.spec, 120)}: frames 1-{stop - 1} see none of the input image "
+                         f"({100 * frac:.1f}% holes); check --traj-scale (now {traj.scale:g}) and that the cameras are "
+                         "for this image and scene")
 
 
 def _pin_first_frame(read: MemoryRead, frame: torch.Tensor, latent: torch.Tensor) -> MemoryRead:

@@ -6,9 +6,14 @@ or ``(F, H, W, 3)`` uint8 arrays (what PyAV and PIL take).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import re
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,34 +39,104 @@ def from_uint8(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(frames, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """Read an RGB image file as ``(3, H, W)`` float32 in [-1, 1] (alpha dropped, greyscale expanded)."""
+@contextlib.contextmanager
+def open_image(path: str | Path, what: str = "image") -> Iterator[Any]:
+    """Open an image file with PIL after mirage's checks: a regular file (never a pipe or device), within the
+    pixel limit (``MIRAGE_MAX_IMAGE_PIXELS``; PIL's decompression-bomb guard follows it). Yields the PIL image."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+
+    from mirage.limits import MAX_IMAGE_PIXELS
 
     path = Path(path)
     if not path.exists():
-        raise InputError(f"image {path}: no such file; check the path")
+        raise InputError(f"{what} {path}: does not exist; check the path")
     if path.is_dir():
-        raise InputError(f"image {path}: is a folder; pass image files, or a folder to `mirage render` for a batch")
+        raise InputError(f"{what} {path}: is a folder; pass image files, or a folder to `mirage render` for a batch")
+    if not path.is_file():
+        raise InputError(f"{what} {path}: not a regular file (a pipe or device); save the image to a file first")
+    limit = MAX_IMAGE_PIXELS.value()
+    Image.MAX_IMAGE_PIXELS = limit  # PIL raises DecompressionBombError above twice this; mirage checks it exactly
     try:
-        with Image.open(path) as im:
-            im.load()
-            rgb = im.convert("RGB")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise InputError(f"{what} {path}: far more pixels than the limit of {limit} (a decompression bomb?); shrink "
+                         f"the image or set {MAX_IMAGE_PIXELS.env} to lift the limit") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
-    arr = np.asarray(rgb, dtype=np.uint8)
-    return from_uint8(arr[None])[0]
+        raise InputError(f"{what} {path}: cannot be read ({type(e).__name__}); pass a PNG or JPEG image") from None
+    with im:
+        w, h = im.size
+        if w * h > limit:
+            raise InputError(f"{what} {path}: {w}x{h} is {w * h} pixels, over the limit of {limit}; shrink the image "
+                             f"or set {MAX_IMAGE_PIXELS.env}={w * h} to lift the limit")
+        if w < 1 or h < 1:
+            raise InputError(f"{what} {path}: size {w}x{h} is empty; pass a real image")
+        yield im
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file, read from its header."""
-    from PIL import Image, UnidentifiedImageError
+#: EXIF orientations (5-8) that turn the stored image by 90 degrees.
+_EXIF_ORIENTATION = 0x0112
+_TRANSPOSED = (5, 6, 7, 8)
 
+
+def _orientation(im: Any) -> int:
     try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"image {path}: cannot be read ({type(e).__name__}); pass a PNG or JPEG image") from None
+        v = im.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 -- a damaged EXIF block: the pixels as stored
+        return 1
+    return v if isinstance(v, int) and 1 <= v <= 8 else 1
+
+
+def _to_rgb_float(im: Any, path: Path) -> np.ndarray:
+    """Pixels of a PIL image as (H, W, 3) float32 in [0, 1], read as a photo viewer shows them: 8-bit modes through
+    PIL's own conversion, 16-bit and 32-bit integer greyscale scaled from their full range, float images in [0, 1].
+    Anything else that cannot be shown faithfully is refused (never rendered black)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        hi = 65535.0
+        if a.size and (a.min() < 0 or a.max() > hi):
+            raise InputError(f"image {path}: 32-bit integer pixels span [{a.min():g}, {a.max():g}], outside the 16-bit "
+                             "range; save it as an 8- or 16-bit PNG")
+        g = (a / hi).astype(np.float32)
+        return np.repeat(g[..., None], 3, axis=-1)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise InputError(f"image {path}: float pixels hold NaN or inf; save it as an 8- or 16-bit PNG")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+        if lo < 0 or hi > 1:
+            raise InputError(f"image {path}: float pixels span [{lo:g}, {hi:g}], not [0, 1] (HDR or depth?); "
+                             "tone-map it and save an 8- or 16-bit PNG")
+        return np.repeat(a[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as ``(3, H, W)`` float32 in [-1, 1], the way a photo viewer shows it: EXIF orientation
+    applied, alpha dropped, greyscale expanded, 16-bit and float pixels scaled from their range (others refused)."""
+    from PIL import ImageOps
+
+    path = Path(path)
+    with open_image(path) as im:
+        try:
+            im.load()
+            if _orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
+            arr = _to_rgb_float(im, path)  # (H, W, 3) [0, 1]
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() * 2.0 - 1.0
+
+
+def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
+    """(width, height) of an image file as it is shown (EXIF orientation applied), read from its header."""
+    with open_image(path, what) as im:
+        w, h = im.size
+        return (h, w) if _orientation(im) in _TRANSPOSED else (w, h)
 
 
 def resize_image(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
@@ -83,25 +158,67 @@ def write_png(path: str | Path, frame: torch.Tensor) -> None:
         Image.fromarray(arr).save(tmp, format="PNG")
 
 
+#: Manifest of the numbered frames mirage wrote into a ``--frames-dir`` folder (only those are ever removed).
+FRAMES_MANIFEST = ".mirage-frames.json"
+_FRAME_RE = re.compile(r"\d+\.png")
+
+
+def _manifest(folder: Path) -> set[str]:
+    try:
+        d = json.loads((folder / FRAMES_MANIFEST).read_text(encoding="utf-8"))
+        files = d.get("files") if isinstance(d, dict) else None
+        return {f for f in files if isinstance(f, str) and _FRAME_RE.fullmatch(f)} if isinstance(files, list) else set()
+    except (OSError, ValueError):
+        return set()
+
+
+def check_frames_dir(folder: str | Path, what: str = "--frames-dir") -> None:
+    """A frames folder must be new, empty of numbered PNGs, or hold only frames an earlier mirage run wrote (its
+    manifest lists them): mirage never overwrites or deletes a numbered image it did not write."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InputError(f"{what} {folder}: exists as a file; pass a folder path")
+    ours = _manifest(folder)
+    try:
+        foreign = sorted(p.name for p in folder.iterdir() if _FRAME_RE.fullmatch(p.name) and p.name not in ours)
+    except OSError as e:
+        raise InputError(f"{what} {folder}: cannot be listed ({e.strerror}); choose another folder") from None
+    if foreign:
+        raise InputError(f"{what} {folder}: holds {len(foreign)} numbered image(s) mirage did not write (e.g. "
+                         f"{foreign[0]}); pass a new or empty folder so that none is overwritten or removed")
+
+
 def write_frames_dir(folder: str | Path, frames: torch.Tensor, pattern: str = FRAME_PATTERN) -> list[Path]:
-    """Write ``(F, 3, H, W)`` frames as numbered PNGs into ``folder`` (created). Returns the paths."""
-    import re
+    """Write ``(F, 3, H, W)`` frames as numbered PNGs into ``folder`` (created). Returns the paths.
+
+    Frames of an earlier, longer mirage render in the folder are removed; only files listed in the folder's
+    manifest (``.mirage-frames.json``, written with the frames) are ever removed, and a folder holding numbered
+    images mirage did not write is refused (:func:`check_frames_dir`).
+    """
+    from mirage.io import atomic_write_text
 
     folder = Path(folder)
+    check_frames_dir(folder, "frames folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise InputError(f"frames folder {folder}: exists as a file; pass a folder path") from None
     except OSError as e:
         raise InputError(f"frames folder {folder}: cannot be created ({e.strerror}); choose a writable path") from None
-    for old in folder.iterdir():  # frames of an earlier, longer render would otherwise stay behind
-        if re.fullmatch(r"\d+\.png", old.name):
-            old.unlink()
+    old = _manifest(folder)
+    names = [pattern.format(i) for i in range(frames.shape[0])]
+    # list the new names before writing them: a killed run leaves no frame the manifest does not know
+    atomic_write_text(folder / FRAMES_MANIFEST, json.dumps({"format": "mirage-frames", "files": sorted(old | set(names))}))
     paths = []
-    for i, f in enumerate(frames):
-        p = folder / pattern.format(i)
+    for name, f in zip(names, frames, strict=True):
+        p = folder / name
         write_png(p, f)
         paths.append(p)
+    for stale in sorted(old - set(names)):  # frames of an earlier, longer render
+        (folder / stale).unlink(missing_ok=True)
+    atomic_write_text(folder / FRAMES_MANIFEST, json.dumps({"format": "mirage-frames", "files": names}))
     return paths
 
 
@@ -122,7 +239,7 @@ def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *
     F, H, W, _ = arr.shape
     if H % 2 or W % 2:
         raise InputError(f"video {path}: size {W}x{H} must be even for H.264 yuv420p; use an even --size")
-    rate = Fraction(fps).limit_denominator(1001)
+    rate = mp4_rate(fps, f"video {path}")
     with atomic_path(path) as tmp:
         try:
             with av.open(str(tmp), mode="w", format="mp4") as container:
@@ -137,6 +254,33 @@ def write_mp4(path: str | Path, frames: torch.Tensor | np.ndarray, fps: float, *
                     container.mux(packet)
         except av.error.FFmpegError as e:
             raise RuntimeFailure(f"video {path}: encoding failed ({e}); check free disk space") from None
+
+
+def mp4_rate(fps: float, what: str = "--fps") -> Fraction:
+    """The exact frame rate an MP4 stores for ``fps``: a fraction with a denominator up to 1001 (so 23.976 is
+    24000/1001). Rates no player handles (outside [1, 240] fps, or not finite) are refused; the report states the
+    rate returned here, which is what the file holds."""
+    from mirage.limits import check_fps
+
+    check_fps(fps, what)
+    return Fraction(fps).limit_denominator(1001)
+
+
+def mp4_frame_count(path: str | Path) -> int:
+    """Frames of a video file (0 when it cannot be opened or holds no video stream): decodes nothing but the
+    container's index."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return 0
+            stream = container.streams.video[0]
+            if stream.frames:
+                return int(stream.frames)
+            return sum(1 for p in container.demux(stream) if p.size)
+    except (av.error.FFmpegError, OSError, ValueError):
+        return 0
 
 
 def read_mp4(path: str | Path) -> tuple[np.ndarray, float]:

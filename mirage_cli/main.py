@@ -114,17 +114,16 @@ def main() -> None:
     """Console-script entry point with the one error boundary."""
     debug = os.environ.get("MIRAGE_DEBUG", "") not in ("", "0")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except MirageError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {_cap(e.message)}", highlight=False, soft_wrap=True)
         if e.hint:
-            err_console.print(f"[dim]hint:[/] {e.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[dim]hint:[/] {_cap(e.hint)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/]")
-        sys.exit(130)
+        _interrupted()
     except SystemExit:
         raise
     except Exception as e:  # click's own usage errors arrive here in standalone_mode=False
@@ -138,10 +137,33 @@ def main() -> None:
         if debug:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {e}", highlight=False, soft_wrap=True
+            f"[bold red]internal error:[/] {type(e).__name__}: {_cap(str(e))}", highlight=False, soft_wrap=True
         )
         err_console.print("[dim]hint:[/] this is a bug in mirage; rerun with MIRAGE_DEBUG=1 and report the traceback")
         sys.exit(1)
+    # standalone_mode=False: typer turns Ctrl-C into Exit(130) and returns its code instead of raising
+    if code == EXIT_INTERRUPTED:
+        _interrupted()
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        sys.exit(code)
+
+
+#: Exit code of a run stopped by Ctrl-C (SIGINT), as shells report 128 + SIGINT.
+EXIT_INTERRUPTED = 130
+#: Longest message line the error boundary prints (library messages cap the values they echo well below it).
+MAX_MESSAGE = 1000
+
+
+def _cap(text: str) -> str:
+    """One line of at most MAX_MESSAGE characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
+
+
+def _interrupted() -> None:
+    err_console.print("[red]interrupted[/] (Ctrl-C): outputs finished so far are complete; rerun the same command "
+                      "to resume", highlight=False, soft_wrap=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -170,18 +170,29 @@ def render_command(
             _summary(dres.batch)
         dres.raise_if_failed()
         return
-    with progress:
-        result = render(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
-                        progress=on_progress, on_item=on_item)
+    from mirage.batch import BatchInterrupted
+
+    try:
+        with progress:
+            result = render(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
+                            progress=on_progress, on_item=on_item)
+    except BatchInterrupted as e:  # Ctrl-C: say what finished, then exit 130 through the error boundary
+        _summary(e.result, interrupted=True)
+        raise
     _summary(result)
     if result.failed:
         names = ", ".join(str(i.image) for i in result.failed)
         raise RuntimeFailure(f"{len(result.failed)} of {len(result.items)} inputs failed: {names}")
 
 
-def _summary(result) -> None:
-    if len(result.items) > 1 or result.failed:
-        table = Table(title="mirage render")
+def _summary(result, interrupted: bool = False) -> None:
+    if interrupted:
+        done = sum(i.status == "done" for i in result.items)
+        console.print(f"interrupted after {len(result.items)} input(s): {done} rendered, "
+                      f"{sum(i.status == 'skipped' for i in result.items)} skipped, {len(result.failed)} failed",
+                      highlight=False, markup=False)
+    if len(result.items) > 1 or result.failed or (interrupted and result.items):
+        table = Table(title="mirage render" + (" (interrupted)" if interrupted else ""))
         for col in ("image", "status", "output", "seconds"):
             table.add_column(col)
         for it in result.items:

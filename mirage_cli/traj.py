@@ -36,16 +36,10 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file, reading only its header."""
-    from PIL import Image, UnidentifiedImageError
+    """(width, height) of an image file as shown (EXIF orientation applied), reading only its header."""
+    from mirage.video import image_size as _image_size
 
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except FileNotFoundError:
-        raise InputError(f"--image: {path} does not exist; check the path") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"--image: {path} is not a readable image ({type(e).__name__}); pass a PNG or JPEG") from None
+    return _image_size(path, "--image")
 
 
 def _size(image: Path | None, size: str | None) -> tuple[int | None, int | None]:
@@ -56,6 +50,19 @@ def _size(image: Path | None, size: str | None) -> tuple[int | None, int | None]
     if size is not None:
         return parse_size(size)
     return None, None
+
+
+def _not_an_input(output: Path, option: str, traj: str, image: Path | None) -> None:
+    """Refuse an output path that is an input of the command (symlinks resolved), or a file inside an input
+    folder (a COLMAP model): mirage never overwrites what it reads."""
+    out = output.expanduser().resolve()
+    inputs = [("trajectory", Path(traj))] + ([("--image", image)] if image is not None else [])
+    for what, p in inputs:
+        if not p.exists():
+            continue
+        src = p.expanduser().resolve()
+        if out == src or (src.is_dir() and out.exists() and out.is_relative_to(src)):
+            raise InputError(f"{option} {output}: would overwrite the {what} {p}; choose another output path")
 
 
 def _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order) -> Trajectory:
@@ -103,6 +110,8 @@ def show_cmd(
     plot: Path | None = typer.Option(None, "--plot", help="Write a top/side view of the path to this .png.", dir_okay=False),
 ) -> None:
     """Summarise a trajectory (frames, fps, FoV, path length, rotation) and optionally plot it."""
+    if plot is not None:
+        _not_an_input(plot, "--plot", traj, image)
     t = _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order)
     s = t.stats()
     table = Table(title=f"trajectory {traj}", show_header=False)
@@ -143,6 +152,7 @@ def convert_cmd(
     colmap_order: str = _ORDER,
 ) -> None:
     """Resolve a trajectory (preset or camera file) and write it as mirage JSON (pixel K, OpenCV w2c)."""
+    _not_an_input(output, "--output", traj, image)
     t = _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order)
     t.save_json(output)
     console.print(f"{t.num_frames} frames ({t.width}x{t.height}, {t.fps:g} fps) written to {output}",

@@ -123,8 +123,35 @@ BAD_FILES: dict[str, tuple[Callable[[Path], Path], str]] = {
 }
 
 
-def test_there_are_enough_malformed_files():
-    assert len(BAD_FILES) >= 15
+#: Cases that stop at format detection (their content or name tells no format): the one check they may share.
+DETECTION = {"json_unknown_kind", "unknown_extension", "nerf_no_frames", "re10k_empty"}
+
+
+def _check_of(message: str, root: Path) -> str:
+    """The check an error message comes from: the message with the file names and numbers taken out."""
+    import re
+
+    m = message.replace(str(root), "")
+    m = re.sub(r"[/\w.-]*?(\.txt|\.json|\.yaml|\.csv|\.bin|emptydir|sparse)\b", "F", m)
+    return re.sub(r"\d+(\.\d+)?", "N", m)
+
+
+def test_each_malformed_file_trips_its_own_check(tmp_path):
+    """The malformed files are not one case many times: each is stopped by a different check of the parsers
+    (only the format detector is shared, by the cases listed in DETECTION), and each message names its file."""
+    from mirage.errors import TrajectoryError
+    from mirage.trajectory import load_trajectory
+
+    checks: dict[str, list[str]] = {}
+    for name, (make, blame) in sorted(BAD_FILES.items()):
+        path = make(tmp_path / name)
+        with pytest.raises(TrajectoryError) as e:
+            load_trajectory(path, width=W, height=H)
+        assert blame in str(e.value), (name, str(e.value))
+        checks.setdefault(_check_of(str(e.value), tmp_path / name), []).append(name)
+    shared = {tuple(v) for v in checks.values() if len(v) > 1}
+    assert shared == {tuple(sorted(DETECTION))}, shared
+    assert len(checks) == len(BAD_FILES) - len(DETECTION) + 1
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))

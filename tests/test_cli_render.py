@@ -95,8 +95,9 @@ def test_render_writes_video_frames_warped_and_report(tiny, tmp_path):
     video, fps = read_mp4(out)
     assert video.shape == (9, H, W, 3) and fps == pytest.approx(16.0)
     # PNG frames: 9 of them, the same pictures as the (lossy) MP4
-    pngs = sorted(frames_dir.iterdir())
+    pngs = sorted(p for p in frames_dir.iterdir() if not p.name.startswith("."))
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(9)]
+    assert json.loads((frames_dir / ".mirage-frames.json").read_text())["files"] == [p.name for p in pngs]
     png = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in pngs])
     assert png.shape == video.shape
     assert np.abs(png.astype(int) - video.astype(int)).mean() < 6.0
@@ -167,7 +168,7 @@ def test_worldscore_layout_reads_back(tiny, tmp_path):
     r = invoke("render", image, "--traj", "orbit", "--frames", "9", *TINY, "-o", out, "--worldscore", ws,
                "--depth", depth, "--fov", "60")
     assert r.exit_code == 0, r.output
-    want = ([f"frames/{i:03d}.png" for i in range(9)]
+    want = ([f"frames/{i:03d}.png" for i in range(9)] + ["frames/.mirage-frames.json"]  # the frames mirage wrote
             + ["camera_data.json", "image_data.json", "input_image.png", "time.txt", "videos/output.mp4"])
     assert files(ws) == sorted(want)
     assert read_mp4(ws / "videos" / "output.mp4")[0].shape == (9, H, W, 3)
@@ -203,7 +204,8 @@ def test_batch_folder_one_corrupt_image(tiny, tmp_path, monkeypatch, capsys):
                             "--out-dir", out_dir, "--frames-dir", tmp_path / "pngs")
     assert code == 1, err
     assert files(out_dir) == ["a.json", "a.mp4", "c.json", "c.mp4"]  # outputs named after the inputs
-    assert files(tmp_path / "pngs") == [f"{n}/{i:05d}.png" for n in "ac" for i in range(5)]  # --frames-dir DIR/<name>/
+    assert files(tmp_path / "pngs") == [f"{n}/{f}" for n in "ac"  # --frames-dir DIR/<name>/, with its manifest
+                                        for f in [".mirage-frames.json", *(f"{i:05d}.png" for i in range(5))]]
     lines = error_lines(err)
     assert lines == [f"error: 1 of 3 inputs failed: {src / 'b.png'}"], err
     assert f"failed {src / 'b.png'}" in err and "cannot be read" in err  # the per-input line says why

@@ -110,7 +110,7 @@ def _read_png16(path: Path) -> np.ndarray:
                     "save depth with save_depth_png16 or as .npy metres"
                 )
             array = np.asarray(img, dtype=np.uint16).astype(np.float64)  # (H, W) millimetres
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         raise DepthError(
             f"depth file {path}: cannot read as PNG ({first_line(e)}); pass {_FILE_FORMATS}"
         ) from None

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -498,7 +499,7 @@ class PointStore:
 def save_store(path: str | Path, store: PointStore, header: dict[str, Any]) -> None:
     """Write ``store`` as safetensors (``xyz``, ``features``, ``birth``) with ``header`` as JSON in the metadata
     key ``"mirage"``, atomically (temp file + rename)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     meta = {"format": MEMORY_FILE_FORMAT, "version": MEMORY_FILE_VERSION, **header}
     tensors = {
@@ -506,8 +507,12 @@ def save_store(path: str | Path, store: PointStore, header: dict[str, Any]) -> N
         "features": store.features.detach().contiguous().cpu(),
         "birth": store.birth.detach().contiguous().cpu(),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"mirage": json.dumps(meta)})
+    data = save(tensors, metadata={"mirage": json.dumps(meta)})
+    # written and synced by Python, so a full disk surfaces as an OSError (one line from atomic_path, exit code 1)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_store(path: str | Path, device: torch.device | str = "cpu") -> tuple[PointStore, dict[str, Any]]:
@@ -539,6 +544,13 @@ def load_store(path: str | Path, device: torch.device | str = "cpu") -> tuple[Po
     n = xyz.shape[0]
     if xyz.shape != (n, 3) or feats.ndim != 2 or feats.shape[0] != n or birth.shape != (n,):
         raise MemoryFileError(f"memory file {path}: tensor shapes disagree; the file is corrupt")
+    for name, t in (("xyz", xyz), ("features", feats)):
+        if not t.is_floating_point():
+            raise MemoryFileError(f"memory file {path}: tensor {name} is {t.dtype}, not floating point; the file is corrupt")
+        bad = int((~torch.isfinite(t)).sum())
+        if bad:  # NaN/inf features would render black frames without an error
+            raise MemoryFileError(f"memory file {path}: tensor {name} holds {bad} NaN/inf values; the file is corrupt, "
+                                  "re-create the memory with --save-memory")
     return PointStore(xyz.to(device), feats.to(device), birth.to(device)), header
 
 

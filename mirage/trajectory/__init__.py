@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from mirage.errors import TrajectoryError
+from mirage.errors import InputError, TrajectoryError
+from mirage.limits import MAX_FRAMES, check_fps
 from mirage.trajectory.formats import TrajFormat, detect_format, read_camera_file
 from mirage.trajectory.presets import (
     PresetInfo,
@@ -90,6 +91,13 @@ def load_trajectory(
         raise TrajectoryError(f"image size {width}x{height}: give both width and height (--size WxH)")
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise TrajectoryError(f"--traj-scale: {scale} must be a positive finite number")
+    try:
+        if fps is not None:
+            check_fps(fps, "--fps")
+        if frames is not None:
+            MAX_FRAMES.check(frames, "--frames")
+    except InputError as e:
+        raise TrajectoryError(e.message) from None
     text = str(spec)
     path = Path(spec)
     preset: PresetSpec | None = None
@@ -116,6 +124,10 @@ def load_trajectory(
     traj = read_camera_file(
         path, fmt, width=width, height=height, fps=fps, colmap_order=colmap_order, start=start
     )
+    try:
+        MAX_FRAMES.check(traj.num_frames, f"trajectory file {path}")
+    except InputError as e:
+        raise TrajectoryError(e.message) from None
     if scale != 1.0:
         traj = traj.scaled(scale)
     traj = traj.rebased()

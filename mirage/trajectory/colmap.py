@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 from mirage.camera import make_rigid, quat_to_rotmat
-from mirage.errors import TrajectoryError
+from mirage.errors import InputError, TrajectoryError
+from mirage.limits import echo, read_bounded
 
 logger = logging.getLogger("mirage")
 
@@ -139,12 +140,17 @@ def find_colmap_model(path: Path) -> tuple[Path, str] | None:
 # text
 
 
+def _read_bytes(path: Path) -> bytes:
+    """The bytes of a camera file: a regular file within ``MIRAGE_MAX_FILE_BYTES`` (never a pipe or device)."""
+    try:
+        return read_bounded(path, "trajectory file")
+    except InputError as e:
+        raise TrajectoryError(e.message) from None
+
+
 def read_text(path: Path) -> str:
     """The UTF-8 text of ``path``; unreadable or binary files raise :class:`TrajectoryError` naming the file."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TrajectoryError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
+    raw = _read_bytes(path)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -288,12 +294,7 @@ class _BinReader:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            self.data = path.read_bytes()
-        except OSError as e:
-            raise TrajectoryError(
-                f"{path}: cannot read ({e.strerror}); check the path and permissions"
-            ) from None
+        self.data = _read_bytes(path)
         self.pos = 0
 
     def unpack(self, fmt: str, what: str) -> tuple:
@@ -438,12 +439,12 @@ def colmap_cameras(
     elif order == "id":
         images = sorted(model.images, key=lambda im: im.image_id)
     else:
-        raise TrajectoryError(f"--colmap-order: {order!r} is not a choice; use 'name' or 'id'")
+        raise TrajectoryError(f"--colmap-order: {echo(order, 60)} is not a choice; use 'name' or 'id'")
     if start is not None:
         names = [im.name for im in images]
         if start not in names:
             raise TrajectoryError(
-                f"{images_file}: --start image {start!r} is not registered; valid names include "
+                f"{images_file}: --start image {echo(start, 60)} is not registered; valid names include "
                 f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
             )
         images = images[names.index(start) :]

@@ -61,6 +61,7 @@ import torch
 
 from mirage.camera import intrinsics_from_normalized, invert_rigid, is_rotation, opengl_to_opencv_c2w
 from mirage.errors import TrajectoryError
+from mirage.limits import echo
 from mirage.trajectory.colmap import colmap_cameras, find_colmap_model, parse_number, read_text
 from mirage.trajectory.types import TRAJECTORY_JSON_FORMAT, TRAJECTORY_JSON_VERSION, Trajectory
 
@@ -196,7 +197,7 @@ def read_camera_file(
     try:
         fmt = TrajFormat(fmt)
     except ValueError:
-        raise TrajectoryError(f"--format: {fmt!r} is not a choice; use one of auto, {_CHOICES}") from None
+        raise TrajectoryError(f"--format: {echo(fmt, 60)} is not a choice; use one of auto, {_CHOICES}") from None
     if (width is None) != (height is None):
         raise TrajectoryError(
             f"{path}: image size given as {width}x{height}; pass both width and height (--size WxH)"
@@ -256,11 +257,11 @@ def _start_at(
         return K, w2c, names
     if names is None:
         raise TrajectoryError(
-            f"{path}: --start {start!r} needs named frames, and this file names none; drop --start"
+            f"{path}: --start {echo(start, 60)} needs named frames, and this file names none; drop --start"
         )
     if start not in names:
         listed = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        raise TrajectoryError(f"{path}: --start {start!r} is not a frame name; valid names include {listed}")
+        raise TrajectoryError(f"{path}: --start {echo(start, 60)} is not a frame name; valid names include {listed}")
     i = names.index(start)
     return K[i:], w2c[i:], names[i:]
 
@@ -292,6 +293,10 @@ def _load_json(path: Path) -> Any:
         raise TrajectoryError(
             f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}); fix the file"
         ) from None
+    except RecursionError:
+        raise TrajectoryError(f"{path}: JSON nested too deeply; a camera file is a shallow object") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise TrajectoryError(f"{path}: invalid JSON ({echo(str(e), 120)}); fix the file") from None
 
 
 def _need_size(path: Path, size: tuple[int, int] | None, why: str) -> tuple[int, int]:
@@ -301,8 +306,7 @@ def _need_size(path: Path, size: tuple[int, int] | None, why: str) -> tuple[int,
 
 
 def _short(v: Any) -> str:
-    s = " ".join(repr(v).split())
-    return s if len(s) <= 60 else s[:57] + "..."
+    return echo(v, 60)  # bounded time and length, whatever the file holds
 
 
 def _json_number(v: Any, path: Path, key: str) -> float:

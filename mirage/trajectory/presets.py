@@ -56,6 +56,7 @@ from mirage.camera import (
 )
 from mirage.data import trajectories_dir
 from mirage.errors import InputError, TrajectoryError
+from mirage.limits import MAX_FRAMES, echo, read_bounded
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
@@ -322,7 +323,7 @@ def find_preset(name: str) -> Path:
     p = presets_dir() / f"{name}.yaml"
     if name and "/" not in name and "\\" not in name and p.is_file():
         return p
-    raise TrajectoryError(f"preset {name!r}: no such preset; valid names: {', '.join(preset_names())}")
+    raise TrajectoryError(f"preset {echo(name)}: no such preset; valid names: {', '.join(preset_names())}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -343,7 +344,45 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader whose mappings and sequences remember their (1-based) lines."""
 
 
+#: Most entries one YAML mapping may hold after merge keys (``<<: *a``) are expanded: nested merges double at each
+#: level, so without a bound a few hundred bytes expand to billions of entries (a "billion laughs" file).
+MAX_MAPPING_ENTRIES = 10_000
+#: Most aliases (``*name``) one preset file may use; a real preset needs a handful.
+MAX_ALIASES = 1_000
+
+
+def _compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+    if self.check_event(yaml.events.AliasEvent):
+        self._aliases = getattr(self, "_aliases", 0) + 1
+        if self._aliases > MAX_ALIASES:
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"more than {MAX_ALIASES} aliases", event.start_mark)
+    return yaml.composer.Composer.compose_node(self, parent, index)
+
+
+def _merge_size(node: yaml.Node, seen: set[int]) -> int:
+    """Entries a mapping holds once its merge keys are expanded, counted without expanding them (stops early)."""
+    if not isinstance(node, yaml.MappingNode) or id(node) in seen:
+        return 0
+    seen = seen | {id(node)}
+    n = 0
+    for k, v in node.value:
+        if k.tag == "tag:yaml.org,2002:merge":
+            subs = v.value if isinstance(v, yaml.SequenceNode) else [v]
+            for sub in subs:
+                n += _merge_size(sub, seen)
+                if n > MAX_MAPPING_ENTRIES:
+                    return n
+        else:
+            n += 1
+    return n
+
+
 def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Map:
+    if _merge_size(node, set()) > MAX_MAPPING_ENTRIES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"a mapping expands to more than {MAX_MAPPING_ENTRIES} entries (nested merge keys)",
+            node.start_mark)
     loader.flatten_mapping(node)
     out = _Map()
     out.line = node.start_mark.line + 1
@@ -351,7 +390,7 @@ def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Map:
     for k_node, v_node in node.value:
         key = loader.construct_object(k_node, deep=True)
         if key in out:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", k_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {echo(key)}", k_node.start_mark)
         out[key] = loader.construct_object(v_node, deep=True)
         out.key_lines[key] = k_node.start_mark.line + 1
     return out
@@ -364,6 +403,7 @@ def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> _Seq:
     return out
 
 
+_LineLoader.compose_node = _compose_node  # type: ignore[method-assign]
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_seq)
 
@@ -394,7 +434,7 @@ def _check_value(value: Any, rule: dict[str, Any], ctx: _Ctx) -> Any:
         raise ctx.fail(f"expected a {typ}, got null; give a value or remove the key")
     if typ == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ctx.fail(f"expected a number, got {value!r} ({type(value).__name__})")
+            raise ctx.fail(f"expected a number, got {echo(value)} ({type(value).__name__})")
         v = float(value)
         if not math.isfinite(v):
             raise ctx.fail(f"{v} is not a finite number; give a finite value")
@@ -402,21 +442,21 @@ def _check_value(value: Any, rule: dict[str, Any], ctx: _Ctx) -> Any:
         return v
     if typ == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.fail(f"expected an integer, got {value!r} ({type(value).__name__})")
+            raise ctx.fail(f"expected an integer, got {echo(value)} ({type(value).__name__})")
         _check_range(value, rule, ctx)
         return int(value)
     if typ == "str":
         if not isinstance(value, str):
-            raise ctx.fail(f"expected a string, got {value!r} ({type(value).__name__})")
+            raise ctx.fail(f"expected a string, got {echo(value)} ({type(value).__name__})")
         return value
     if typ == "easing":
         allowed = [e.value for e in Easing]
         if value not in allowed:
-            raise ctx.fail(f"{value!r} is not an easing; allowed: {', '.join(allowed)}")
+            raise ctx.fail(f"{echo(value)} is not an easing; allowed: {', '.join(allowed)}")
         return Easing(value)
     if typ == "vec3":
         if not isinstance(value, list) or len(value) != 3:
-            raise ctx.fail(f"expected a list of 3 numbers [x, y, z], got {value!r}")
+            raise ctx.fail(f"expected a list of 3 numbers [x, y, z], got {echo(value)}")
         return tuple(_check_value(v, {"type": "float"}, _Ctx(ctx.path, f"{ctx.key}[{i}]", ctx.line))
                      for i, v in enumerate(value))
     raise AssertionError(f"unknown rule type {typ}")  # programming error, not user input
@@ -437,13 +477,13 @@ def _check_keys(m: _Map, allowed: list[str], path: Path, where: str) -> None:
         if k not in allowed:
             key = f"{where}.{k}" if where else str(k)
             raise TrajectoryError(
-                f"{path}:{m.key_lines[k]}: unknown key {key!r}; allowed keys: {', '.join(allowed)}"
+                f"{path}:{m.key_lines[k]}: unknown key {echo(key)}; allowed keys: {', '.join(allowed)}"
             )
 
 
 def _build_dataclass(cls: type, m: Any, path: Path, where: str, line: int, skip: tuple[str, ...] = ()) -> Any:
     if not isinstance(m, _Map):
-        raise TrajectoryError(f"{path}:{line}: {where}: expected a mapping (key: value), got {m!r}")
+        raise TrajectoryError(f"{path}:{line}: {where}: expected a mapping (key: value), got {echo(m)}")
     flds = [f for f in fields(cls) if f.name not in skip]
     _check_keys(m, [f.name for f in flds] + list(skip), path, where)
     kwargs = {}
@@ -484,14 +524,14 @@ def _build_keys(value: Any, ctx: _Ctx) -> tuple[Keyframe, ...]:
 def _build_segment(item: Any, path: Path, index: int, line: int) -> Segment:
     where = f"segments[{index}]"
     if not isinstance(item, _Map):
-        raise TrajectoryError(f"{path}:{line}: {where}: expected a mapping with a 'kind' key, got {item!r}")
+        raise TrajectoryError(f"{path}:{line}: {where}: expected a mapping with a 'kind' key, got {echo(item)}")
     allowed = [k.value for k in SegmentKind]
     if "kind" not in item:
         raise TrajectoryError(f"{path}:{item.line}: {where}: missing key 'kind'; allowed kinds: {', '.join(allowed)}")
     kind = item["kind"]
     if kind not in allowed:
         raise TrajectoryError(
-            f"{path}:{item.key_lines['kind']}: {where}.kind: unknown kind {kind!r}; allowed kinds: {', '.join(allowed)}"
+            f"{path}:{item.key_lines['kind']}: {where}.kind: unknown kind {echo(kind)}; allowed kinds: {', '.join(allowed)}"
         )
     cls = SEGMENT_TYPES[SegmentKind(kind)]
     kw = _build_dataclass(cls, item, path, where, item.line, skip=("kind",))
@@ -513,20 +553,25 @@ def load_preset(path: str | Path) -> PresetSpec:
             impossible values (frames < 2, fov outside (1, 179), non-finite numbers) and unknown segment kinds.
     """
     path = Path(path)
+    if not path.exists():
+        raise TrajectoryError(f"preset file {path}: not found; check the path or run `mirage traj list`")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TrajectoryError(f"preset file {path}: not found; check the path or run `mirage traj list`") from None
-    except (OSError, UnicodeDecodeError) as e:
+        text = read_bounded(path, "preset file").decode("utf-8")
+    except InputError as e:
+        raise TrajectoryError(e.message) from None
+    except UnicodeDecodeError as e:
         raise TrajectoryError(f"preset file {path}: cannot be read ({_one_line(e)}); check the file") from None
     try:
         doc = yaml.load(text, Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else 0
-        raise TrajectoryError(f"{path}:{line}: invalid YAML ({_one_line(e.problem or e.context or e)}); fix the syntax") from None
+        raise TrajectoryError(f"{path}:{line}: invalid YAML ({echo(_one_line(e.problem or e.context or e), 200)}); "
+                              "fix the syntax") from None
     except yaml.YAMLError as e:
-        raise TrajectoryError(f"{path}: invalid YAML ({_one_line(e)}); fix the syntax") from None
+        raise TrajectoryError(f"{path}: invalid YAML ({echo(_one_line(e), 200)}); fix the syntax") from None
+    except RecursionError:
+        raise TrajectoryError(f"{path}: YAML nested too deeply; a preset is a flat mapping with a segments list") from None
     if not isinstance(doc, _Map):
         raise TrajectoryError(f"{path}:1: a preset must be a mapping with a 'segments' list, got {type(doc).__name__}")
     _check_keys(doc, list(_TOP_FIELDS), path, "")
@@ -540,7 +585,7 @@ def load_preset(path: str | Path) -> PresetSpec:
     segs = doc["segments"]
     if not isinstance(segs, _Seq) or len(segs) == 0:
         raise TrajectoryError(
-            f"{path}:{doc.key_lines['segments']}: segments: expected a non-empty list of {{kind: ...}} mappings, got {segs!r}"
+            f"{path}:{doc.key_lines['segments']}: segments: expected a non-empty list of {{kind: ...}} mappings, got {echo(segs)}"
         )
     segments = tuple(_build_segment(item, path, i, segs.item_lines[i]) for i, item in enumerate(segs))
     name = kw.pop("name", path.stem)
@@ -710,6 +755,10 @@ def resolve_preset(
     n = spec.frames if frames is None else frames
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise TrajectoryError(f"--frames: {n} is fewer than 2 or not an integer; a video needs at least 2 frames")
+    try:
+        MAX_FRAMES.check(n, "--frames" if frames is not None else f"preset {spec.name} frames")
+    except InputError as e:
+        raise TrajectoryError(e.message) from None
     fps_v = spec.fps if fps is None else float(fps)
     if not (math.isfinite(fps_v) and fps_v > 0):
         raise TrajectoryError(f"--fps: {fps_v} must be a positive finite number")
