@@ -726,6 +726,7 @@ def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig,
                             "on every frame)")
     dres = depth_mod.read_depth_file(depth_file, *src_wh) if depth_file is not None else None
     sampling = sampling_settings(c, int(W), int(H))
+    MAX_STEPS.check(sampling.steps, "--steps" if c.steps is not None else f"--steps ({c.profile.value} profile)")
     if c.denoiser is DenoiserKind.VACE and sampling.guidance == 1.0 and c.negative_prompt:
         warnings.append("--negative-prompt is unused with guidance 1.0 (off); pass --guidance > 1 to use it")
         logger.warning("%s", warnings[-1])

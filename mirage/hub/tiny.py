@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mirage.errors import ModelError
+from mirage.hub.loaders import quiet
 from mirage.hub.sources import cache_dir, tiny_dir
 from mirage.io import atomic_write_text
 
@@ -165,7 +166,7 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
             shutil.rmtree(final, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.part-", dir=base))
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), quiet():
                 build(tmp)
             if not _tiny_complete(name, tmp):
                 raise ModelError(f"tiny preset: building {name} wrote {sorted(p.name for p in tmp.iterdir())}, "
