@@ -1,7 +1,8 @@
 """mirage: one image and a camera path -> a 3D-consistent video, with a latent spatial memory.
 
 The library call behind ``mirage render`` is :func:`mirage.render` (:func:`mirage.batch.render`); a
-:class:`mirage.Pipeline` loads models once and renders many (image, trajectory) pairs. Heavy modules (torch,
+:class:`mirage.Pipeline` (settings: :class:`mirage.PipelineConfig`) loads models once and renders many videos
+(per-video settings: :class:`mirage.RenderOptions`), or hands out a :class:`mirage.World` to move chunk by chunk. Heavy modules (torch,
 diffusers) load on first use, not at ``import mirage``.
 """
 
@@ -19,10 +20,14 @@ _LAZY = {
     "render": ("mirage.batch", "render"),
     "OutputRequest": ("mirage.batch", "OutputRequest"),
     "Pipeline": ("mirage.pipeline", "Pipeline"),
-    "RenderConfig": ("mirage.pipeline", "RenderConfig"),
-    "TrajectoryOptions": ("mirage.pipeline", "TrajectoryOptions"),
-    "DenoiserKind": ("mirage.pipeline", "DenoiserKind"),
-    "OffloadMode": ("mirage.pipeline", "OffloadMode"),
+    "World": ("mirage.pipeline", "World"),
+    "PipelineConfig": ("mirage.config", "PipelineConfig"),
+    "RenderOptions": ("mirage.config", "RenderOptions"),
+    "split_settings": ("mirage.config", "split_settings"),
+    "DenoiserKind": ("mirage.config", "DenoiserKind"),
+    "OffloadMode": ("mirage.offload", "OffloadMode"),
+    "TrajectoryOptions": ("mirage.inputs", "TrajectoryOptions"),
+    "check_input": ("mirage.inputs", "check_input"),
     "SamplingProfile": ("mirage.sampling", "SamplingProfile"),
     "SamplingSettings": ("mirage.sampling", "SamplingSettings"),
     "resolve_sampling": ("mirage.sampling", "resolve_sampling"),

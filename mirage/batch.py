@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
 from mirage.errors import InputError, MirageError, OutputBusy
+from mirage.inputs import InputPlan, TrajectoryOptions, check_input
 from mirage.io import claim, remove_part_files
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
-from mirage.pipeline import Pipeline, ProgressCallback, RenderConfig, TrajectoryOptions, check_config
+from mirage.pipeline import Pipeline, ProgressCallback
 from mirage.report import StageTimer
 from mirage.video import IMAGE_SUFFIXES
 
@@ -129,7 +131,8 @@ def render(
     images: Sequence[str | Path],
     traj: TrajectoryOptions | str,
     output: OutputRequest,
-    config: RenderConfig | None = None,
+    config: PipelineConfig | None = None,
+    options: RenderOptions | None = None,
     *,
     depth_file: str | Path | None = None,
     memory_from: str | Path | None = None,
@@ -144,7 +147,8 @@ def render(
         images: image files and/or folders of images.
         traj: a TrajectoryOptions or just the ``--traj`` string.
         output: where outputs go (``out`` for one image, ``out_dir`` for several).
-        config: how to render (defaults: RenderConfig()).
+        config: what is fixed while models are loaded (default :class:`PipelineConfig`).
+        options: per-video settings (default :class:`RenderOptions`).
         depth_file: a depth map for the (single) input image instead of the depth model.
         memory_from: a saved memory to continue from (single input).
         progress: chunk/step progress callback; on_item: called after each input (result, index, total).
@@ -156,8 +160,10 @@ def render(
             resolve for it: checked by :func:`check_input` before any model loads. In a batch such inputs are
             marked failed, and models load only if some input remains.
     """
-    config = config or RenderConfig()
-    check_config(config)  # settings first: a bad option fails before any input is read or model loaded
+    config = config or PipelineConfig()
+    options = _options_for(options or RenderOptions(), output)
+    check_pipeline_config(config)  # settings first: a bad option fails before any input is read or model loaded
+    check_render_options(options)
     from mirage.hub import parse_preset
 
     parse_preset(config.preset)
@@ -190,12 +196,15 @@ def render(
         todo.append((image, opts))
     if not todo:
         return result
-    # validate every input and the trajectory against it before any model loads (cheap: headers and camera files)
+    # validate every input and the trajectory against it before any model loads (cheap: headers and camera files);
+    # the plans are what the pipeline then renders
     early: dict[Path, str] = {}
+    plans: dict[Path, InputPlan] = {}
     for image, opts in todo:
         try:
             check_outputs(opts, inputs=_inputs_of(image, traj, depth_file, memory_from))
-            check_input(image, traj, config, depth_file=depth_file)
+            plans[image] = check_input(image, traj, options, preset=config.preset, denoiser=config.denoiser,
+                                       depth_file=depth_file, memory_from=memory_from)
         except MirageError as e:
             if not batch:
                 raise
@@ -206,10 +215,10 @@ def render(
         from mirage.limits import check_cache_dir
 
         check_cache_dir(cache_dir())
-        pipe = Pipeline(_config_for(config, output), progress=progress)
+        pipe = Pipeline(config, progress=progress)
     try:
         for i, (image, opts) in enumerate(todo):
-            item = _render_one(pipe, image, opts, traj, output, batch, early.get(image), depth_file, memory_from)
+            item = _render_one(pipe, plans.get(image), image, opts, options, output, batch, early.get(image))
             logger.debug("%s: %s", image.name, item.status)
             result.items.append(item)
             if on_item:
@@ -220,8 +229,8 @@ def render(
     return result
 
 
-def _render_one(pipe, image: Path, opts: OutputOptions, traj, output: OutputRequest, batch: bool, early: str | None,
-                depth_file, memory_from) -> ItemResult:
+def _render_one(pipe, plan: InputPlan | None, image: Path, opts: OutputOptions, options: RenderOptions,
+                output: OutputRequest, batch: bool, early: str | None) -> ItemResult:
     """Render one input under the claim (lock) on its output; a batch turns its MirageError into a failed item."""
     t0 = time.perf_counter()
     try:
@@ -235,7 +244,7 @@ def _render_one(pipe, image: Path, opts: OutputOptions, traj, output: OutputRequ
             for f in _output_files(opts):  # temporary files a killed run left (nobody else holds the claim)
                 if remove_part_files(f):
                     logger.info("%s: removed the temporary files of an interrupted run", f)
-            res = pipe.render(image, traj, depth_file=depth_file, memory_from=memory_from)
+            res = pipe.render(plan, options=options)
             timer = StageTimer(pipe.device)
             write_outputs(res, opts, timer=timer)
         return ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0)
@@ -360,20 +369,11 @@ def _check_output_path(path: Path, what: str = "output") -> None:
             return
 
 
-def check_input(image: Path, traj: TrajectoryOptions, config: RenderConfig, *, depth_file=None) -> None:
-    """Fail fast, before models load: :func:`mirage.pipeline.plan_inputs` checks the image header, the output size,
-    the trajectory (presets and camera files), ``--fov``/``--intrinsics`` and the depth file with the pipeline's own
-    rules and messages."""
-    from mirage.pipeline import plan_inputs
-
-    plan_inputs(image, traj, config, config.preset, depth_file=depth_file)
-
-
-def _config_for(config: RenderConfig, output: OutputRequest) -> RenderConfig:
-    """The render settings that follow from the requested outputs."""
+def _options_for(options: RenderOptions, output: OutputRequest) -> RenderOptions:
+    """The per-video settings that follow from the requested outputs."""
     from dataclasses import replace
 
-    config = replace(config, keep_reads=config.keep_reads or output.save_warped)
+    options = replace(options, keep_reads=options.keep_reads or output.save_warped)
     if output.save_memory:  # a saved memory must hold the last chunk's revealed content too
-        config = replace(config, write_back_last=True)
-    return config
+        options = replace(options, write_back_last=True)
+    return options

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import torch
 
+from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
 from mirage.data import example_path
 from mirage.errors import InputError, MirageError
+from mirage.inputs import TrajectoryOptions
 from mirage.memory.types import MemoryKind
-from mirage.pipeline import Pipeline, RenderConfig, TrajectoryOptions, check_config, sampling_settings
+from mirage.pipeline import Pipeline
+from mirage.sampling import resolve_sampling
 
 logger = logging.getLogger("mirage")
 
@@ -38,7 +41,8 @@ def example_inputs() -> tuple[Path, Path]:
 class BenchConfig:
     """One benchmark run: a sweep over frames x steps, both memories per setting."""
 
-    render: RenderConfig  # models, device, dtype, size, chunking (steps and memory are swept)
+    config: PipelineConfig  # models, device, dtypes, offload, precision, compile
+    options: RenderOptions = RenderOptions()  # size, chunking, sampling (steps and memory are swept)
     image: Path = field(default_factory=lambda: example_path("room", "image.png"))  # input image (default: the example scene)
     depth_file: Path | None = field(default_factory=lambda: example_path("room", "depth.png"))  # its true depth; None = depth model
     traj: str = "orbit"  # trajectory preset or file
@@ -150,7 +154,7 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
 
     dev = pipe.device
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
-    rc = cfg.render
+    rc, ro = cfg.config, cfg.options
     return {
         "mirage_version": mirage.__version__,
         "torch": torch.__version__,
@@ -162,8 +166,8 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "representative": dev.type == "cuda",
         "note": None if dev.type == "cuda" else "CPU run: figures are not representative of GPU speed",
         "dtype": rc.dtype,
-        "size": list(rc.size) if rc.size else None,
-        "chunk_frames": rc.chunk_frames,
+        "size": list(ro.size) if ro.size else None,
+        "chunk_frames": ro.chunk_frames,
         "image": str(cfg.image),
         "depth_file": str(cfg.depth_file) if cfg.depth_file else None,
         "traj": cfg.traj,
@@ -177,15 +181,16 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "fp8": rc.fp8.value,
         "offload": rc.offload.value,
         "vae_dtype": rc.vae_dtype,
-        "sampling": _sampling_header(rc, pipe),
+        "sampling": _sampling_header(ro, pipe),
     }
 
 
-def _sampling_header(rc: RenderConfig, pipeline: Pipeline) -> dict | None:
+def _sampling_header(o: RenderOptions, pipeline: Pipeline) -> dict | None:
     """The sweep's sampling settings but the swept steps (null without a fixed --size: they depend on the size)."""
-    if rc.size is None:
+    if o.size is None:
         return None
-    rec = pipeline.sampling_record(sampling_settings(rc, *rc.size))
+    rec = pipeline.sampling_record(resolve_sampling(o.profile, *o.size, steps=o.steps, guidance=o.guidance,
+                                                    negative_prompt=o.negative_prompt, flow_shift=o.flow_shift))
     rec.pop("steps")
     return rec
 
@@ -195,11 +200,11 @@ def build_pipeline(cfg: BenchConfig) -> Pipeline:
     if cfg.random_weights:
         from mirage.random_weights import random_components
 
-        rc = cfg.render
+        rc = cfg.config
         comps = random_components(rc.preset, device=torch.device(rc.device), dtype=rc.torch_dtype,
-                                  vae_dtype=torch.float32 if rc.vae_dtype == "float32" else rc.torch_dtype)
-        return Pipeline(cfg.render, components=comps)
-    return Pipeline(cfg.render)
+                                  vae_dtype=rc.torch_vae_dtype)
+        return Pipeline(rc, components=comps)
+    return Pipeline(cfg.config)
 
 
 def run_bench(
@@ -213,7 +218,7 @@ def run_bench(
     Args:
         cfg: what to measure.
         progress: called as ("run", done, total) after each render.
-        pipeline: a ready pipeline (tests); default: one built from ``cfg.render`` (random weights if asked).
+        pipeline: a ready pipeline (tests); default: one built from ``cfg.config`` (random weights if asked).
     """
     if cfg.repeats < 1:
         raise InputError(f"--repeats: {cfg.repeats} must be at least 1")
@@ -222,7 +227,8 @@ def run_bench(
     for s in cfg.steps:
         if s < 1:
             raise InputError(f"--steps: {s} must be at least 1")
-    check_config(cfg.render)  # --guidance, --flow-shift, ...: before any model is built
+    check_pipeline_config(cfg.config)  # --device, --fp8, ...: before any model is built
+    check_render_options(cfg.options)  # --guidance, --flow-shift, ...
     t0 = time.perf_counter()
     if pipeline is None:
         pipeline = build_pipeline(cfg)
@@ -232,16 +238,16 @@ def run_bench(
     rows: list[BenchRow] = []
     total_runs = len(cfg.frames) * len(cfg.steps) * len(cfg.memories) * cfg.repeats
     done = 0
-    base = pipeline.config
+    base = cfg.options
     for frames in cfg.frames:
         traj = TrajectoryOptions(spec=cfg.traj, frames=frames)
         # warm-up: kernels, allocator, autotuning, prompt-embedding cache; one per memory kind, fewest steps
         t_warm = time.perf_counter()
         for _ in range(cfg.warmup):
             for mem in cfg.memories:
-                pipeline.config = replace(base, memory=mem, steps=min(cfg.steps))
                 try:
-                    pipeline.render(cfg.image, traj, depth_file=cfg.depth_file)
+                    pipeline.render(cfg.image, traj, replace(base, memory=mem, steps=min(cfg.steps)),
+                                    depth_file=cfg.depth_file)
                 except MirageError as e:
                     logger.warning("warm-up (%s, %d frames) failed: %s", mem.value, frames, e)
         # warm-up time holds torch.compile's compile time when --compile is on (reported apart, never in a row)
@@ -249,10 +255,10 @@ def run_bench(
         for steps in cfg.steps:
             for mem in cfg.memories:
                 row = BenchRow(memory=mem.value, frames=frames, steps=steps)
-                pipeline.config = replace(base, memory=mem, steps=steps)
+                options = replace(base, memory=mem, steps=steps)
                 for _ in range(cfg.repeats):
                     try:
-                        res = pipeline.render(cfg.image, traj, depth_file=cfg.depth_file)
+                        res = pipeline.render(cfg.image, traj, options, depth_file=cfg.depth_file)
                     except (MirageError, torch.cuda.OutOfMemoryError) as e:
                         row.error = f"{type(e).__name__}: {e}"
                         break
@@ -270,5 +276,4 @@ def run_bench(
                     if progress:
                         progress("run", done, total_runs)
                 rows.append(row)
-    pipeline.config = base
     return BenchReport(BENCH_SCHEMA_VERSION, header, rows, compute_ratios(rows))

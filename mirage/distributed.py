@@ -253,7 +253,7 @@ def _item_dict(item, rank: int) -> dict:
             "status": item.status, "error": item.error, "seconds": round(float(item.seconds), 3)}
 
 
-def _render_rank(images, traj, output, config, env: DistEnv, kw: dict) -> dict:
+def _render_rank(images, traj, output, config, options, env: DistEnv, kw: dict) -> dict:
     """Render this rank's shard; never raises (a rank-level error is recorded so the collective still happens)."""
     from mirage import batch as mb
 
@@ -279,7 +279,7 @@ def _render_rank(images, traj, output, config, env: DistEnv, kw: dict) -> dict:
         device = rank_device(config.device, env)
         record["device"] = device
         cfg = replace(config, device=device)
-        res = mb.render(paths, traj, output, cfg, rank=env.rank, world_size=env.world_size, on_item=on_item, **kw)
+        res = mb.render(paths, traj, output, cfg, options, rank=env.rank, world_size=env.world_size, on_item=on_item, **kw)
         items = list(res.items)
     except Exception as e:  # noqa: BLE001 - a rank-level failure (model load, a bug) must not hang the others
         msg = str(e) if isinstance(e, MirageError) else f"{type(e).__name__}: {e}"
@@ -355,6 +355,7 @@ def render_distributed(
     traj,
     output,
     config=None,
+    options=None,
     *,
     env: DistEnv | None = None,
     backend: str | None = None,
@@ -369,7 +370,7 @@ def render_distributed(
     broadcasts the list of failures so that every rank returns the same ``ok``.
 
     Args:
-        images, traj, output, config: as :func:`mirage.batch.render` (``output`` an ``OutputRequest``).
+        images, traj, output, config, options: as :func:`mirage.batch.render` (``output`` an ``OutputRequest``).
         env: the job layout (default: from the environment; the process group is started if needed, and
             destroyed again at the end if this call started it).
         backend: "nccl"/"gloo"/None (see :func:`init_distributed`).
@@ -382,10 +383,10 @@ def render_distributed(
             errors of :func:`init_distributed`. A failing input never raises: it is in ``failed``.
     """
     from mirage.batch import BatchResult, ItemResult
+    from mirage.config import PipelineConfig
     from mirage.io import atomic_write_text
-    from mirage.pipeline import RenderConfig
 
-    config = config or RenderConfig()
+    config = config or PipelineConfig()
     if output.out_dir is None and output.out is None:
         raise InputError("render: give -o OUT.mp4 or --out-dir DIR")
     env = env or DistEnv.from_env()
@@ -400,7 +401,7 @@ def render_distributed(
     try:
         if tiny and not dist_started_here:
             _build_tiny()  # a group made by the caller: rank 0 builds, the others wait (hub.build_tiny)
-        record = _render_rank(images, traj, output, config, env, dict(kw))
+        record = _render_rank(images, traj, output, config, options, env, dict(kw))
         if env.is_distributed:
             dist = _dist()
             gathered: list[dict] | None = [None] * env.world_size if env.is_main else None  # type: ignore[list-item]
@@ -603,9 +604,10 @@ def context_parallel(
 def check_context_parallel(config) -> None:
     """Raise InputError (one line) for render settings context parallel cannot run with: no denoiser
     (``--denoiser none``), CPU offload or torch.compile (CP hooks must be in place before either), or ``--fp8``
-    (its attention bypasses the split). ``config`` is a :class:`mirage.pipeline.RenderConfig`; called before
+    (its attention bypasses the split). ``config`` is a :class:`mirage.config.PipelineConfig`; called before
     any model loads."""
-    from mirage.pipeline import DenoiserKind, OffloadMode
+    from mirage.config import DenoiserKind
+    from mirage.offload import OffloadMode
     from mirage.precision import Fp8Mode
 
     if config.denoiser is not DenoiserKind.VACE:

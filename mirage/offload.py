@@ -13,10 +13,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import replace
+from enum import Enum
+from typing import Any
 
 import torch
 
 logger = logging.getLogger("mirage")
+
+
+class OffloadMode(str, Enum):
+    """CPU offload for small GPUs."""
+
+    NONE = "none"  # everything resident on the device
+    MODEL = "model"  # each model on the device only while it runs
+    SEQUENTIAL = "sequential"  # submodules streamed to the device (slowest, least VRAM)
 
 
 class _OffloadedModel:
@@ -46,6 +57,10 @@ class ModelOffloadDenoiser:
         self.holder = _OffloadedModel(denoiser.transformer, device)
         denoiser.execution_device = device
 
+    @property
+    def transformer(self):
+        return self.inner.transformer
+
     def __call__(self, *args, **kwargs):
         with self.holder.on_device():
             return self.inner(*args, **kwargs)
@@ -68,23 +83,40 @@ class OffloadedDepth:
             return self.inner.estimate_batch(*args, **kwargs)
 
 
-def apply_offload(pipe, mode) -> None:
-    """Set up ``pipe`` (a :class:`mirage.pipeline.Pipeline`) for ``mode`` (an OffloadMode other than NONE)."""
-    from mirage.pipeline import OffloadMode
+def apply_offload(components: Any, mode: OffloadMode, device: torch.device) -> Any:
+    """``components`` (:class:`mirage.hub.Components`, loaded on the CPU) set up for ``mode``: a new Components.
 
-    dev = pipe.device
-    tr = pipe.denoiser.transformer
-    if mode is OffloadMode.MODEL:
-        pipe.denoiser = ModelOffloadDenoiser(pipe.denoiser, dev)
-    elif mode is OffloadMode.SEQUENTIAL:
+    MODEL: the transformer stays on the CPU (:func:`offload_denoiser` moves it per chunk); SEQUENTIAL: the transformer
+    runs with diffusers' block-level group offload; both: the VAE on ``device`` decoding in tiles, the depth model
+    on the GPU only while it estimates.
+    """
+    if mode is OffloadMode.NONE:
+        return components
+    from mirage.hub import Lazy
+
+    tr = components.transformer
+    if tr is not None:
         tr.to("cpu")
-        tr.enable_group_offload(onload_device=dev, offload_device=torch.device("cpu"), offload_type="block_level",
-                                num_blocks_per_group=1, use_stream=True)
-        pipe.denoiser.execution_device = dev
-    pipe.vae.model.to(dev)
-    pipe.vae.enable_tiling()
-    pipe.offload_depth = True
-    if dev.type == "cuda":
+        if mode is OffloadMode.SEQUENTIAL:
+            tr.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                    offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+    components.vae.model.to(device)
+    components.vae.enable_tiling()
+    depth = components.depth
+    if depth is not None:
+        inner = depth
+        depth = Lazy(inner.source, lambda: OffloadedDepth(inner(), device), keep=True)
+    if device.type == "cuda":
         torch.cuda.empty_cache()
     logger.info("offload: %s (transformer weights on the CPU, VAE tiled, depth model on the GPU only while used)",
                 mode.value)
+    return replace(components, depth=depth)
+
+
+def offload_denoiser(denoiser: Any, mode: OffloadMode, device: torch.device) -> Any:
+    """The denoiser for ``mode``: MODEL moves the transformer to ``device`` for each call; the others run where the
+    weights are (SEQUENTIAL's group offload streams them), with inputs on ``device``."""
+    if mode is OffloadMode.NONE:
+        return denoiser
+    denoiser.execution_device = device
+    return ModelOffloadDenoiser(denoiser, device) if mode is OffloadMode.MODEL else denoiser

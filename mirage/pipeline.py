@@ -1,112 +1,52 @@
 """The render pipeline: the only module that knows the order of the stages.
 
-image -> VAE encode + depth -> memory init -> for each chunk: read the memory at the chunk's poses (one batched
-call) -> denoise -> decode -> depth of the new frames, aligned to the memory, revealed content written back ->
-next chunk.
+image -> VAE encode + depth -> memory init (a :class:`World`) -> for each chunk (:meth:`World.step`): read the
+memory at the chunk's poses (one batched call) -> denoise -> decode -> depth of the new frames, aligned to the
+memory, revealed content written back -> next chunk.
 
 Chunks have ``4k + 1`` frames (Wan's VAE packs frame 0 alone, then groups of 4) and overlap by one frame: the last
-frame of a chunk is the first, known, frame of the next.
+frame of a chunk is the first, known, frame of the next. :meth:`Pipeline.render` moves a world along a whole
+trajectory; :meth:`Pipeline.world` hands the world to a caller (an agent, a notebook) that moves it chunk by chunk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 
 import torch
 
-from mirage import __version__
 from mirage.camera import fov_x_from_intrinsics, scale_intrinsics
-from mirage.errors import InputError, MirageError, RuntimeFailure
-from mirage.holefill import push_pull_fill
-from mirage.limits import MAX_ASPECT, MAX_OUTPUT_PIXELS, MAX_STEPS, check_video_fits, echo
-from mirage.memory.types import MemoryKind, MemoryRead
-from mirage.precision import Fp8Mode, apply_fp8, check_fp8
-from mirage.report import REPORT_SCHEMA_VERSION, ChunkReport, RunReport, StageTimer, sha256_file
-from mirage.sampling import (
-    FLOW_SHIFT_BY_RESOLUTION,
-    SamplingProfile,
-    SamplingSettings,
-    check_sampling_options,
-    resolve_sampling,
+from mirage.config import (
+    DenoiserKind,
+    PipelineConfig,
+    RenderOptions,
+    check_pipeline_config,
+    check_render_options,
 )
+from mirage.errors import InputError, RuntimeFailure
+from mirage.holefill import push_pull_fill
+from mirage.inputs import InputPlan, TrajectoryOptions, check_input
+from mirage.limits import echo
+from mirage.memory.types import MemoryRead
+from mirage.offload import OffloadMode, apply_offload, offload_denoiser
+from mirage.precision import Fp8Mode, apply_fp8
+from mirage.report import ChunkReport, RunReport, StageTimer, build_report
+from mirage.sampling import SamplingSettings
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
 
-
-class DenoiserKind(str, Enum):
-    """What turns the memory's reads into frames."""
-
-    VACE = "vace"  # Wan 2.1 VACE, conditioned on the reads
-    NONE = "none"  # preview: decode the reads directly (holes filled by push-pull or left visible)
-
-
-class OffloadMode(str, Enum):
-    """CPU offload for small GPUs."""
-
-    NONE = "none"  # everything resident on the device
-    MODEL = "model"  # each model on the device only while it runs
-    SEQUENTIAL = "sequential"  # submodules streamed to the device (slowest, least VRAM)
-
-
 #: Per-progress-event callback: (what, done, total). ``what`` is "chunk" or "step".
 ProgressCallback = Callable[[str, int, int], None]
 
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Everything that decides how a render runs (not what it renders). Serialised into the report."""
-
-    preset: str = "wan-vace-1.3b"  # model preset (mirage.hub.Preset): wan-vace-1.3b, wan-vace-14b, preview, tiny
-    overrides: tuple[tuple[str, str], ...] = ()  # (component, Hub id or local folder) pairs: vae, transformer, ...
-    denoiser: DenoiserKind = DenoiserKind.VACE  # NONE = preview without a generator
-    memory: MemoryKind = MemoryKind.LATENT  # the latent cache (mirage) or the RGB point cloud (baseline)
-    profile: SamplingProfile = SamplingProfile.STANDARD  # where unset sampling values come from (mirage.sampling):
-    #                          the model maintainers' defaults, or FAST (20 steps, guidance off) for previews/distilled
-    steps: int | None = None  # denoising steps; None = the profile's (standard 50, fast 20)
-    guidance: float | None = None  # classifier-free guidance; 1.0 = off; None = the profile's (standard 5.0, fast 1.0)
-    seed: int = 0  # seed of the initial noise
-    prompt: str = ""  # text prompt (empty by default: the memory carries the scene)
-    negative_prompt: str | None = None  # used only when guidance > 1; None = the profile's (standard: Wan's own)
-    flow_shift: float | None = None  # scheduler flow shift; None = by resolution (standard) or the repo's (fast)
-    chunk_frames: int = 33  # frames per chunk, 4k + 1; chunks overlap by one frame
-    size: tuple[int, int] | None = None  # output (width, height); None = the preset's pixel area at the image's aspect
-    device: str = "cpu"  # torch device string; "auto" is resolved by the CLI, not here
-    dtype: str = "float32"  # model dtype: float32, bfloat16 or float16
-    offload: OffloadMode = OffloadMode.NONE  # CPU offload of the models
-    hole_fill: bool = True  # preview only: fill holes of the reads (push-pull) instead of leaving them visible
-    fov: float | None = None  # horizontal FoV in degrees of the input image (overrides the depth model's)
-    intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy in pixels of the input image
-    vae_dtype: str = "float32"  # VAE dtype: float32 (as diffusers' Wan examples) or "model" (the model dtype)
-    memory_phases: int = 1  # latent memory: 1, or 2 / 4 sub-stride phases per axis (polyphase: sharper reads,
-    #                          phases**2 init encodes and tokens; see docs/fidelity.md)
-    compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
-    fp8: Fp8Mode = Fp8Mode.NONE  # FP8 transformer (Hopper GPUs): attention, or attention + linear layers
-    write_back: bool = True  # write revealed content back into the memory after each chunk
-    write_back_last: bool = False  # also after the last chunk (set when the memory is saved: --save-memory)
-    keep_reads: bool = False  # also decode the memory reads (for --save-warped)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype]
-
-
-@dataclass(frozen=True)
-class TrajectoryOptions:
-    """How to resolve ``--traj`` for an image."""
-
-    spec: str  # preset name, YAML file or camera file
-    fmt: str = "auto"  # mirage.trajectory.TrajFormat value
-    frames: int | None = None  # resample to this many frames
-    fps: float | None = None  # override the frame rate
-    scale: float = 1.0  # multiply imported translations
-    start: str | None = None  # COLMAP: image that becomes frame 0
+#: Hole fraction above which the first chunk's reads count as seeing nothing of the input image.
+ALL_HOLES = 0.999
 
 
 @dataclass
@@ -122,6 +62,21 @@ class RenderResult:
     time_s: float = 0.0
 
 
+@dataclass
+class ChunkResult:
+    """One chunk of a world (tensors on the pipeline's device).
+
+    Attributes:
+        frames: (F, 3, H, W) float32 in [-1, 1]; frame 0 is the known first frame.
+        reads: (F, 3, H, W) the decoded memory reads, when ``keep_reads``, else None.
+        report: what happened (holes, memory size, write-back).
+    """
+
+    frames: torch.Tensor
+    reads: torch.Tensor | None
+    report: ChunkReport
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # small pure helpers (tested directly)
 
@@ -130,35 +85,21 @@ def adjust_num_frames(num_frames: int, temporal_stride: int) -> int:
     """Round a frame count up to ``temporal_stride * k + 1`` (what a chunked Wan video needs)."""
     if temporal_stride <= 1:
         return num_frames
-    k = max(1, math.ceil((num_frames - 1) / temporal_stride))
+    k = max(1, -(-(num_frames - 1) // temporal_stride))
     return temporal_stride * k + 1
 
 
 def plan_chunks(num_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
-    """Split ``num_frames`` into chunks of at most ``chunk_frames`` that overlap by one frame.
-
-    Returns ``[(start, stop), ...]`` half-open ranges: chunk i+1 starts at chunk i's last frame. With a temporal
-    stride of 4 every chunk length is 4k + 1 as long as ``num_frames`` and ``chunk_frames`` are.
-    """
-    if chunk_frames < 2:
-        raise InputError(f"--chunk-frames: {chunk_frames} is fewer than 2")
-    chunks = []
-    start = 0
+    """Split ``num_frames`` into ``[start, stop)`` chunks of at most ``chunk_frames`` that overlap by one frame."""
+    if num_frames <= chunk_frames:
+        return [(0, num_frames)]
+    chunks, start = [], 0
     while True:
         stop = min(start + chunk_frames, num_frames)
         chunks.append((start, stop))
         if stop >= num_frames:
             return chunks
         start = stop - 1
-
-
-def output_size(image_wh: tuple[int, int], pixel_area: int, multiple: int) -> tuple[int, int]:
-    """The output size: ``pixel_area`` pixels at the image's aspect ratio, both sides multiples of ``multiple``."""
-    w, h = image_wh
-    s = math.sqrt(pixel_area / (w * h))
-    W = max(multiple, round(w * s / multiple) * multiple)
-    H = max(multiple, round(h * s / multiple) * multiple)
-    return int(W), int(H)
 
 
 def dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
@@ -172,122 +113,116 @@ def dilate(mask: torch.Tensor, radius: int = 1) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-#: Pixel area of the default output size per preset (the image's aspect ratio is kept, sides rounded to 16).
-PIXEL_AREA = {
-    "wan-vace-1.3b": 832 * 480,  # Wan 2.1 480p
-    "wan-vace-14b": 832 * 480,
-    "preview": 416 * 240,  # quarter area: a CPU preview in seconds (TAESD decodes ~0.3 s a frame here)
-    "tiny": 112 * 64,  # tests
-}
-SIZE_MULTIPLE = 16  # VAE stride 8 x transformer patch 2
+class World:
+    """The scene of one image in a spatial memory, moved chunk by chunk: :meth:`step` renders the frames of new
+    poses and writes what they reveal back into the memory. :meth:`Pipeline.render` runs the same steps along a
+    trajectory. Build it with :meth:`Pipeline.world`.
 
+    Attributes:
+        memory: the spatial memory (``save`` it to continue later with ``memory_from``).
+        K: (3, 3) pixel intrinsics of the input view at the video size; w2c: (4, 4) the current pose (OpenCV).
+        image: (3, H, W) the input image at the video size, on the pipeline's device.
+    """
 
-def check_config(c: RenderConfig) -> None:
-    """Validate the settings of a render before anything loads (one-line InputError naming the option)."""
-    try:
-        torch.device(c.device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"--device: {c.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if c.dtype not in ("float32", "bfloat16", "float16"):
-        raise InputError(f"--dtype: {c.dtype!r} is not one of float32, bfloat16, float16")
-    check_sampling_options(steps=c.steps, guidance=c.guidance, flow_shift=c.flow_shift)
-    if c.steps is not None:
-        MAX_STEPS.check(c.steps, "--steps")
-    if not (isinstance(c.seed, int) and 0 <= c.seed < 2**64):
-        raise InputError(f"--seed: {echo(c.seed, 60)} is outside [0, 2^64 - 1]; pass a seed in that range")
-    if c.chunk_frames < 5 or (c.chunk_frames - 1) % 4:
-        raise InputError(f"--chunk-frames: {c.chunk_frames} must be 4k + 1 and at least 5 (e.g. 33 or 81)")
-    if torch.device(c.device).type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device: {c.device} asked for, but torch sees no CUDA device; use --device cpu")
-    if c.size is not None and (c.size[0] % SIZE_MULTIPLE or c.size[1] % SIZE_MULTIPLE or min(c.size) < SIZE_MULTIPLE):
-        raise InputError(f"--size: {c.size[0]}x{c.size[1]} must be multiples of {SIZE_MULTIPLE} (e.g. 832x480)")
-    if c.size is not None:
-        _check_output_shape(*c.size, "--size")
-    if c.memory_phases not in (1, 2, 4):
-        raise InputError(f"--memory-phases: {c.memory_phases} is not 1, 2 or 4 (sub-stride phases per axis)")
-    if c.memory_phases > 1 and c.memory is not MemoryKind.LATENT:
-        raise InputError(f"--memory-phases {c.memory_phases}: polyphase is a latent-memory setting; use --memory latent")
-    if c.offload is not OffloadMode.NONE and torch.device(c.device).type != "cuda":
-        raise InputError(f"--offload {c.offload.value}: offloading moves models between CPU and GPU; it needs --device cuda")
-    if c.fp8 is not Fp8Mode.NONE:
-        if c.denoiser is not DenoiserKind.VACE:
-            raise InputError(f"--fp8 {c.fp8.value}: FP8 applies to the video transformer; --denoiser none has none "
-                             "(drop --fp8)")
-        if c.offload is not OffloadMode.NONE:
-            raise InputError(f"--fp8 {c.fp8.value} with --offload {c.offload.value}: the FP8 weights are made on the "
-                             "GPU and cannot be offloaded; drop one of the two")
-        check_fp8(c.fp8, torch.device(c.device), c.torch_dtype)
+    def __init__(self, pipe: Pipeline, plan: InputPlan, options: RenderOptions, image: torch.Tensor,
+                 image_latents: torch.Tensor, memory, K: torch.Tensor, c2w: torch.Tensor, timer: StageTimer,
+                 warnings: list[str]):
+        self.pipe, self.plan, self.options = pipe, plan, options
+        self.image, self.memory, self.timer, self.warnings = image, memory, timer, warnings
+        self.K = K.to(pipe.device, torch.float32)  # (3, 3)
+        self.w2c = torch.linalg.inv(c2w.double()).to(pipe.device, torch.float32)  # (4, 4)
+        self.chunks: list[ChunkReport] = []
+        self._frame, self._latent = image, image_latents  # the known frame (3, H, W) and its latent (C, h, w)
+        self._frame_index = 0
+        self._embeds = None
+        self.generator = torch.Generator(device="cpu").manual_seed(options.seed)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.plan.size
 
-def _check_output_shape(width: int, height: int, what: str) -> None:
-    """An output frame within the pixel limit and of a shape the models handle (aspect ratio at most MAX_ASPECT)."""
-    MAX_OUTPUT_PIXELS.check(width * height, f"{what} {width}x{height}")
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        raise InputError(f"{what} {width}x{height}: aspect ratio {max(width, height) / min(width, height):.1f}:1 is "
-                         f"wider than {MAX_ASPECT:g}:1; pass a --size of a usual shape, e.g. 832x480")
+    @torch.no_grad()
+    def step(self, w2c: torch.Tensor, K: torch.Tensor | None = None, *, write_back: bool = True) -> torch.Tensor:
+        """Render the frames of the poses ``w2c`` that follow the current pose, and move there.
+
+        Args:
+            w2c: (F, 4, 4) world-to-camera poses (OpenCV) of the new frames; with the video denoiser ``F + 1`` must
+                be ``4k + 1`` (Wan's chunks: the current frame and 4k new ones), e.g. 32 or 80.
+            K: (F, 3, 3) pixel intrinsics of the new frames (default: the input view's).
+            write_back: write what the new frames reveal into the memory.
+
+        Returns:
+            (F, 3, H, W) float32 in [-1, 1] on the pipeline's device: the new frames.
+        """
+        w2c = w2c.to(self.pipe.device, torch.float32)
+        if w2c.ndim != 3 or w2c.shape[1:] != (4, 4) or w2c.shape[0] < 1:
+            raise InputError(f"w2c: shape {tuple(w2c.shape)}; pass (F, 4, 4) poses of the new frames")
+        K = self.K.expand(w2c.shape[0], 3, 3) if K is None else K.to(self.pipe.device, torch.float32)
+        if K.shape != (w2c.shape[0], 3, 3):
+            raise InputError(f"K: shape {tuple(K.shape)}; pass ({w2c.shape[0]}, 3, 3) intrinsics or None")
+        F = w2c.shape[0] + 1
+        if self.pipe.denoiser is not None and (F - 1) % self.pipe.vae.temporal_stride:
+            raise InputError(f"w2c: {F - 1} new poses; the video model makes 4k new frames a step (e.g. 32 or 80)")
+        w2c_c = torch.cat([self.w2c[None], w2c])  # (F, 4, 4): the current pose, then the new ones
+        c2w_c = torch.linalg.inv(w2c_c.double()).float()
+        res = self.pipe._run_chunk(self, torch.cat([self.K[None], K]), w2c_c, c2w_c, write_back=write_back)
+        self.K, self.w2c = K[-1], w2c[-1]
+        return res.frames[1:]
+
+    def save(self, path: str | Path) -> None:
+        """Save the memory (``mirage render --memory-from`` or :meth:`Pipeline.world` continue from it)."""
+        self.memory.save(path)
 
 
 class Pipeline:
-    """Loads the models of a preset once and renders any number of (image, trajectory) pairs.
+    """Loads the models of a preset once and renders any number of videos.
 
     Args:
-        config: how to render.
+        config: what is fixed while the models are loaded (:class:`mirage.config.PipelineConfig`).
         progress: optional callback for chunk/step progress (the CLI draws bars from it).
         components: already loaded components (``mirage.hub.Components``; e.g. random weights for the benchmark);
             default: loaded from ``config.preset`` and ``config.overrides``.
     """
 
-    def __init__(self, config: RenderConfig, *, progress: ProgressCallback | None = None, components=None):
+    def __init__(self, config: PipelineConfig | None = None, *, progress: ProgressCallback | None = None,
+                 components=None):
         from mirage import hub
-        from mirage.denoise import Denoiser
+        from mirage.denoise import Denoiser, make_scheduler
 
-        check_config(config)
+        config = config or PipelineConfig()
+        check_pipeline_config(config)
         self.config = config
         self.progress = progress
-        self.offload_depth = False  # set by --offload: the depth model visits the GPU only while it runs
-        self._offloaded_depth = None
         self.device = torch.device(config.device)
         self.dtype = config.torch_dtype
         self.load_timer = StageTimer(self.device)
+        self._stage = "load"
         with self.load_timer.stage("load"):
             if components is None:
                 components = hub.load_components(
-                    config.preset,
-                    overrides=dict(config.overrides),
+                    config.preset, overrides=dict(config.overrides),
                     # offloading: weights are loaded on the CPU and visit the GPU while they run
                     device=self.device if config.offload is OffloadMode.NONE else torch.device("cpu"),
-                    dtype=self.dtype,
-                    vae_dtype=torch.float32 if config.vae_dtype == "float32" else self.dtype,
-                    need_denoiser=config.denoiser is DenoiserKind.VACE,
-                    need_depth=True,
+                    dtype=self.dtype, vae_dtype=config.torch_vae_dtype,
+                    need_denoiser=config.denoiser is DenoiserKind.VACE, need_depth=True,
                 )
+            components = apply_offload(components, config.offload, self.device)
             self.components = components
             self.vae = components.vae
             self.denoiser = None
             if config.denoiser is DenoiserKind.VACE:
-                self.denoiser = Denoiser(components.transformer, components.scheduler_config)
-                if config.flow_shift is not None or config.profile is SamplingProfile.STANDARD:
-                    from mirage.denoise import make_scheduler
-
-                    # a shift will be applied: a scheduler that cannot take one fails here, in one line, not mid-render
-                    make_scheduler(components.scheduler_config, config.flow_shift or FLOW_SHIFT_BY_RESOLUTION[0][2])
+                # a scheduler that cannot take a flow shift fails here, in one line, not mid-render
+                make_scheduler(components.scheduler_config, 3.0)
                 fp8 = apply_fp8(components.transformer, config.fp8)
                 if fp8.mode is not Fp8Mode.NONE:
                     logger.info("--fp8 %s: %d self-attention modules on cuDNN FP8 attention, %d linear layers in "
                                 "FP8", fp8.mode.value, fp8.attention_modules, fp8.linear_layers)
-                self._apply_offload()
+                denoiser = Denoiser(components.transformer, components.scheduler_config)
                 if config.compile:
-                    self.denoiser.transformer = torch.compile(self.denoiser.transformer, fullgraph=False)
+                    denoiser.transformer = torch.compile(denoiser.transformer, fullgraph=False)
+                self.denoiser = offload_denoiser(denoiser, config.offload, self.device)
         self.preset = str(getattr(components.preset, "value", components.preset))
         self._prompt_cache: dict[tuple[str, str | None], tuple] = {}
-
-    def _apply_offload(self) -> None:
-        """Model offload: the transformer lives on the CPU and visits the GPU for each chunk's denoising."""
-        if self.config.offload is OffloadMode.NONE:
-            return
-        from mirage.offload import apply_offload
-
-        apply_offload(self, self.config.offload)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -299,11 +234,8 @@ class Pipeline:
             classes["transformer"] = type(self.components.transformer).__name__
         if self.components.scheduler_config:
             classes["scheduler"] = self.components.scheduler_config.get("_class_name")
-        out = {}
-        for k, r in self.components.resolved.items():
-            out[k] = {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
-                      "class": classes.get(k), "local": r.local}
-        return out
+        return {k: {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
+                    "class": classes.get(k), "local": r.local} for k, r in self.components.resolved.items()}
 
     @property
     def vae_id(self) -> str:
@@ -311,15 +243,9 @@ class Pipeline:
         return r.describe() if r is not None else "vae"
 
     def depth_model(self):
-        """The depth estimator (loaded on first use; kept on the CPU between uses when offloading)."""
+        """The depth estimator (loaded on first use)."""
         if self.components.depth is None:
             raise InputError("depth: this preset has no depth model; pass --depth FILE")
-        if self.offload_depth:
-            if self._offloaded_depth is None:
-                from mirage.offload import OffloadedDepth
-
-                self._offloaded_depth = OffloadedDepth(self.components.depth(), self.device)
-            return self._offloaded_depth
         return self.components.depth()
 
     def prompt_embeds(self, prompt: str, negative: str | None) -> tuple:
@@ -341,252 +267,265 @@ class Pipeline:
             self._prompt_cache[key] = (embeds[0], embeds[1] if negative is not None else None)
         return self._prompt_cache[key]
 
+    def check_input(self, image: str | Path | torch.Tensor, traj: TrajectoryOptions | str | None,
+                    options: RenderOptions | None = None, *, depth_file: str | Path | None = None,
+                    memory_from: str | Path | None = None) -> InputPlan:
+        """:func:`mirage.inputs.check_input` for this pipeline's preset and denoiser."""
+        options = options or RenderOptions()
+        check_render_options(options)
+        return check_input(image, traj, options, preset=self.preset, denoiser=self.config.denoiser,
+                           depth_file=depth_file, memory_from=memory_from)
+
     # ------------------------------------------------------------------------------------------------------------
-    def render(
-        self,
-        image_path: str | Path,
-        traj: TrajectoryOptions,
-        *,
-        depth_file: str | Path | None = None,
-        memory_from: str | Path | None = None,
-    ) -> RenderResult:
-        """Render one video. See the module docstring for the order of the stages.
+    def render(self, image: InputPlan | str | Path | torch.Tensor, traj: TrajectoryOptions | str | None = None,
+               options: RenderOptions | None = None, *, depth_file: str | Path | None = None,
+               memory_from: str | Path | None = None) -> RenderResult:
+        """Render one video along a trajectory.
+
+        Args:
+            image: an image file, a (3, H, W) float tensor in [-1, 1], or the :class:`InputPlan` that
+                :meth:`check_input` (or :func:`mirage.inputs.check_input`) made of one (then ``traj``,
+                ``depth_file`` and ``memory_from`` come from the plan).
+            traj: the trajectory (preset name, camera file, or :class:`TrajectoryOptions`).
+            options: per-video settings (default :class:`RenderOptions`).
 
         Raises:
             MirageError: bad input (before any heavy work); RuntimeFailure: CUDA out of memory, naming the stage.
         """
+        options = options or RenderOptions()
+        plan = image if isinstance(image, InputPlan) else self.check_input(
+            image, traj, options, depth_file=depth_file, memory_from=memory_from)
+        if plan.traj is None:
+            raise InputError("render: no trajectory; pass traj (a preset name or camera file)")
+        with self._oom_names_stage(plan, options):
+            return self._render(plan, options)
+
+    def world(self, image: str | Path | torch.Tensor, options: RenderOptions | None = None, *,
+              depth_file: str | Path | None = None, memory_from: str | Path | None = None) -> World:
+        """A :class:`World` of one image, at the input view, for a caller that moves it with :meth:`World.step`."""
+        options = options or RenderOptions()
+        plan = self.check_input(image, None, options, depth_file=depth_file, memory_from=memory_from)
+        timer = StageTimer(self.device, on_stage=self._on_stage)
+        with self._oom_names_stage(plan, options), torch.no_grad():
+            image_t = plan.read_image().to(self.device)
+            dres = self._depth_of(plan, image_t, timer)
+            W, H = plan.size
+            K_src, _, k_warn = self._intrinsics(plan, options, dres)
+            K = scale_intrinsics(K_src, W / plan.source_size[0], H / plan.source_size[1])
+            return self._open_world(plan, options, image_t, dres, K, torch.eye(4), timer, list(plan.warnings) + list(k_warn))
+
+    # ------------------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _oom_names_stage(self, plan: InputPlan, options: RenderOptions) -> Iterator[None]:
+        """CUDA out of memory inside the block becomes a RuntimeFailure naming the stage and what to try."""
         self._stage = "start"
         try:
-            return self._render(image_path, traj, depth_file=depth_file, memory_from=memory_from)
+            yield
         except torch.cuda.OutOfMemoryError:
-            c = self.config
-            size = f"{c.size[0]}x{c.size[1]}" if c.size else "the default size"
             raise RuntimeFailure(
-                f"{Path(image_path).name}: CUDA out of memory in stage '{self._stage}' at {size}, "
-                f"{c.chunk_frames} frames per chunk",
+                f"{Path(plan.name).name}: CUDA out of memory in stage '{self._stage}' at {plan.size[0]}x{plan.size[1]}, "
+                f"{options.chunk_frames} frames per chunk",
                 hint="try --offload model (or sequential), fewer --chunk-frames, or a smaller --size",
             ) from None
 
-    @torch.no_grad()
-    def _render(self, image_path, traj: TrajectoryOptions, *, depth_file=None, memory_from=None) -> RenderResult:
-        import time
-
-        from mirage import depth as depth_mod
-        from mirage.trajectory import load_trajectory
-        from mirage.video import read_image, resize_image
-
-        c = self.config
-        t_start = time.perf_counter()
-        timer = StageTimer(self.device, on_stage=self._on_stage)
-        warnings: list[str] = []
-        vae = self.vae
-
-        # --- inputs, validated before any heavy work (the same checks batch.check_input runs before models load)
-        image_path = Path(image_path)
-        plan = plan_inputs(image_path, traj, c, self.preset, depth_file=depth_file)
-        src_wh, (W, H) = plan.source_size, plan.size
-        warnings.extend(plan.warnings)
-        sampling = plan.sampling  # steps, guidance, negative prompt, flow shift at this size
-        image = resize_image(read_image(image_path), W, H).to(self.device)  # (3, H, W) [-1, 1]
-
-        # --- depth of the input image
+    def _depth_of(self, plan: InputPlan, image: torch.Tensor, timer: StageTimer):
+        """Depth of the input image at the video size (the ``--depth`` file, or the depth model)."""
         with timer.stage("depth"):
-            if depth_file is not None:
-                # a depth file is in the coordinates of the image as given: read it there, resize it like the image
-                dres = _resize_depth_result(plan.depth, W, H)
-            else:
-                # Depth Pro's metric scale follows the focal length: give it the one the render will use, if known
-                fov_hint = None if plan.K_known is None else float(fov_x_from_intrinsics(plan.K_known, src_wh[0]))
-                dres = self.depth_model().estimate(image, fov_x_deg=fov_hint)
+            if plan.depth is not None:
+                # a depth file is in the coordinates of the image as given: read there, resized like the image
+                return _resize_depth_result(plan.depth, *plan.size)
+            # Depth Pro's metric scale follows the focal length: give it the one the render will use, if known
+            fov = None if plan.K_known is None else float(fov_x_from_intrinsics(plan.K_known, plan.source_size[0]))
+            return self.depth_model().estimate(image, fov_x_deg=fov)
+
+    def _intrinsics(self, plan: InputPlan, o: RenderOptions, dres):
+        """(K (3, 3) of the image as given, its source, warnings): the user's, else the depth model's FoV."""
+        from mirage import depth as depth_mod
+
+        return depth_mod.resolve_intrinsics(*plan.source_size, fov_x_deg=o.fov, intrinsics=o.intrinsics,
+                                            predicted_fov_x_deg=dres.fov_x_deg)
+
+    def _open_world(self, plan: InputPlan, options: RenderOptions, image: torch.Tensor, dres, K: torch.Tensor,
+                    c2w: torch.Tensor, timer: StageTimer, warnings: list[str]) -> World:
+        """Encode the image and build its memory: a World at the input view (K (3, 3), c2w (4, 4))."""
         warnings.extend(dres.warnings)
         depth = dres.depth.to(self.device, torch.float32)  # (H, W) z, scene units
         valid = dres.valid.to(self.device)
         if not bool(valid.any()):
-            raise InputError(f"depth of {image_path}: no valid pixel; check --depth or the depth model")
-        scene_depth = float(depth[valid].median())
+            raise InputError(f"depth of {plan.name}: no valid pixel; check --depth or the depth model")
+        with timer.stage("encode"):
+            latents = self.vae.encode_image(image.to(self.vae.dtype))  # (C, h, w)
+        K = K.to(self.device, torch.float32)
+        with timer.stage("memory_init"):
+            memory = self._make_memory(plan, options, image, latents, depth, valid, K, c2w.to(self.device, torch.float32))
+        init_report = getattr(memory, "init_report", None)
+        if init_report is not None and getattr(init_report, "warning", None):
+            warnings.append(init_report.warning)
+        return World(self, plan, options, image, latents, memory, K, c2w, timer, warnings)
+
+    @torch.no_grad()
+    def _render(self, plan: InputPlan, options: RenderOptions) -> RenderResult:
+        from mirage.trajectory import load_trajectory
+        from mirage.video import mp4_rate
+
+        t_start = time.perf_counter()
+        timer = StageTimer(self.device, on_stage=self._on_stage)
+        warnings = list(plan.warnings)
+        W, H = plan.size
+        src_w, src_h = plan.source_size
+        image = plan.read_image().to(self.device)  # (3, H, W) [-1, 1]
+        dres = self._depth_of(plan, image, timer)
 
         # --- intrinsics and trajectory, both for the image as given, then following its resize to (W, H)
         if plan.camera_traj is not None:
             traj_src, k_source = plan.camera_traj, plan.k_source
         else:
-            K_src, k_source, k_warn = depth_mod.resolve_intrinsics(
-                *src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics, predicted_fov_x_deg=dres.fov_x_deg
-            )
+            K_src, k_source, k_warn = self._intrinsics(plan, options, dres)
             warnings.extend(k_warn)
-            traj_src = load_trajectory(
-                traj.spec, width=src_wh[0], height=src_wh[1], K=K_src, scene_depth=scene_depth, fmt=traj.fmt,
-                frames=traj.frames, fps=traj.fps, scale=traj.scale, start=traj.start,
-            )
-        traj_t = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_wh[0], H / src_wh[1]), width=W, height=H)
-        K_img = traj_t.K[0]
-        n_req = traj_t.num_frames
-        stride_t = vae.temporal_stride if c.denoiser is DenoiserKind.VACE else 1
-        n = adjust_num_frames(n_req, stride_t)
+            scene_depth = float(dres.depth[dres.valid].median()) if bool(dres.valid.any()) else 1.0
+            t = plan.traj
+            traj_src = load_trajectory(t.spec, width=src_w, height=src_h, K=K_src, scene_depth=scene_depth,
+                                       fmt=t.fmt, frames=t.frames, fps=t.fps, scale=t.scale, start=t.start)
+        traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
+        n_req = traj.num_frames
+        n = adjust_num_frames(n_req, self.vae.temporal_stride if self.denoiser is not None else 1)
         if n != n_req:
             logger.info("frames: %d -> %d (a Wan video has 4k + 1 frames)", n_req, n)
             warnings.append(f"frames: {n_req} -> {n} (a Wan video has 4k + 1 frames)")
-            traj_t = traj_t.resampled(n)
-        from mirage.video import mp4_rate
+            traj = traj.resampled(n)
+        rate = float(mp4_rate(traj.fps))
+        if rate != traj.fps:  # the MP4 stores a fraction: the report states the rate the file holds
+            logger.info("fps: %.6g -> %.6g (the nearest rate an MP4 stores)", traj.fps, rate)
+            traj = traj.with_fps(rate)
+        K_all = traj.K.to(self.device, torch.float32)  # (N, 3, 3)
+        w2c_all = traj.w2c.to(self.device, torch.float32)  # (N, 4, 4)
+        world = self._open_world(plan, options, image, dres, K_all[0], traj.c2w[0], timer, warnings)
 
-        rate = float(mp4_rate(traj_t.fps))
-        if rate != traj_t.fps:  # the MP4 stores a fraction: the report states the rate the file holds
-            logger.info("fps: %.6g -> %.6g (the nearest rate an MP4 stores)", traj_t.fps, rate)
-            traj_t = traj_t.with_fps(rate)
-        K_all = traj_t.K.to(self.device, torch.float32)  # (N, 3, 3)
-        w2c_all = traj_t.w2c.to(self.device, torch.float32)  # (N, 4, 4)
-        c2w_all = traj_t.c2w.to(self.device, torch.float32)
-        K_img = K_img.to(self.device, torch.float32)
-
-        # --- encode the input image, build the memory
-        with timer.stage("encode"):
-            image_latents = vae.encode_image(image.to(vae.dtype))  # (C, h, w)
-        with timer.stage("memory_init"):
-            memory = self._make_memory(image, image_latents, depth, valid, K_img, c2w_all[0], stride_t, memory_from)
-        init_report = getattr(memory, "init_report", None)
-        if init_report is not None and getattr(init_report, "warning", None):
-            warnings.append(init_report.warning)
-
-        # --- chunks
-        chunk_len = c.chunk_frames if c.denoiser is DenoiserKind.VACE else n
-        chunks = plan_chunks(n, chunk_len)
-        out_frames: list[torch.Tensor] = []
-        out_reads: list[torch.Tensor] = []
-        chunk_reports: list[ChunkReport] = []
-        prompt_embeds = negative_embeds = None
-        if c.denoiser is DenoiserKind.VACE:
-            prompt_embeds, negative_embeds = self.prompt_embeds(
-                c.prompt, sampling.negative_prompt if sampling.guidance > 1 else None)
-        known_frame = image  # (3, H, W): the chunk's first frame, already known
-        known_latent = image_latents  # (C, h, w)
-        generator = torch.Generator(device="cpu").manual_seed(c.seed)
+        # --- chunks: each one a step of the world
+        chunks = plan_chunks(n, options.chunk_frames if self.denoiser is not None else n)
+        c2w_all = traj.c2w.to(self.device, torch.float32)  # (N, 4, 4)
+        frames_out, reads_out = [], []
         for ci, (a, b) in enumerate(chunks):
-            F = b - a
             last = ci == len(chunks) - 1
-            with timer.stage("memory_read"):
-                read = memory.read(K_all[a:b], w2c_all[a:b])
-            if ci == 0:
-                _check_sees_memory(read, traj, b)
-            with timer.stage("conditioning"):
-                read = _pin_first_frame(read, known_frame, known_latent)
-            latents = None
-            if c.denoiser is DenoiserKind.VACE:
-                with timer.stage("conditioning"):
-                    cond = self._conditioning(read)
-                with timer.stage("denoise"):
-                    latents = self.denoiser(
-                        cond, prompt_embeds, negative_embeds, num_frames=F, height=H, width=W,
-                        steps=sampling.steps, guidance=sampling.guidance, flow_shift=sampling.flow_shift,
-                        generator=generator, callback=self._step_callback,
-                    )
-                with timer.stage("decode"):
-                    frames = vae.decode(latents).float()  # (F, 3, H, W)
-            else:
-                with timer.stage("decode"):
-                    lat = push_pull_fill(read.latents, read.holes) if c.hole_fill else read.latents
-                    frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
-            if c.keep_reads:
-                with timer.stage("decode_reads"):
-                    decoded_reads = self._decoded_reads(read, F)
-                    out_reads.append((decoded_reads if ci == 0 else decoded_reads[1:]).cpu())  # like the frames
-            wstats = None
-            if c.write_back and latents is not None and (not last or c.write_back_last):
-                wstats = self._write_back(memory, read, frames, latents, K_all[a:b], c2w_all[a:b], timer)
-                if wstats.warning:
-                    warnings.append(f"chunk {ci}: {wstats.warning}")
-            st = memory.stats()
-            chunk_reports.append(
-                ChunkReport(
-                    index=ci, frames=(a, b - 1), latent_frames=int(read.latents.shape[0]),
-                    hole_fraction=float(read.holes[1:].float().mean()) if read.holes.shape[0] > 1 else 0.0,
-                    tokens=st.tokens, bytes=st.bytes,
-                    added=wstats.added if wstats else 0, merged=wstats.merged if wstats else 0,
-                    dropped=wstats.dropped if wstats else 0,
-                    depth_scale=(float(statistics.median(wstats.scales)) if wstats and wstats.scales else None),
-                    warnings=[wstats.warning] if wstats is not None and wstats.warning else [],
-                )
-            )
-            out_frames.append((frames if ci == 0 else frames[1:]).cpu())  # chunks overlap by one frame
-            if not last:
-                known_frame = frames[-1]
-                with timer.stage("encode"):
-                    known_latent = vae.encode_image(known_frame.to(vae.dtype))
+            res = self._run_chunk(world, K_all[a:b], w2c_all[a:b], c2w_all[a:b],
+                                  write_back=options.write_back and (not last or options.write_back_last),
+                                  span=(a, b - 1), check_sees=plan.traj if ci == 0 else None)
+            world.K, world.w2c = K_all[b - 1], w2c_all[b - 1]
+            frames_out.append((res.frames if ci == 0 else res.frames[1:]).cpu())  # chunks overlap by one frame
+            if res.reads is not None:
+                reads_out.append((res.reads if ci == 0 else res.reads[1:]).cpu())
             if self.progress:
                 self.progress("chunk", ci + 1, len(chunks))
-
-        video = out_frames[0] if len(out_frames) == 1 else torch.cat(out_frames)  # (N, 3, H, W)
-        reads = torch.cat(out_reads) if out_reads else None
-        times = timer.times_ms()
-        times["total"] = (time.perf_counter() - t_start) * 1e3
-        times["load"] = self.load_timer.times_ms().get("load", 0.0)
-        report = RunReport(
-            schema_version=REPORT_SCHEMA_VERSION,
-            mirage_version=__version__,
-            inputs={
-                "image": str(image_path), "image_sha256": sha256_file(image_path),
-                "trajectory": traj.spec,
-                "trajectory_sha256": sha256_file(traj.spec) if Path(traj.spec).is_file() else None,
-                "depth_file": str(depth_file) if depth_file else None,
-                "depth_file_sha256": sha256_file(depth_file) if depth_file else None,
-                "memory_from": str(memory_from) if memory_from else None,
-                "intrinsics_source": str(getattr(k_source, "value", k_source)),
-            },
-            models=self.model_ids,
-            settings=_config_dict(c),
-            sampling=self.sampling_record(sampling) if c.denoiser is DenoiserKind.VACE else None,
-            device=str(self.device),
-            dtype=c.dtype,
-            frames=int(video.shape[0]),
-            fps=traj_t.fps,
-            width=W,
-            height=H,
-            timing_ms=times,
-            timing_method="cuda-events" if self.device.type == "cuda" else "perf_counter",
-            peak_vram_bytes=self._peak_vram(timer),
-            peak_vram_extra_bytes=dict(timer.peak_extra_bytes),
-            memory={"kind": c.memory.value, **_stats_dict(memory.stats())},
-            chunks=[cr.__dict__ for cr in chunk_reports],
-            warnings=warnings,
-            outputs={},
+        video = torch.cat(frames_out)  # (N, 3, H, W)
+        memory = world.memory
+        report = build_report(
+            plan=plan, config=self.config, options=options, models=self.model_ids,
+            sampling=self.sampling_record(plan.sampling) if self.denoiser is not None else None,
+            frames=int(video.shape[0]), fps=traj.fps, timer=timer, load_timer=self.load_timer,
+            total_ms=(time.perf_counter() - t_start) * 1e3, memory_kind=options.memory.value,
+            memory_stats=_stats_dict(memory.stats()), chunks=world.chunks, warnings=world.warnings,
+            k_source=str(getattr(k_source, "value", k_source)),
         )
-        return RenderResult(frames=video, reads=reads, trajectory=traj_t, image=image.float().cpu(), report=report,
-                            memory=memory, time_s=times["total"] / 1e3)
+        return RenderResult(frames=video, reads=torch.cat(reads_out) if reads_out else None, trajectory=traj,
+                            image=image.float().cpu(), report=report, memory=memory, time_s=report.timing_ms["total"] / 1e3)
+
+    def _run_chunk(self, world: World, K: torch.Tensor, w2c: torch.Tensor, c2w: torch.Tensor, *, write_back: bool,
+                   span: tuple[int, int] | None = None, check_sees: TrajectoryOptions | None = None) -> ChunkResult:
+        """One chunk of ``world``: read the memory at the F poses (K (F, 3, 3), w2c and c2w (F, 4, 4); pose 0 is the
+        known frame's), generate, decode, write back. ``span``: the chunk's [first, last] frame of the whole video;
+        ``check_sees``: refuse reads that see nothing of the input image (a trajectory that leaves the scene)."""
+        o, timer, vae = world.options, world.timer, self.vae
+        F = int(w2c.shape[0])
+        H_W = world.image.shape[-2:]
+        index = len(world.chunks)
+        span = span or (world._frame_index, world._frame_index + F - 1)
+        if world._latent is None:  # the previous chunk's last frame, encoded only when a next chunk comes
+            with timer.stage("encode"):
+                world._latent = vae.encode_image(world._frame.to(vae.dtype))
+        with timer.stage("memory_read"):
+            read = world.memory.read(K, w2c)
+        if check_sees is not None:
+            _check_sees_memory(read, check_sees, span[1])
+        with timer.stage("conditioning"):
+            read = _pin_first_frame(read, world._frame, world._latent)
+        latents = None
+        if self.denoiser is not None:
+            s = world.plan.sampling
+            if world._embeds is None:
+                world._embeds = self.prompt_embeds(o.prompt, s.negative_prompt if s.guidance > 1 else None)
+            with timer.stage("conditioning"):
+                cond = self._conditioning(read)
+            with timer.stage("denoise"):
+                latents = self.denoiser(
+                    cond, *world._embeds, num_frames=F, height=int(H_W[0]), width=int(H_W[1]), steps=s.steps,
+                    guidance=s.guidance, flow_shift=s.flow_shift, generator=world.generator,
+                    callback=self._step_callback,
+                )
+            with timer.stage("decode"):
+                frames = vae.decode(latents).float()  # (F, 3, H, W)
+        else:
+            with timer.stage("decode"):
+                lat = push_pull_fill(read.latents, read.holes) if o.hole_fill else read.latents
+                frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
+        reads = None
+        if o.keep_reads:
+            with timer.stage("decode_reads"):
+                reads = self._decoded_reads(read, F)
+        wstats = None
+        if write_back and latents is not None:
+            wstats = self._write_back(world.memory, read, frames, latents, K, c2w, timer)
+            if wstats.warning:
+                world.warnings.append(f"chunk {index}: {wstats.warning}")
+        st = world.memory.stats()
+        report = ChunkReport(
+            index=index, frames=span, latent_frames=int(read.latents.shape[0]),
+            hole_fraction=float(read.holes[1:].float().mean()) if read.holes.shape[0] > 1 else 0.0,
+            tokens=st.tokens, bytes=st.bytes, added=wstats.added if wstats else 0,
+            merged=wstats.merged if wstats else 0, dropped=wstats.dropped if wstats else 0,
+            depth_scale=float(statistics.median(wstats.scales)) if wstats and wstats.scales else None,
+            warnings=[wstats.warning] if wstats is not None and wstats.warning else [],
+        )
+        world.chunks.append(report)
+        world._frame, world._latent = frames[-1], None
+        world._frame_index = span[1]
+        return ChunkResult(frames=frames, reads=reads, report=report)
 
     # ------------------------------------------------------------------------------------------------------------
     def _memory_encoder(self, stride_t: int):
         """(F, 3, H, W) -> (T, C, h, w): how the RGB memory encodes its renders."""
         return self.vae.encode_video if stride_t > 1 else self.vae.encode_images
 
-    def _make_memory(self, image, image_latents, depth, valid, K_img, c2w0, stride_t, memory_from):
+    def _make_memory(self, plan: InputPlan, o: RenderOptions, image, image_latents, depth, valid, K_img, c2w0):
         from mirage.memory import MemoryConfig, create_memory, load_memory
 
-        c = self.config
         vae = self.vae
-        if memory_from is not None:
+        stride_t = vae.temporal_stride if self.denoiser is not None else 1
+        if plan.memory_from is not None:
             mem = load_memory(
-                memory_from, latent_channels=vae.latent_channels, stride=vae.spatial_stride,
+                plan.memory_from, latent_channels=vae.latent_channels, stride=vae.spatial_stride,
                 temporal_stride=stride_t, model_id=self.vae_id, encode_video=self._memory_encoder(stride_t),
                 device=self.device,
             )
             saved_hw = tuple(getattr(mem, "image_size", None) or mem.points.image_size)
             if saved_hw != tuple(image.shape[-2:]):
-                raise InputError(f"--memory-from {memory_from}: saved for {saved_hw[1]}x{saved_hw[0]} images, this render "
-                                 f"is {image.shape[-1]}x{image.shape[-2]}; pass --size {saved_hw[1]}x{saved_hw[0]}")
-            if c.memory_phases > 1:
+                raise InputError(f"--memory-from {plan.memory_from}: saved for {saved_hw[1]}x{saved_hw[0]} images, this "
+                                 f"render is {image.shape[-1]}x{image.shape[-2]}; pass --size {saved_hw[1]}x{saved_hw[0]}")
+            if o.memory_phases > 1:
                 logger.warning("--memory-phases applies when a memory is built; the loaded memory keeps its own")
-            if mem.kind is not c.memory:
-                raise InputError(f"--memory-from {memory_from}: holds a {mem.kind.value} memory, but --memory is "
-                                 f"{c.memory.value}; pass --memory {mem.kind.value}")
+            if mem.kind is not o.memory:
+                raise InputError(f"--memory-from {plan.memory_from}: holds a {mem.kind.value} memory, but --memory is "
+                                 f"{o.memory.value}; pass --memory {mem.kind.value}")
             return mem
         depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))
         config, phase_latents = MemoryConfig(), None
-        if c.memory_phases > 1:
+        if o.memory_phases > 1:
             from mirage.memory import SplatMode, encode_phases
 
             # polyphase reads pick the nearest-centre token (a bilinear blend of phases is a blur: docs/fidelity.md)
-            config = MemoryConfig(phases=c.memory_phases, splat=SplatMode.CLOSEST)
-            phase_latents = encode_phases(vae, image.to(vae.dtype), c.memory_phases)
+            config = MemoryConfig(phases=o.memory_phases, splat=SplatMode.CLOSEST)
+            phase_latents = encode_phases(vae, image.to(vae.dtype), o.memory_phases)
         return create_memory(
-            c.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0,
+            o.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0,
             stride=vae.spatial_stride, temporal_stride=stride_t, config=config,
             encode_video=self._memory_encoder(stride_t), model_id=self.vae_id, dtype=vae.dtype, device=self.device,
             phase_latents=phase_latents,
@@ -598,10 +537,8 @@ class Pipeline:
         if read.pixel_holes is not None:
             # the RGB baseline: its render (0 in holes) was VAE-encoded by the read; VACE packs the pixel mask
             return denoise.conditioning_from_render(self.vae, read.latents, read.pixel_holes)
-        return denoise.conditioning_from_latents(self.vae, read.latents, read.holes, num_frames=self._frames_of(read))
-
-    def _frames_of(self, read: MemoryRead) -> int:
-        return self.vae.num_pixel_frames(int(read.latents.shape[0]))
+        return denoise.conditioning_from_latents(self.vae, read.latents, read.holes,
+                                                 num_frames=self.vae.num_pixel_frames(int(read.latents.shape[0])))
 
     def _decoded_reads(self, read: MemoryRead, F: int) -> torch.Tensor:
         """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads held per group."""
@@ -643,108 +580,6 @@ class Pipeline:
         if self.progress:
             self.progress("step", step, total)
 
-    def _peak_vram(self, timer: StageTimer) -> dict:
-        if self.device.type != "cuda":
-            return {}
-        out = dict(timer.peak_bytes)
-        out["load"] = self.load_timer.peak_bytes.get("load", 0)
-        out["overall"] = max(out.values()) if out else 0
-        return out
-
-
-@dataclass(frozen=True)
-class InputPlan:
-    """What can be known about one render's inputs without any model (checked before models load).
-
-    Attributes:
-        source_size: (width, height) of the image file; size: (W, H) of the video.
-        camera_traj: the camera file's trajectory at the image's own size (None for presets, which need the
-            scene depth and are resolved after the depth estimate).
-        K_known: (3, 3) intrinsics of the image as given when known before depth (``--intrinsics``/``--fov``, or a
-            camera file's frame 0); None when the depth model's predicted FoV (or the default) will decide.
-        k_source: where ``K_known`` came from. depth: the ``--depth`` file, read at the image's size.
-        sampling: the denoiser's settings at this size (:func:`mirage.sampling.resolve_sampling`).
-    """
-
-    source_size: tuple[int, int]
-    size: tuple[int, int]
-    camera_traj: Trajectory | None
-    K_known: torch.Tensor | None
-    k_source: str
-    depth: object | None
-    warnings: tuple[str, ...]
-    sampling: SamplingSettings
-
-
-def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig, preset: str, *,
-                depth_file: str | Path | None = None) -> InputPlan:
-    """Validate a render's inputs and resolve what needs no model (image header, output size, camera file,
-    user intrinsics, depth file). Raises a one-line :class:`MirageError` on bad input."""
-    from mirage import depth as depth_mod
-    from mirage.trajectory import load_trajectory
-    from mirage.video import image_size
-
-    c = config
-    src_wh = image_size(image_path)
-    if max(src_wh) > MAX_ASPECT * min(src_wh) and c.size is None:
-        raise InputError(f"image {image_path}: {src_wh[0]}x{src_wh[1]} is wider than {MAX_ASPECT:g}:1; crop it, or pass "
-                         "--size WxH to choose the video's shape")
-    W, H = c.size if c.size is not None else output_size(src_wh, PIXEL_AREA.get(preset, 832 * 480), SIZE_MULTIPLE)
-    _check_output_shape(W, H, f"output size of {image_path.name}")
-    warnings: list[str] = []
-    if (W, H) != tuple(src_wh):
-        logger.info("image %s: %dx%d -> %dx%d (the model's size)", image_path.name, *src_wh, W, H)
-        stretch = (W / H) / (src_wh[0] / src_wh[1])
-        if abs(stretch - 1) > 0.02:
-            warnings.append(f"image {image_path.name}: {src_wh[0]}x{src_wh[1]} -> {W}x{H} changes the aspect ratio by "
-                            f"{100 * (stretch - 1):+.0f}% (cameras follow the stretch); pass a --size of the image's "
-                            "aspect to avoid it")
-            logger.warning("%s", warnings[-1])
-    K_user, k_source = None, ""
-    if c.fov is not None or c.intrinsics is not None:
-        K_user, k_source, k_warn = depth_mod.resolve_intrinsics(*src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics)
-        warnings.extend(k_warn)
-    # resolves presets too (with default K and unit scene depth), so a bad preset fails here, before any model
-    first = load_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], K=K_user, fmt=traj.fmt, frames=traj.frames,
-                            fps=traj.fps, scale=traj.scale, start=traj.start)
-    from mirage.video import mp4_rate
-
-    mp4_rate(first.fps, "--fps" if traj.fps is not None else f"frame rate of {echo(traj.spec, 120)}")
-    check_video_fits(first.num_frames, W, H, f"--traj {echo(traj.spec, 120)}")
-    camera_traj, K_known = None, K_user
-    if not first.source.startswith("preset:"):  # an imported camera file knows the input camera
-        camera_traj = first
-        if K_user is None:
-            K_known, k_source = first.K[0], f"trajectory file {traj.spec} (frame 0)"
-        else:  # the user's camera wins: every frame's focal is rescaled by the same factor (zooms are kept)
-            ratio = K_user[0, 0] / first.K[0, 0, 0]
-            K = first.K.clone()
-            K[:, :2, :2] *= ratio
-            K[:, :2, 2] = K_user[:2, 2]
-            camera_traj = replace(first, K=K)
-            warnings.append(f"--fov/--intrinsics override the intrinsics of {traj.spec} (focal x{float(ratio):.3f} "
-                            "on every frame)")
-    dres = depth_mod.read_depth_file(depth_file, *src_wh) if depth_file is not None else None
-    sampling = sampling_settings(c, int(W), int(H))
-    MAX_STEPS.check(sampling.steps, "--steps" if c.steps is not None else f"--steps ({c.profile.value} profile)")
-    if c.denoiser is DenoiserKind.VACE and sampling.guidance == 1.0 and c.negative_prompt:
-        warnings.append("--negative-prompt is unused with guidance 1.0 (off); pass --guidance > 1 to use it")
-        logger.warning("%s", warnings[-1])
-    return InputPlan(tuple(src_wh), (int(W), int(H)), camera_traj, K_known, str(getattr(k_source, "value", k_source)),
-                     dres, tuple(warnings), sampling)
-
-
-def sampling_settings(config: RenderConfig, width: int, height: int) -> SamplingSettings:
-    """The denoiser settings of a render at ``width`` x ``height``: the config's explicit values, else its
-    profile's (:func:`mirage.sampling.resolve_sampling`)."""
-    c = config
-    return resolve_sampling(c.profile, width, height, steps=c.steps, guidance=c.guidance,
-                            negative_prompt=c.negative_prompt, flow_shift=c.flow_shift)
-
-
-#: Hole fraction above which the first chunk's reads count as seeing nothing of the input image.
-ALL_HOLES = 0.999
-
 
 def _check_sees_memory(read: MemoryRead, traj: TrajectoryOptions, stop: int) -> None:
     """The first chunk's cameras must see some of the input image: reads that are all holes mean the path leaves
@@ -754,7 +589,7 @@ def _check_sees_memory(read: MemoryRead, traj: TrajectoryOptions, stop: int) -> 
         return
     frac = float(read.holes[1:].float().mean())
     if frac >= ALL_HOLES:
-        raise InputError(f"--traj {echo(traj.spec, 120)}: frames 1-{stop - 1} see none of the input image "
+        raise InputError(f"--traj {echo(traj.spec, 120)}: frames 1-{stop} see none of the input image "
                          f"({100 * frac:.1f}% holes); check --traj-scale (now {traj.scale:g}) and that the cameras are "
                          "for this image and scene")
 
@@ -788,15 +623,7 @@ def _stats_dict(st) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.__dict__.items()}
 
 
-def _config_dict(c: RenderConfig) -> dict:
-    out = {}
-    for k, v in c.__dict__.items():
-        out[k] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, tuple) else v)
-    return out
-
-
 __all__ = [
-    "DenoiserKind", "OffloadMode", "RenderConfig", "SamplingProfile", "sampling_settings", "TrajectoryOptions",
-    "RenderResult", "Pipeline",
-    "adjust_num_frames", "plan_chunks", "output_size", "dilate", "MirageError", "RuntimeFailure",
+    "ChunkResult", "DenoiserKind", "InputPlan", "OffloadMode", "Pipeline", "PipelineConfig", "ProgressCallback",
+    "RenderOptions", "RenderResult", "TrajectoryOptions", "World", "adjust_num_frames", "dilate", "plan_chunks",
 ]

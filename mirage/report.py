@@ -130,7 +130,7 @@ class RunReport:
     mirage_version: str
     inputs: dict  # image path + sha256, trajectory source + sha256, depth file
     models: dict  # component -> {"id", "revision", "class"}
-    settings: dict  # the RenderConfig as given: preset, memory, denoiser, profile, steps, guidance, seed, prompt, ...
+    settings: dict  # the PipelineConfig and RenderOptions as given: preset, denoiser, memory, profile, steps, ...
     sampling: dict | None  # what the denoiser used: profile, steps, guidance, negative_prompt, flow_shift (+ source);
     #                        None with --denoiser none
     device: str
@@ -150,3 +150,60 @@ class RunReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def build_report(*, plan, config, options, models: dict, sampling: dict | None, frames: int, fps: float,
+                 timer: StageTimer, load_timer: StageTimer, total_ms: float, memory_kind: str, memory_stats: dict,
+                 chunks: list[ChunkReport], warnings: list[str], k_source: str) -> RunReport:
+    """The :class:`RunReport` of one render.
+
+    Args:
+        plan: the render's :class:`mirage.inputs.InputPlan`. config, options: the settings
+            (:class:`mirage.config.PipelineConfig`, :class:`mirage.config.RenderOptions`).
+        models: component -> {"id", "revision", "class", "local"}. sampling: what the denoiser used, or None.
+        frames, fps: the video. timer, load_timer: the render's and the model loading's stage timers.
+        total_ms: wall time of the render (loading excluded). memory_kind, memory_stats: the memory at the end.
+        chunks, warnings: per chunk, and for the run. k_source: where the input camera's intrinsics came from.
+    """
+    from mirage import __version__
+    from mirage.config import settings_dict
+
+    times = timer.times_ms()
+    times["total"] = total_ms
+    times["load"] = load_timer.times_ms().get("load", 0.0)
+    peak: dict = {}
+    if timer.cuda:
+        peak = dict(timer.peak_bytes)
+        peak["load"] = load_timer.peak_bytes.get("load", 0)
+        peak["overall"] = max(peak.values()) if peak else 0
+    traj = plan.traj
+    return RunReport(
+        schema_version=REPORT_SCHEMA_VERSION,
+        mirage_version=__version__,
+        inputs={
+            "image": plan.name, "image_sha256": plan.image_sha256(),
+            "trajectory": traj.spec if traj is not None else None,
+            "trajectory_sha256": sha256_file(traj.spec) if traj is not None and Path(traj.spec).is_file() else None,
+            "depth_file": str(plan.depth_file) if plan.depth_file else None,
+            "depth_file_sha256": sha256_file(plan.depth_file) if plan.depth_file else None,
+            "memory_from": str(plan.memory_from) if plan.memory_from else None,
+            "intrinsics_source": k_source,
+        },
+        models=models,
+        settings=settings_dict(config, options),
+        sampling=sampling,
+        device=str(timer.device),
+        dtype=config.dtype,
+        frames=frames,
+        fps=fps,
+        width=plan.size[0],
+        height=plan.size[1],
+        timing_ms=times,
+        timing_method="cuda-events" if timer.cuda else "perf_counter",
+        peak_vram_bytes=peak,
+        peak_vram_extra_bytes=dict(timer.peak_extra_bytes),
+        memory={"kind": memory_kind, **memory_stats},
+        chunks=[c.__dict__ for c in chunks],
+        warnings=warnings,
+        outputs={},
+    )

@@ -84,7 +84,8 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
     from mirage.bench import BenchConfig, example_inputs, run_bench
-    from mirage.pipeline import OffloadMode, RenderConfig, check_config
+    from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
+    from mirage.offload import OffloadMode
     from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
     from mirage_cli.render import sampling_profile as profile_of
 
@@ -102,18 +103,18 @@ def bench(
     if image is None:
         image, example_depth = example_inputs()
         depth, fov = depth or example_depth, fov or 60.0
-    render_cfg = RenderConfig(
-        preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
-        fov=fov, offload=OffloadMode(offload),
-        chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
-        profile=profile_of(fast), guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
-    )
+    config = PipelineConfig(preset=preset, device=dev, dtype=resolve_dtype(dtype, dev),
+                            vae_dtype=resolve_vae_dtype(vae_dtype, dev), offload=OffloadMode(offload), compile=compile,
+                            fp8=fp8)
+    options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast),
+                            guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
     if context_parallel:
         from mirage.distributed import check_context_parallel
 
-        check_context_parallel(render_cfg)  # before any model loads
-    check_config(render_cfg)  # bad --guidance, --flow-shift, ...: one line, before anything is built
-    cfg = BenchConfig(render=render_cfg, image=image, depth_file=depth, traj=traj,
+        check_context_parallel(config)  # before any model loads
+    check_pipeline_config(config)  # bad --device, --fp8 ...: one line, before anything is built
+    check_render_options(options)  # bad --guidance, --flow-shift, ...
+    cfg = BenchConfig(config=config, options=options, image=image, depth_file=depth, traj=traj,
                       frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),
                       repeats=repeats, warmup=warmup, random_weights=random_weights)
     if not on_gpu:

@@ -1,4 +1,5 @@
-"""`mirage render`: parse options, build a RenderConfig, call mirage.batch.render, show progress and a summary."""
+"""`mirage render`: parse options, build a PipelineConfig and RenderOptions, call mirage.batch.render, show progress and a
+summary."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
 from mirage.errors import InputError, RuntimeFailure
+from mirage.inputs import TrajectoryOptions
 from mirage.memory.types import MemoryKind
-from mirage.pipeline import DenoiserKind, OffloadMode, RenderConfig, TrajectoryOptions
+from mirage.offload import OffloadMode
 from mirage.precision import Fp8Mode
 from mirage.sampling import SamplingProfile
 
@@ -126,13 +129,16 @@ def render_command(
     if (out is None) == (out_dir is None):
         raise InputError("render: give exactly one of -o OUT.mp4 (one image) or --out-dir DIR (several images)")
     dev = resolve_device(device)
-    config = RenderConfig(
+    config = PipelineConfig(
         preset=preset,
         overrides=_overrides(vae=vae, transformer=transformer, text_encoder=text_encoder, depth=depth_model),
-        denoiser=denoiser, memory=memory, memory_phases=memory_phases, seed=seed, prompt=prompt,
-        profile=sampling_profile(fast), steps=steps, guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
-        chunk_frames=chunk_frames, size=parse_size(size), device=dev, dtype=resolve_dtype(dtype, dev),
-        offload=offload, hole_fill=not no_fill, vae_dtype=resolve_vae_dtype(vae_dtype, dev), compile=compile, fp8=fp8, fov=fov,
+        denoiser=denoiser, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
+        offload=offload, compile=compile, fp8=fp8,
+    )
+    options = RenderOptions(
+        memory=memory, memory_phases=memory_phases, seed=seed, prompt=prompt, profile=sampling_profile(fast),
+        steps=steps, guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
+        chunk_frames=chunk_frames, size=parse_size(size), hole_fill=not no_fill, fov=fov,
         intrinsics=parse_intrinsics(intrinsics),
     )
     traj_opts = TrajectoryOptions(spec=traj, fmt=traj_format, frames=frames, fps=fps, scale=traj_scale, start=start)
@@ -164,7 +170,7 @@ def render_command(
         show = show and dist.rank == 0
         progress.disable = not show
         with progress:
-            dres = render_distributed(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
+            dres = render_distributed(images, traj_opts, req, config, options, depth_file=depth, memory_from=memory_from,
                                       progress=on_progress, on_item=on_item)
         if dres.rank == 0:
             _summary(dres.batch)
@@ -174,7 +180,7 @@ def render_command(
 
     try:
         with progress:
-            result = render(images, traj_opts, req, config, depth_file=depth, memory_from=memory_from,
+            result = render(images, traj_opts, req, config, options, depth_file=depth, memory_from=memory_from,
                             progress=on_progress, on_item=on_item)
     except BatchInterrupted as e:  # Ctrl-C: say what finished, then exit 130 through the error boundary
         _summary(e.result, interrupted=True)

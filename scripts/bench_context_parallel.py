@@ -35,6 +35,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from mirage.bench import BenchConfig, example_inputs, run_bench
+    from mirage.config import PipelineConfig, RenderOptions
     from mirage.distributed import (
         enable_pipeline_context_parallel,
         init_distributed,
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from mirage.io import atomic_write_text
     from mirage.memory.types import MemoryKind
-    from mirage.pipeline import Pipeline, RenderConfig, SamplingProfile
+    from mirage.pipeline import Pipeline
+    from mirage.sampling import SamplingProfile
 
     image, depth = example_inputs()
     env = init_distributed()
@@ -53,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
     results = []
     for frames in _ints(args.frames):
-        rc = RenderConfig(preset=args.preset, device=device, dtype=dtype, size=(w, h), chunk_frames=frames,
-                          fov=60.0, memory=MemoryKind.LATENT,
-                          profile=SamplingProfile.FAST if args.fast else SamplingProfile.STANDARD)
+        rc = PipelineConfig(preset=args.preset, device=device, dtype=dtype)
+        ro = RenderOptions(size=(w, h), chunk_frames=frames, fov=60.0, memory=MemoryKind.LATENT,
+                           profile=SamplingProfile.FAST if args.fast else SamplingProfile.STANDARD)
         components = None
         if args.random_weights:
             from mirage.random_weights import random_components
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         info = None
         if env.world_size > 1:
             info = enable_pipeline_context_parallel(pipe, attention_backend=args.attention_backend)
-        cfg = BenchConfig(render=rc, image=image, depth_file=depth, traj="orbit", frames=(frames,),
+        cfg = BenchConfig(config=rc, options=ro, image=image, depth_file=depth, traj="orbit", frames=(frames,),
                           steps=_ints(args.steps), repeats=args.repeats, warmup=args.warmup,
                           memories=(MemoryKind.LATENT,), random_weights=args.random_weights)
         report = run_bench(cfg, pipeline=pipe)

@@ -142,7 +142,8 @@ def main() -> int:
 
     # 6: the tiny preset end to end, CUDA vs CPU
     from mirage.batch import OutputRequest, render
-    from mirage.pipeline import RenderConfig, SamplingProfile
+    from mirage.config import PipelineConfig, RenderOptions
+    from mirage.sampling import SamplingProfile
     from mirage.video import read_mp4
 
     root = Path(__file__).resolve().parents[1]
@@ -151,8 +152,8 @@ def main() -> int:
         for d in ("cpu", "cuda"):
             out = Path(tmp) / f"{d}.mp4"
             r = render([root / "examples/room/image.png"], "orbit", OutputRequest(out=out),
-                       RenderConfig(preset="tiny", device=d, dtype="float32", size=(64, 48), chunk_frames=5,
-                                    profile=SamplingProfile.FAST),
+                       PipelineConfig(preset="tiny", device=d, dtype="float32"),
+                       RenderOptions(size=(64, 48), chunk_frames=5, profile=SamplingProfile.FAST),
                        depth_file=root / "examples/room/depth.png")
             assert r.ok, r.failed
             vids[d] = torch.from_numpy(read_mp4(out)[0]).float()

@@ -23,11 +23,12 @@ def batch(image_dir: str, out_dir: str, result_dir: str, also_cp: str = "") -> i
     from mirage.batch import OutputRequest
     from mirage.distributed import render_distributed
     from mirage.errors import MirageError
-    from mirage.pipeline import RenderConfig, TrajectoryOptions
+    from mirage.config import split_settings
+    from mirage.inputs import TrajectoryOptions
 
-    config = RenderConfig(preset="tiny", device="cpu", size=(64, 32), steps=2, chunk_frames=5)
+    config, options = split_settings(preset="tiny", device="cpu", size=(64, 32), steps=2, chunk_frames=5)
     res = render_distributed([image_dir], TrajectoryOptions(spec="orbit", frames=5), OutputRequest(out_dir=Path(out_dir)),
-                             config, backend="gloo")
+                             config, options, backend="gloo")
     out = {"rank": res.rank, "world_size": res.world_size, "ok": res.ok, "failed": list(res.failed),
            "summary": str(res.summary) if res.summary else None,
            "items": [{"image": str(i.image), "status": i.status} for i in res.batch.items]}

@@ -298,13 +298,13 @@ def test_python_m_mirage_cli_exit_codes(tiny, tmp_path):
 
 
 def _captured_config(monkeypatch, capsys, *args):
-    """The RenderConfig `mirage render ARGS` hands the library (mirage.batch.render replaced by a recorder)."""
+    """The RenderOptions `mirage render ARGS` hands the library (mirage.batch.render replaced by a recorder)."""
     import mirage.batch as mb
 
     got = {}
 
-    def fake_render(images, traj, req, config, **kw):
-        got["config"] = config
+    def fake_render(images, traj, req, config, options, **kw):
+        got["config"] = options
         return mb.BatchResult(items=[])
 
     monkeypatch.setattr(mb, "render", fake_render)
@@ -314,7 +314,7 @@ def _captured_config(monkeypatch, capsys, *args):
 
 
 def test_sampling_flags_reach_the_library(monkeypatch, capsys, tmp_path):
-    from mirage.pipeline import SamplingProfile
+    from mirage.sampling import SamplingProfile
 
     monkeypatch.chdir(tmp_path)
     c = _captured_config(monkeypatch, capsys)
@@ -354,7 +354,7 @@ def test_bad_sampling_values_exit_2_with_one_line(args, line, tmp_path, monkeypa
 def test_bench_sampling_flags_reach_the_library(monkeypatch, capsys):
     import mirage.bench as bench_mod
     from mirage.errors import InputError
-    from mirage.pipeline import SamplingProfile
+    from mirage.sampling import SamplingProfile
 
     got = {}
 
@@ -365,11 +365,11 @@ def test_bench_sampling_flags_reach_the_library(monkeypatch, capsys):
     monkeypatch.setattr(bench_mod, "run_bench", fake_run_bench)
     run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--fast", "--guidance", "2", "--negative-prompt", "n",
              "--flow-shift", "4.5", "--steps", "2,3")
-    r = got["cfg"].render
+    r = got["cfg"].options
     assert (r.profile, r.guidance, r.negative_prompt, r.flow_shift) == (SamplingProfile.FAST, 2.0, "n", 4.5)
     assert got["cfg"].steps == (2, 3)
     run_main(monkeypatch, capsys, "bench", "--device", "cpu")
-    r = got["cfg"].render
+    r = got["cfg"].options
     assert (r.profile, r.guidance, r.negative_prompt, r.flow_shift) == (SamplingProfile.STANDARD, None, None, None)
 
 

@@ -153,9 +153,9 @@ def test_bench_defaults_are_the_shipped_scene_and_taesd(monkeypatch):
 
     import mirage_cli.fidelity as fid
     from mirage.bench import BenchConfig, example_inputs
-    from mirage.pipeline import RenderConfig
+    from mirage.config import PipelineConfig
 
-    cfg = BenchConfig(render=RenderConfig(preset="tiny"))
+    cfg = BenchConfig(config=PipelineConfig(preset="tiny"))
     assert (cfg.image, cfg.depth_file) == example_inputs() == (example_path("room", "image.png"),
                                                                example_path("room", "depth.png"))
     seen = {}

@@ -7,7 +7,8 @@ import torch
 
 from mirage.errors import InputError
 from mirage.holefill import push_pull_fill
-from mirage.pipeline import adjust_num_frames, dilate, output_size, plan_chunks
+from mirage.inputs import output_size
+from mirage.pipeline import adjust_num_frames, dilate, plan_chunks
 
 
 @pytest.mark.parametrize("n,stride,expected", [(81, 4, 81), (80, 4, 81), (49, 4, 49), (50, 4, 53), (2, 4, 5), (7, 1, 7)])

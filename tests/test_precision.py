@@ -141,12 +141,12 @@ def test_fp8_errors_are_one_line_with_the_fix():
 
 
 def test_render_config_refuses_fp8_where_it_cannot_run():
-    from mirage.pipeline import DenoiserKind, RenderConfig, check_config
+    from mirage.config import DenoiserKind, PipelineConfig, check_pipeline_config
 
     with pytest.raises(InputError, match="--fp8 all: FP8 applies to the video transformer; --denoiser none"):
-        check_config(RenderConfig(preset="tiny", denoiser=DenoiserKind.NONE, fp8=Fp8Mode.ALL))
+        check_pipeline_config(PipelineConfig(preset="tiny", denoiser=DenoiserKind.NONE, fp8=Fp8Mode.ALL))
     with pytest.raises(InputError, match="--fp8 attention: FP8 attention needs a CUDA GPU"):
-        check_config(RenderConfig(preset="tiny", fp8=Fp8Mode.ATTENTION))
+        check_pipeline_config(PipelineConfig(preset="tiny", fp8=Fp8Mode.ATTENTION))
 
 
 def test_cli_fp8_on_cpu_exits_2_with_one_line(monkeypatch, capsys, tmp_path):

@@ -26,7 +26,8 @@ from PIL import Image
 from mirage import batch as mb
 from mirage.errors import OutputBusy
 from mirage.io import claim, lock_path
-from mirage.pipeline import DenoiserKind, RenderConfig, TrajectoryOptions
+from mirage.config import DenoiserKind, split_settings
+from mirage.inputs import TrajectoryOptions
 from mirage.video import read_image, read_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,8 +50,8 @@ def _image(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _cfg() -> RenderConfig:
-    return RenderConfig(preset="tiny", denoiser=DenoiserKind.NONE, size=(W, H), device="cpu")
+def _cfg() -> tuple:
+    return split_settings(preset="tiny", denoiser=DenoiserKind.NONE, size=(W, H), device="cpu")
 
 
 def _leftovers(root: Path) -> list[str]:
@@ -152,7 +153,7 @@ def test_an_output_claimed_by_a_live_process_is_skipped_not_redone(tiny, tmp_pat
     try:
         out.mkdir()
         lock_path(out / "a.mp4").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
-        res = mb.render([src], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=out), _cfg())
+        res = mb.render([src], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=out), *_cfg())
     finally:
         holder.kill()
         holder.wait()

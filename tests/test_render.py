@@ -20,7 +20,8 @@ import torch
 import mirage.batch as mb
 from mirage.errors import InputError, RuntimeFailure, TrajectoryError
 from mirage.memory.types import MemoryKind
-from mirage.pipeline import DenoiserKind, RenderConfig, TrajectoryOptions
+from mirage.config import DenoiserKind, split_settings
+from mirage.inputs import TrajectoryOptions
 from mirage.video import read_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,17 +42,17 @@ def tiny():
     return build_tiny()
 
 
-def cfg(**kw) -> RenderConfig:
+def cfg(**kw) -> tuple:
     base = dict(preset="tiny", size=(W, H), chunk_frames=5, steps=2, device="cpu")
     base.update(kw)
-    return RenderConfig(**base)
+    return split_settings(**base)  # (PipelineConfig, RenderOptions)
 
 
 def render_one(out: Path, frames: int = 9, traj: str = "orbit", image: Path = ROOM, **kw) -> mb.BatchResult:
     req_keys = {"report", "frames_dir", "save_warped", "save_memory", "worldscore", "overwrite"}
     req = {k: kw.pop(k) for k in list(kw) if k in req_keys}
     lib = {k: kw.pop(k) for k in list(kw) if k in ("depth_file", "memory_from")}
-    return mb.render([image], TrajectoryOptions(traj, frames=frames), mb.OutputRequest(out=out, **req), cfg(**kw), **lib)
+    return mb.render([image], TrajectoryOptions(traj, frames=frames), mb.OutputRequest(out=out, **req), *cfg(**kw), **lib)
 
 
 def part_files(root: Path) -> list[Path]:
@@ -266,11 +267,11 @@ def test_batch_folder_resume_renders_only_new_inputs(tiny, tmp_path):
         Image.new("RGB", (W, H), colour).save(src / f"{name}.png")
     out_dir = tmp_path / "out"
     req = mb.OutputRequest(out_dir=out_dir)
-    res = mb.render([src], TrajectoryOptions("orbit", frames=5), req, cfg())
+    res = mb.render([src], TrajectoryOptions("orbit", frames=5), req, *cfg())
     assert [(i.image.name, i.status) for i in res.items] == [("a.png", "done"), ("b.png", "done")]
     assert all_files(out_dir) == ["a.json", "a.mp4", "b.json", "b.mp4"]
     Image.new("RGB", (W, H), (30, 30, 200)).save(src / "c.png")
-    res2 = mb.render([src], TrajectoryOptions("orbit", frames=5), req, cfg())
+    res2 = mb.render([src], TrajectoryOptions("orbit", frames=5), req, *cfg())
     assert [(i.image.name, i.status) for i in res2.items] == [("a.png", "skipped"), ("b.png", "skipped"),
                                                               ("c.png", "done")]
     assert (out_dir / "c.mp4").is_file()
@@ -303,13 +304,13 @@ def test_unreadable_folder_is_a_clear_error(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "iterdir", iterdir)
     with pytest.raises(InputError, match=r"locked: cannot be read \(permission denied\)"):
-        mb.render([folder], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+        mb.render([folder], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), *cfg())
     assert not (tmp_path / "out").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no image here")
     with pytest.raises(InputError, match=r"empty: holds no image"):
-        mb.render([empty], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+        mb.render([empty], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), *cfg())
     if os.geteuid() != 0:  # the real thing, where permissions apply
         monkeypatch.undo()
         real = tmp_path / "real"
@@ -317,7 +318,7 @@ def test_unreadable_folder_is_a_clear_error(tiny, tmp_path, monkeypatch):
         real.chmod(0)
         try:
             with pytest.raises(InputError, match="permission denied"):
-                mb.render([real], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+                mb.render([real], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), *cfg())
         finally:
             real.chmod(0o755)
 
@@ -416,7 +417,7 @@ def test_batch_collects_failures_and_goes_on(tiny, tmp_path):
     write_corrupt_png(src / "b.png")
     Image.new("RGB", (W, H), (40, 40, 120)).save(src / "c.png")
     seen = []
-    res = mb.render([src], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=tmp_path / "out"), cfg(),
+    res = mb.render([src], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=tmp_path / "out"), *cfg(),
                     on_item=lambda item, i, n: seen.append((item.image.name, item.status, i, n)))
     assert [(i.image.name, i.status) for i in res.items] == [("a.png", "done"), ("b.png", "failed"), ("c.png", "done")]
     assert [s[:2] for s in seen] == [("a.png", "done"), ("b.png", "failed"), ("c.png", "done")]
@@ -433,13 +434,13 @@ def test_batch_output_request_errors(tiny, tmp_path):
     for n in "ab":
         Image.new("RGB", (W, H)).save(src / f"{n}.png")
     with pytest.raises(InputError, match="--out-dir"):
-        mb.render([src], "orbit", mb.OutputRequest(out=tmp_path / "x.mp4"), cfg())
+        mb.render([src], "orbit", mb.OutputRequest(out=tmp_path / "x.mp4"), *cfg())
     with pytest.raises(InputError, match=r"must end in \.mp4"):
-        mb.render([src / "a.png"], "orbit", mb.OutputRequest(out=tmp_path / "x.avi"), cfg())
+        mb.render([src / "a.png"], "orbit", mb.OutputRequest(out=tmp_path / "x.avi"), *cfg())
     with pytest.raises(InputError, match="--report"):
-        mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "o", report=tmp_path / "r.json"), cfg())
+        mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "o", report=tmp_path / "r.json"), *cfg())
     with pytest.raises(InputError, match="--memory-from"):
-        mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "o"), cfg(), memory_from=tmp_path / "m")
+        mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "o"), *cfg(), memory_from=tmp_path / "m")
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.mp4").exists()
 
 
@@ -491,9 +492,9 @@ def test_preview_reproduces_the_true_novel_view(tiny, tmp_path):
     out = tmp_path / "preview.mp4"
     # --depth FILE makes the depth model unused, but Pipeline still prechecks the preset's Hub depth model, which
     # fails under HF_HUB_OFFLINE=1 (reported); a local depth folder (never loaded here) side-steps the precheck.
-    config = RenderConfig(preset="preview", overrides=(("vae", str(taesd)), ("depth", str(tiny / "depth"))),
-                          denoiser=DenoiserKind.NONE, fov=60.0, size=(Wp, Hp), device="cpu")
-    res = mb.render([ROOM], TrajectoryOptions("truck_right", frames=n), mb.OutputRequest(out=out), config,
+    config = split_settings(preset="preview", overrides=(("vae", str(taesd)), ("depth", str(tiny / "depth"))),
+                            denoiser=DenoiserKind.NONE, fov=60.0, size=(Wp, Hp), device="cpu")
+    res = mb.render([ROOM], TrajectoryOptions("truck_right", frames=n), mb.OutputRequest(out=out), *config,
                     depth_file=ROOM_DEPTH)
     assert res.ok
     frames, fps = read_mp4(out)
@@ -541,7 +542,7 @@ def test_bad_trajectory_or_image_fails_before_models_load(tiny, tmp_path, monkey
     src.mkdir()
     write_corrupt_png(src / "x.png")
     write_corrupt_png(src / "y.png")
-    res = mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), cfg())
+    res = mb.render([src], "orbit", mb.OutputRequest(out_dir=tmp_path / "out"), *cfg())
     assert [(i.image.name, i.status) for i in res.items] == [("x.png", "failed"), ("y.png", "failed")]
     assert all("cannot be read" in i.error for i in res.items)
     assert not (tmp_path / "out").exists()
@@ -598,7 +599,7 @@ def test_camera_file_of_a_4_3_photo_follows_the_resize(tiny, tmp_path):
     f.write_text(json.dumps(cams))
     out = tmp_path / "p.mp4"
     res = mb.render([img], TrajectoryOptions(str(f)), mb.OutputRequest(out=out),
-                    RenderConfig(preset="tiny", chunk_frames=5, steps=2, device="cpu"))
+                    *split_settings(preset="tiny", chunk_frames=5, steps=2, device="cpu"))
     assert res.ok
     rep = json.loads(out.with_suffix(".json").read_text())
     assert (rep["width"], rep["height"]) != (64, 48) and rep["frames"] == 5
@@ -692,7 +693,7 @@ def test_explicit_sampling_values_reach_the_sampler(tiny, tmp_path, monkeypatch)
 
 def test_fast_profile_is_todays_sampling(tiny, tmp_path, monkeypatch):
     """--fast: 20 steps, one forward per step, no negative prompt encoded, the scheduler config's own shift."""
-    from mirage.pipeline import SamplingProfile
+    from mirage.sampling import SamplingProfile
 
     seen = _spy_sampling(monkeypatch)
     out = tmp_path / "fast.mp4"

@@ -143,9 +143,9 @@ def test_bad_values_are_one_line_naming_option_value_and_fix(kw, line):
 
 
 def test_render_config_checks_sampling_before_anything_loads():
-    from mirage.pipeline import RenderConfig, check_config
+    from mirage.config import RenderOptions, check_render_options
 
-    check_config(RenderConfig(preset="tiny"))  # all None: the profile's
+    check_render_options(RenderOptions())  # all None: the profile's
     for kw, opt in (({"steps": 0}, "--steps"), ({"guidance": 0.0}, "--guidance"), ({"flow_shift": -2.0}, "--flow-shift")):
         with pytest.raises(InputError, match=opt):
-            check_config(RenderConfig(preset="tiny", **kw))
+            check_render_options(RenderOptions(**kw))
