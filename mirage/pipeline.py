@@ -681,7 +681,7 @@ def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig,
     """Validate a render's inputs and resolve what needs no model (image header, output size, camera file,
     user intrinsics, depth file). Raises a one-line :class:`MirageError` on bad input."""
     from mirage import depth as depth_mod
-    from mirage.trajectory import load_trajectory
+    from mirage.trajectory import CameraPresetSource, open_trajectory
     from mirage.video import image_size
 
     c = config
@@ -705,14 +705,15 @@ def plan_inputs(image_path: Path, traj: TrajectoryOptions, config: RenderConfig,
         K_user, k_source, k_warn = depth_mod.resolve_intrinsics(*src_wh, fov_x_deg=c.fov, intrinsics=c.intrinsics)
         warnings.extend(k_warn)
     # resolves presets too (with default K and unit scene depth), so a bad preset fails here, before any model
-    first = load_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], K=K_user, fmt=traj.fmt, frames=traj.frames,
-                            fps=traj.fps, scale=traj.scale, start=traj.start)
+    src = open_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], K=K_user, fmt=traj.fmt, frames=traj.frames,
+                          fps=traj.fps, scale=traj.scale, start=traj.start)
+    first = src.resolve(*src_wh, K=K_user) if isinstance(src, CameraPresetSource) else src.trajectory
     from mirage.video import mp4_rate
 
     mp4_rate(first.fps, "--fps" if traj.fps is not None else f"frame rate of {echo(traj.spec, 120)}")
     check_video_fits(first.num_frames, W, H, f"--traj {echo(traj.spec, 120)}")
     camera_traj, K_known = None, K_user
-    if not first.source.startswith("preset:"):  # an imported camera file knows the input camera
+    if not isinstance(src, CameraPresetSource):  # an imported camera file knows the input camera
         camera_traj = first
         if K_user is None:
             K_known, k_source = first.K[0], f"trajectory file {traj.spec} (frame 0)"
