@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mirage.errors import InputError
-from mirage.trajectory import Trajectory, TrajFormat, list_presets, load_trajectory
+from mirage.trajectory import Trajectory, TrajFormat, list_camera_presets, load_trajectory
 
 console = Console()
 
@@ -89,7 +89,7 @@ _ORDER = typer.Option("name", "--colmap-order", help="COLMAP image order: name o
 @app.command("list")
 def list_cmd() -> None:
     """One line per shipped preset: name and description."""
-    presets = list_presets()
+    presets = list_camera_presets()
     width = max((len(p.name) for p in presets), default=0)
     for p in presets:
         console.print(f"{p.name:<{width}}  {p.description}", highlight=False, markup=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mirage.errors import InputError, TrajectoryError
-from mirage.trajectory import list_presets, load_trajectory
+from mirage.trajectory import list_camera_presets, load_trajectory
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 runner = CliRunner()
@@ -34,7 +34,7 @@ def test_list_prints_one_line_per_preset():
     r = invoke("list")
     assert r.exit_code == 0, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    names = [p.name for p in list_presets()]
+    names = [p.name for p in list_camera_presets()]
     assert len(lines) == len(names)
     assert [ln.split()[0] for ln in lines] == names
     assert any(ln.startswith("orbit_left") and "WorldScore" in ln for ln in lines)

@@ -139,11 +139,11 @@ def test_uninstalled_source_tree_says_to_install(tmp_path):
 
 
 def test_presets_env_still_overrides(monkeypatch, tmp_path):
-    from mirage.trajectory import presets_dir
+    from mirage.trajectory import camera_presets_dir
 
-    assert presets_dir() == trajectories_dir()
+    assert camera_presets_dir() == trajectories_dir()
     monkeypatch.setenv("MIRAGE_PRESETS_DIR", str(tmp_path))
-    assert presets_dir() == tmp_path
+    assert camera_presets_dir() == tmp_path
 
 
 def test_bench_defaults_are_the_shipped_scene_and_taesd(monkeypatch):

@@ -22,10 +22,10 @@ from mirage.errors import TrajectoryError
 from mirage.trajectory import (
     Trajectory,
     TrajFormat,
-    load_preset,
+    load_camera_preset,
     load_trajectory,
     read_camera_file,
-    resolve_preset,
+    resolve_camera_preset,
 )
 
 FUZZ = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
@@ -256,9 +256,9 @@ PRESET = st.fixed_dictionaries(
 
 
 def _shipped_yaml() -> list[str]:
-    from mirage.trajectory import presets_dir
+    from mirage.trajectory import camera_presets_dir
 
-    return [p.read_text() for p in sorted(presets_dir().glob("*.yaml"))]
+    return [p.read_text() for p in sorted(camera_presets_dir().glob("*.yaml"))]
 
 
 SHIPPED = _shipped_yaml()
@@ -271,7 +271,7 @@ def test_shipped_presets_edited(which, edits, frames, scale, fps):
     """Every shipped preset with a few tokens replaced: deep into the validation of each segment kind."""
     p = _tmp() / "mine.yaml"
     p.write_text(_edit_tokens(SHIPPED[which], edits))
-    _check(lambda: load_preset(p), ok_type=object)
+    _check(lambda: load_camera_preset(p), ok_type=object)
     _check(lambda: load_trajectory(p, width=64, height=48, frames=frames, scale=scale, fps=fps))
 
 
@@ -290,17 +290,17 @@ def test_yaml_presets_generated(doc, frames):
 def test_yaml_preset_any_text(text):
     p = _tmp() / "mine.yaml"
     p.write_text(text)
-    _check(lambda: load_preset(p), ok_type=object)
+    _check(lambda: load_camera_preset(p), ok_type=object)
 
 
 @FUZZ
 @given(frames=st.integers(2, 300), size=st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
        name=st.sampled_from(["orbit", "spiral", "dolly_zoom", "pan_left", "push_in"]))
 def test_shipped_presets_resolve_for_any_size(frames, size, name):
-    from mirage.trajectory import find_preset
+    from mirage.trajectory import find_camera_preset
 
-    spec = load_preset(find_preset(name))
-    _check(lambda: resolve_preset(spec, width=size[0], height=size[1], frames=frames))
+    spec = load_camera_preset(find_camera_preset(name))
+    _check(lambda: resolve_camera_preset(spec, width=size[0], height=size[1], frames=frames))
 
 
 def test_fuzz_settings_bound_time():

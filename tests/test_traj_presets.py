@@ -17,21 +17,27 @@ from mirage.camera import (
     rotation_angle_deg,
 )
 from mirage.errors import TrajectoryError
-from mirage.trajectory import Trajectory, list_presets, load_trajectory
-from mirage.trajectory.presets import find_preset, load_preset, resolve_preset
+from mirage.trajectory import (
+    Trajectory,
+    find_camera_preset,
+    list_camera_presets,
+    load_camera_preset,
+    load_trajectory,
+    resolve_camera_preset,
+)
 
 W, H = 64, 48
 DT = torch.float64
 
 
 def preset(name: str, **kw) -> Trajectory:
-    return resolve_preset(load_preset(find_preset(name)), width=W, height=H, **kw)
+    return resolve_camera_preset(load_camera_preset(find_camera_preset(name)), width=W, height=H, **kw)
 
 
 def from_yaml(tmp_path: Path, text: str, name: str = "p", **kw) -> Trajectory:
     p = tmp_path / f"{name}.yaml"
     p.write_text(textwrap.dedent(text))
-    return resolve_preset(load_preset(p), width=W, height=H, **kw)
+    return resolve_camera_preset(load_camera_preset(p), width=W, height=H, **kw)
 
 
 def centres(t: Trajectory) -> torch.Tensor:
@@ -56,7 +62,7 @@ REQUIRED = [
 
 
 def test_shipped_presets_load_and_start_at_identity():
-    infos = {p.name: p for p in list_presets()}
+    infos = {p.name: p for p in list_camera_presets()}
     assert set(REQUIRED) <= set(infos)
     for name, info in infos.items():
         assert info.description, name
@@ -277,7 +283,7 @@ def _err(tmp_path: Path, text: str) -> str:
     p = tmp_path / "bad.yaml"
     p.write_text(textwrap.dedent(text).lstrip("\n"))
     with pytest.raises(TrajectoryError) as e:
-        load_preset(p)
+        load_camera_preset(p)
     msg = str(e.value)
     assert "\n" not in msg and str(p) in msg
     return msg
@@ -321,15 +327,15 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 def test_unknown_preset_name_lists_valid_names(tmp_path, monkeypatch):
     with pytest.raises(TrajectoryError, match="valid names: .*orbit_left"):
-        find_preset("orbitt")
+        find_camera_preset("orbitt")
     with pytest.raises(TrajectoryError, match="no preset of that name; presets: .*truck_left"):
         load_trajectory("orbitt", width=W, height=H)
     monkeypatch.setenv("MIRAGE_PRESETS_DIR", str(tmp_path / "nope"))
     with pytest.raises(TrajectoryError, match="MIRAGE_PRESETS_DIR"):
-        list_presets()
+        list_camera_presets()
     (tmp_path / "mine.yaml").write_text("description: mine\nsegments: [{kind: pan}]\n")
     monkeypatch.setenv("MIRAGE_PRESETS_DIR", str(tmp_path))
-    assert [p.name for p in list_presets()] == ["mine"]
+    assert [p.name for p in list_camera_presets()] == ["mine"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,7 +346,7 @@ def test_dispatcher_presets_by_name_and_by_path(tmp_path):
     a = load_trajectory("orbit", width=W, height=H, scene_depth=2.0)
     b = preset("orbit", scene_depth=2.0)
     assert torch.equal(a.w2c, b.w2c) and torch.equal(a.K, b.K)
-    c = load_trajectory(find_preset("orbit"), width=W, height=H, scene_depth=2.0, scale=0.5)
+    c = load_trajectory(find_camera_preset("orbit"), width=W, height=H, scene_depth=2.0, scale=0.5)
     assert torch.allclose(centres(c), 0.5 * centres(b))
     with pytest.raises(TrajectoryError, match="needs the image size"):
         load_trajectory("orbit")
