@@ -129,7 +129,10 @@ def read_image(path: str | Path) -> torch.Tensor:
             arr = _to_rgb_float(im, path)  # (H, W, 3) [0, 1]
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() * 2.0 - 1.0
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr *= 2.0  # in place: one (H, W, 3) float32 buffer at the image's full size
+    arr -= 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
