@@ -85,7 +85,9 @@ _TRANSPOSED = (5, 6, 7, 8)
 def _orientation(im: Any) -> int:
     try:
         v = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 -- a damaged EXIF block: the pixels as stored
+    except Exception as e:  # noqa: BLE001 -- a damaged EXIF block: the pixels as stored, said in the log
+        logger.warning("image %s: EXIF block unreadable (%s); orientation not applied",
+                       getattr(im, "filename", "?"), type(e).__name__)
         return 1
     return v if isinstance(v, int) and 1 <= v <= 8 else 1
 
