@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mirage.errors import InputError, OutputBusy, RuntimeFailure
+
+logger = logging.getLogger("mirage")
 
 
 @contextlib.contextmanager
@@ -153,6 +156,8 @@ def claim(path: str | Path) -> Iterator[Path]:
                              f"{lock}); wait for it or render other inputs")
         # stale: its owner died without releasing it. Move it aside first, so that a lock another process took
         # meanwhile is never deleted: if the moved file is not the one judged stale, put it back.
+        logger.info("output %s: taking over the lock of %s, which is no longer running", path,
+                    f"pid {held['pid']}" if held else "an unreadable lock file")
         aside = lock.with_name(f"{lock.name}.stale-{me['pid']}")
         try:
             os.rename(lock, aside)

@@ -78,8 +78,9 @@ class Limit:
 MAX_FRAMES = Limit("MIRAGE_MAX_FRAMES", 10_000, "frames")
 #: Denoising steps (``--steps``).
 MAX_STEPS = Limit("MIRAGE_MAX_STEPS", 1_000, "steps")
-#: Pixels of an input image (decoded in full; PIL's decompression-bomb guard is set to this).
-MAX_IMAGE_PIXELS = Limit("MIRAGE_MAX_IMAGE_PIXELS", 200_000_000, "pixels")
+#: Pixels of an input image (decoded in full, ~12 bytes a pixel; PIL's decompression-bomb guard is set to this).
+#: 150 MP holds a 108 MP phone photo.
+MAX_IMAGE_PIXELS = Limit("MIRAGE_MAX_IMAGE_PIXELS", 150_000_000, "pixels")
 #: Pixels of one output frame (``--size``).
 MAX_OUTPUT_PIXELS = Limit("MIRAGE_MAX_OUTPUT_PIXELS", 4096 * 4096, "pixels")
 #: Bytes of a camera file, preset YAML or trajectory JSON (read whole into memory).

@@ -85,7 +85,9 @@ _TRANSPOSED = (5, 6, 7, 8)
 def _orientation(im: Any) -> int:
     try:
         v = im.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 -- a damaged EXIF block: the pixels as stored
+    except Exception as e:  # noqa: BLE001 -- a damaged EXIF block: the pixels as stored, said in the log
+        logger.warning("image %s: EXIF block unreadable (%s); orientation not applied",
+                       getattr(im, "filename", "?"), type(e).__name__)
         return 1
     return v if isinstance(v, int) and 1 <= v <= 8 else 1
 
@@ -129,7 +131,10 @@ def read_image(path: str | Path) -> torch.Tensor:
             arr = _to_rgb_float(im, path)  # (H, W, 3) [0, 1]
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() * 2.0 - 1.0
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr *= 2.0  # in place: one (H, W, 3) float32 buffer at the image's full size
+    arr -= 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)
 
 
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
