@@ -48,7 +48,7 @@ class InputPlan:
         image: the image file, or a (3, H, W) float tensor in [-1, 1] given by a library caller.
         name: what messages and the report call the image (the file path, or ``<tensor>``).
         source_size: (width, height) of the image as given; size: (W, H) of the video.
-        traj: the ``--traj`` request.
+        traj: the ``--traj`` request (None for a World: its poses come later).
         camera_traj: a camera file's trajectory at the image's own size, already read (None for a camera preset,
             which waits for the scene depth and is resolved after the depth estimate).
         K_known: (3, 3) intrinsics of the image as given when known before depth (``--intrinsics``/``--fov``, or a
@@ -64,7 +64,7 @@ class InputPlan:
     name: str
     source_size: tuple[int, int]
     size: tuple[int, int]
-    traj: TrajectoryOptions
+    traj: TrajectoryOptions | None
     camera_traj: Trajectory | None
     K_known: torch.Tensor | None
     k_source: str
@@ -98,7 +98,7 @@ def output_size(image_wh: tuple[int, int], pixel_area: int, multiple: int) -> tu
     return int(W), int(H)
 
 
-def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str, options: RenderOptions, *,
+def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str | None, options: RenderOptions, *,
                 preset: str, denoiser: DenoiserKind = DenoiserKind.VACE, depth_file: str | Path | None = None,
                 memory_from: str | Path | None = None) -> InputPlan:
     """Check one render's inputs and resolve what needs no model (image header, output size, camera file, user
@@ -106,7 +106,8 @@ def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str,
 
     Args:
         image: an image file, or a (3, H, W) float tensor in [-1, 1].
-        traj: the trajectory request (a plain string is a preset name or camera file).
+        traj: the trajectory request (a plain string is a preset name or camera file); None for a
+            :class:`~mirage.pipeline.World`, whose poses come later.
         options: the per-video settings. preset: the model preset's name (default output size).
         denoiser: the pipeline's denoiser (sampling warnings apply to VACE only).
         depth_file, memory_from: optional input files.
@@ -116,7 +117,8 @@ def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str,
     from mirage.video import image_size, mp4_rate
 
     o = options
-    traj = traj if isinstance(traj, TrajectoryOptions) else TrajectoryOptions(str(traj))
+    if traj is not None and not isinstance(traj, TrajectoryOptions):
+        traj = TrajectoryOptions(str(traj))
     if isinstance(image, torch.Tensor):
         check_shape(image, (3, "H", "W"), "image")
         if not image.is_floating_point() or not bool(torch.isfinite(image).all()):
@@ -144,15 +146,17 @@ def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str,
     if o.fov is not None or o.intrinsics is not None:
         K_user, k_source, k_warn = depth_mod.resolve_intrinsics(*src_wh, fov_x_deg=o.fov, intrinsics=o.intrinsics)
         warnings.extend(k_warn)
-    source = open_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], fmt=traj.fmt, frames=traj.frames,
-                             fps=traj.fps, scale=traj.scale, start=traj.start)
-    # a preset is checked too (with default K and unit scene depth), so a bad one fails here, before any model
-    first = source.resolve(src_wh[0], src_wh[1], K_user, 1.0) if isinstance(source, CameraPresetSource) else (
-        source.trajectory)
-    mp4_rate(first.fps, "--fps" if traj.fps is not None else f"frame rate of {echo(traj.spec, 120)}")
-    check_video_fits(first.num_frames, W, H, f"--traj {echo(traj.spec, 120)}")
     camera_traj, K_known = None, K_user
-    if not isinstance(source, CameraPresetSource):  # an imported camera file knows the input camera
+    source = first = None
+    if traj is not None:
+        source = open_trajectory(traj.spec, width=src_wh[0], height=src_wh[1], fmt=traj.fmt, frames=traj.frames,
+                                 fps=traj.fps, scale=traj.scale, start=traj.start)
+        # a preset is checked too (with default K and unit scene depth), so a bad one fails here, before any model
+        first = source.resolve(src_wh[0], src_wh[1], K_user, 1.0) if isinstance(source, CameraPresetSource) else (
+            source.trajectory)
+        mp4_rate(first.fps, "--fps" if traj.fps is not None else f"frame rate of {echo(traj.spec, 120)}")
+        check_video_fits(first.num_frames, W, H, f"--traj {echo(traj.spec, 120)}")
+    if first is not None and not isinstance(source, CameraPresetSource):  # a camera file knows the input camera
         camera_traj = first
         if K_user is None:
             K_known, k_source = first.K[0], f"trajectory file {traj.spec} (frame 0)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -85,15 +86,20 @@ def adjust_num_frames(num_frames: int, temporal_stride: int) -> int:
     """Round a frame count up to ``temporal_stride * k + 1`` (what a chunked Wan video needs)."""
     if temporal_stride <= 1:
         return num_frames
-    k = max(1, -(-(num_frames - 1) // temporal_stride))
+    k = max(1, math.ceil((num_frames - 1) / temporal_stride))
     return temporal_stride * k + 1
 
 
 def plan_chunks(num_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
-    """Split ``num_frames`` into ``[start, stop)`` chunks of at most ``chunk_frames`` that overlap by one frame."""
-    if num_frames <= chunk_frames:
-        return [(0, num_frames)]
-    chunks, start = [], 0
+    """Split ``num_frames`` into chunks of at most ``chunk_frames`` that overlap by one frame.
+
+    Returns ``[(start, stop), ...]`` half-open ranges: chunk i+1 starts at chunk i's last frame. With a temporal
+    stride of 4 every chunk length is 4k + 1 as long as ``num_frames`` and ``chunk_frames`` are.
+    """
+    if chunk_frames < 2:
+        raise InputError(f"--chunk-frames: {chunk_frames} is fewer than 2")
+    chunks = []
+    start = 0
     while True:
         stop = min(start + chunk_frames, num_frames)
         chunks.append((start, stop))

@@ -21,9 +21,9 @@ def batch(image_dir: str, out_dir: str, result_dir: str, also_cp: str = "") -> i
     if also_cp == "cp":
         cp(result_dir, keep_group=True)  # render_distributed reuses the group (re-initialising one can hang)
     from mirage.batch import OutputRequest
+    from mirage.config import split_settings
     from mirage.distributed import render_distributed
     from mirage.errors import MirageError
-    from mirage.config import split_settings
     from mirage.inputs import TrajectoryOptions
 
     config, options = split_settings(preset="tiny", device="cpu", size=(64, 32), steps=2, chunk_frames=5)

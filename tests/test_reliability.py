@@ -24,10 +24,10 @@ from _cli import run_main  # tests/_cli.py
 from PIL import Image
 
 from mirage import batch as mb
-from mirage.errors import OutputBusy
-from mirage.io import claim, lock_path
 from mirage.config import DenoiserKind, split_settings
+from mirage.errors import OutputBusy
 from mirage.inputs import TrajectoryOptions
+from mirage.io import claim, lock_path
 from mirage.video import read_image, read_mp4
 
 REPO = Path(__file__).resolve().parents[1]

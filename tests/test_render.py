@@ -18,10 +18,10 @@ import pytest
 import torch
 
 import mirage.batch as mb
-from mirage.errors import InputError, RuntimeFailure, TrajectoryError
-from mirage.memory.types import MemoryKind
 from mirage.config import DenoiserKind, split_settings
+from mirage.errors import InputError, RuntimeFailure, TrajectoryError
 from mirage.inputs import TrajectoryOptions
+from mirage.memory.types import MemoryKind
 from mirage.video import read_mp4
 
 REPO = Path(__file__).resolve().parents[1]
