@@ -16,6 +16,7 @@ from enum import Enum
 
 import torch
 
+from mirage.dtypes import DType, VaeDType, parse_dtype, parse_vae_dtype
 from mirage.errors import InputError
 from mirage.limits import MAX_ASPECT, MAX_OUTPUT_PIXELS, MAX_STEPS, echo
 from mirage.memory.types import MemoryKind
@@ -31,7 +32,6 @@ PIXEL_AREA = {
     "tiny": 112 * 64,  # tests
 }
 SIZE_MULTIPLE = 16  # VAE stride 8 x transformer patch 2
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class DenoiserKind(str, Enum):
@@ -49,19 +49,19 @@ class PipelineConfig:
     overrides: tuple[tuple[str, str], ...] = ()  # (component, Hub id or local folder) pairs: vae, transformer, ...
     denoiser: DenoiserKind = DenoiserKind.VACE  # NONE = preview without a generator
     device: str = "cpu"  # torch device string; "auto" is resolved by the CLI, not here
-    dtype: str = "float32"  # model dtype: float32, bfloat16 or float16
-    vae_dtype: str = "float32"  # VAE dtype: float32 (as diffusers' Wan examples) or "model" (the model dtype)
+    dtype: DType = DType.FLOAT32  # model dtype: float32, bfloat16 or float16 (a plain string is accepted too)
+    vae_dtype: VaeDType = VaeDType.FLOAT32  # VAE dtype: float32 (as diffusers' Wan examples) or model (the model's)
     offload: OffloadMode = OffloadMode.NONE  # CPU offload of the models
     compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
     fp8: Fp8Mode = Fp8Mode.NONE  # FP8 transformer (Hopper GPUs): attention, or attention + linear layers
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return parse_dtype(self.dtype).torch_dtype
 
     @property
     def torch_vae_dtype(self) -> torch.dtype:
-        return torch.float32 if self.vae_dtype == "float32" else self.torch_dtype
+        return torch.float32 if parse_vae_dtype(self.vae_dtype) is VaeDType.FLOAT32 else self.torch_dtype
 
 
 @dataclass(frozen=True)
@@ -117,10 +117,8 @@ def check_pipeline_config(c: PipelineConfig) -> None:
         dev = torch.device(c.device)
     except (RuntimeError, TypeError):
         raise InputError(f"--device: {c.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if c.dtype not in DTYPES:
-        raise InputError(f"--dtype: {c.dtype!r} is not one of {', '.join(DTYPES)}")
-    if c.vae_dtype not in ("float32", "model"):
-        raise InputError(f"--vae-dtype: {c.vae_dtype!r} is not float32 or model")
+    parse_dtype(c.dtype)
+    parse_vae_dtype(c.vae_dtype)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device: {c.device} asked for, but torch sees no CUDA device; use --device cpu")
     if c.offload is not OffloadMode.NONE and dev.type != "cuda":

@@ -23,6 +23,7 @@ from mirage.config import PIXEL_AREA, SIZE_MULTIPLE, DenoiserKind, RenderOptions
 from mirage.errors import InputError
 from mirage.limits import MAX_ASPECT, MAX_STEPS, check_video_fits, echo
 from mirage.sampling import SamplingSettings, resolve_sampling
+from mirage.trajectory.formats import TrajFormat
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
@@ -33,7 +34,7 @@ class TrajectoryOptions:
     """How to resolve ``--traj`` for an image."""
 
     spec: str  # preset name, YAML file or camera file
-    fmt: str = "auto"  # mirage.trajectory.TrajFormat value
+    fmt: TrajFormat | str = TrajFormat.AUTO  # camera-file format (AUTO detects it)
     frames: int | None = None  # resample to this many frames
     fps: float | None = None  # override the frame rate
     scale: float = 1.0  # multiply imported translations

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from mirage.errors import InputError, RuntimeFailure
 from mirage.precision import Fp8Mode
+from mirage_cli.options import DTypeChoice, DTypeOpt, VaeDTypeChoice, VaeDTypeOpt
 
 console = Console()
 err_console = Console(stderr=True)
@@ -70,8 +71,8 @@ def bench(
     fov: float | None = typer.Option(None, "--fov", help="Horizontal FoV of IMAGE, degrees."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Real architectures, random weights: no download."),
     device: str = typer.Option("auto", "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    vae_dtype: str = typer.Option("auto", "--vae-dtype", help="auto (model dtype on GPU), float32 or model."),
+    dtype: DTypeOpt = DTypeChoice.AUTO,
+    vae_dtype: VaeDTypeOpt = VaeDTypeChoice.AUTO,
     offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
     fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="FP8 transformer on Hopper GPUs: attention, or attention + linear layers (all)."),
@@ -86,7 +87,8 @@ def bench(
     from mirage.bench import BenchConfig, example_inputs, run_bench
     from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
     from mirage.offload import OffloadMode
-    from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
+    from mirage_cli.options import parse_size
+    from mirage_cli.render import resolve_device, resolve_dtype, resolve_vae_dtype
     from mirage_cli.render import sampling_profile as profile_of
 
     env = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,21 +14,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
+from mirage.dtypes import DType, VaeDType, parse_dtype, parse_vae_dtype
 from mirage.errors import InputError, RuntimeFailure
 from mirage.inputs import TrajectoryOptions
 from mirage.memory.types import MemoryKind
 from mirage.offload import OffloadMode
 from mirage.precision import Fp8Mode
 from mirage.sampling import SamplingProfile
+from mirage.trajectory import TrajFormat
+from mirage_cli.options import (
+    DTypeChoice,
+    DTypeOpt,
+    FormatOpt,
+    FpsOpt,
+    FramesOpt,
+    SizeOpt,
+    StartOpt,
+    TrajOpt,
+    TrajScaleOpt,
+    VaeDTypeChoice,
+    VaeDTypeOpt,
+    parse_size,
+)
 
 console = Console(stderr=True)
-
-
-def parse_size(value: str | None) -> tuple[int, int] | None:
-    """'832x480' -> (832, 480); None stays None (the one parser lives in mirage_cli.traj)."""
-    from mirage_cli.traj import parse_size as _parse
-
-    return None if value is None else _parse(value)
 
 
 def parse_intrinsics(value: str | None) -> tuple[float, float, float, float] | None:
@@ -51,21 +61,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype == "auto":
-        return "bfloat16" if device.startswith("cuda") else "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise InputError(f"--dtype: {dtype!r} is not one of auto, float32, bfloat16, float16")
-    return dtype
+def resolve_dtype(dtype: DTypeChoice, device: str) -> str:
+    """'auto' -> bfloat16 on GPU, float32 on CPU; any other choice is its :class:`mirage.dtypes.DType`."""
+    if dtype is DTypeChoice.AUTO:
+        return (DType.BFLOAT16 if device.startswith("cuda") else DType.FLOAT32).value
+    return parse_dtype(dtype.value).value
 
 
-def resolve_vae_dtype(value: str, device: str) -> str:
+def resolve_vae_dtype(value: VaeDTypeChoice, device: str) -> str:
     """'auto' -> 'model' on GPU (bf16 decode: 1.6x faster, half the memory), 'float32' on CPU."""
-    if value == "auto":
-        return "model" if device.startswith("cuda") else "float32"
-    if value not in ("float32", "model"):
-        raise InputError(f"--vae-dtype: {value!r} is not one of auto, float32, model")
-    return value
+    if value is VaeDTypeChoice.AUTO:
+        return (VaeDType.MODEL if device.startswith("cuda") else VaeDType.FLOAT32).value
+    return parse_vae_dtype(value.value).value
 
 
 def sampling_profile(fast: bool) -> SamplingProfile:
@@ -78,15 +85,15 @@ def _overrides(**kw: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def render_command(
-    images: list[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
-    traj: str = typer.Option(..., "--traj", "-t", help="Preset name (see `mirage traj list`), YAML file or camera file."),
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.", show_default=False)],
+    traj: TrajOpt,
     out: Path | None = typer.Option(None, "--out", "-o", help="Output MP4 (one image)."),
     out_dir: Path | None = typer.Option(None, "--out-dir", help="Output folder (several images; files named after inputs)."),
-    traj_format: str = typer.Option("auto", "--format", help="Force the camera file format (auto, preset, colmap, realestate10k, nerfstudio, worldscore, mirage)."),
-    frames: int | None = typer.Option(None, "--frames", help="Resample the trajectory to N frames."),
-    fps: float | None = typer.Option(None, "--fps", help="Frame rate of the output."),
-    traj_scale: float = typer.Option(1.0, "--traj-scale", help="Multiply imported translations."),
-    start: str | None = typer.Option(None, "--start", help="COLMAP: image name that is frame 0."),
+    traj_format: FormatOpt = TrajFormat.AUTO,
+    frames: FramesOpt = None,
+    fps: FpsOpt = None,
+    traj_scale: TrajScaleOpt = 1.0,
+    start: StartOpt = None,
     preset: str = typer.Option("wan-vace-1.3b", "--preset", help="Model preset (see `mirage models`)."),
     vae: str | None = typer.Option(None, "--vae", help="Override the VAE: Hub id or local folder."),
     transformer: str | None = typer.Option(None, "--transformer", help="Override the video transformer."),
@@ -103,11 +110,11 @@ def render_command(
     seed: int = typer.Option(0, "--seed"),
     prompt: str = typer.Option("", "--prompt", help="Text prompt (optional)."),
     chunk_frames: int = typer.Option(33, "--chunk-frames", help="Frames per chunk (4k+1); chunks overlap by one frame."),
-    size: str | None = typer.Option(None, "--size", help="Output WIDTHxHEIGHT (multiples of 16); default: the preset's area at the image's aspect."),
+    size: SizeOpt = None,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16."),
+    dtype: DTypeOpt = DTypeChoice.AUTO,
     offload: OffloadMode = typer.Option(OffloadMode.NONE, "--offload", help="CPU offload for small GPUs: model (~8 GB) or sequential (~6 GB)."),
-    vae_dtype: str = typer.Option("auto", "--vae-dtype", help="auto (the model dtype on GPU, float32 on CPU), float32 or model."),
+    vae_dtype: VaeDTypeOpt = VaeDTypeChoice.AUTO,
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (pays a few minutes once per process)."),
     fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="Hopper GPUs: FP8 attention, or attention + linear layers (all); faster, a few % less exact."),
     depth: Path | None = typer.Option(None, "--depth", help="Depth map for the image (.npy metres or 16-bit PNG millimetres)."),

@@ -5,8 +5,8 @@ Parsing and rendering only: every decision lives in :mod:`mirage.trajectory`.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,25 +14,25 @@ from rich.table import Table
 
 from mirage.errors import InputError
 from mirage.trajectory import Trajectory, TrajFormat, list_camera_presets, load_trajectory
+from mirage_cli.options import (
+    FormatOpt,
+    FpsOpt,
+    FramesOpt,
+    SizeOpt,
+    StartOpt,
+    TrajArg,
+    TrajScaleOpt,
+    parse_size,
+)
 
 console = Console()
 
 app = typer.Typer(
-    help="Inspect, plot and convert camera trajectories (presets and camera files).",
+    help="Inspect, plot and convert camera trajectories (camera presets and camera files).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"832x480"`` -> ``(832, 480)``; anything else raises a one-line :class:`InputError`."""
-    m = _SIZE_RE.match(text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise InputError(f"--size: {text!r} is not WIDTHxHEIGHT in pixels; write e.g. --size 832x480")
-    return int(m.group(1)), int(m.group(2))
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -73,17 +73,11 @@ def _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, c
     )
 
 
-# shared options
-_TRAJ = typer.Argument(..., help="Preset name (see `mirage traj list`), preset .yaml, or camera file / COLMAP folder.")
-_IMAGE = typer.Option(None, "--image", help="Input image: its size (only) is used.", dir_okay=False)
-_SIZE = typer.Option(None, "--size", help="Image size WIDTHxHEIGHT, e.g. 832x480 (instead of --image).")
-_FORMAT = typer.Option(TrajFormat.AUTO, "--format", help="Camera-file format.", case_sensitive=False)
-_FRAMES = typer.Option(None, "--frames", help="Number of frames (presets: resolved at it; files: resampled).")
-_FPS = typer.Option(None, "--fps", help="Frames per second.")
-_SCALE = typer.Option(1.0, "--traj-scale", help="Multiply translations by this factor.")
-_START = typer.Option(None, "--start", help="Camera files: name of the frame that becomes frame 0.")
-_DEPTH = typer.Option(1.0, "--scene-depth", help="Median scene depth: presets' distances are multiplied by it.")
-_ORDER = typer.Option("name", "--colmap-order", help="COLMAP image order: name or id.")
+# options of `traj show` and `traj convert` only (the ones render shares are in mirage_cli.options)
+ImageOpt = Annotated[Path | None, typer.Option("--image", help="Input image: its size (only) is used.", dir_okay=False)]
+SceneDepthOpt = Annotated[float, typer.Option(
+    "--scene-depth", help="Median scene depth: presets' distances are multiplied by it.")]
+ColmapOrderOpt = Annotated[str, typer.Option("--colmap-order", help="COLMAP image order: name or id.")]
 
 
 @app.command("list")
@@ -97,17 +91,18 @@ def list_cmd() -> None:
 
 @app.command("show")
 def show_cmd(
-    traj: str = _TRAJ,
-    image: Path | None = _IMAGE,
-    size: str | None = _SIZE,
-    fmt: TrajFormat = _FORMAT,
-    frames: int | None = _FRAMES,
-    fps: float | None = _FPS,
-    traj_scale: float = _SCALE,
-    start: str | None = _START,
-    scene_depth: float = _DEPTH,
-    colmap_order: str = _ORDER,
-    plot: Path | None = typer.Option(None, "--plot", help="Write a top/side view of the path to this .png.", dir_okay=False),
+    traj: TrajArg,
+    image: ImageOpt = None,
+    size: SizeOpt = None,
+    fmt: FormatOpt = TrajFormat.AUTO,
+    frames: FramesOpt = None,
+    fps: FpsOpt = None,
+    traj_scale: TrajScaleOpt = 1.0,
+    start: StartOpt = None,
+    scene_depth: SceneDepthOpt = 1.0,
+    colmap_order: ColmapOrderOpt = "name",
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Write a top/side view of the path to this .png.", dir_okay=False)] = None,
 ) -> None:
     """Summarise a trajectory (frames, fps, FoV, path length, rotation) and optionally plot it."""
     if plot is not None:
@@ -139,17 +134,17 @@ def show_cmd(
 
 @app.command("convert")
 def convert_cmd(
-    traj: str = _TRAJ,
-    output: Path = typer.Option(..., "--output", "-o", help="Output mirage trajectory .json.", dir_okay=False),
-    image: Path | None = _IMAGE,
-    size: str | None = _SIZE,
-    fmt: TrajFormat = _FORMAT,
-    frames: int | None = _FRAMES,
-    fps: float | None = _FPS,
-    traj_scale: float = _SCALE,
-    start: str | None = _START,
-    scene_depth: float = _DEPTH,
-    colmap_order: str = _ORDER,
+    traj: TrajArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output mirage trajectory .json.", dir_okay=False)],
+    image: ImageOpt = None,
+    size: SizeOpt = None,
+    fmt: FormatOpt = TrajFormat.AUTO,
+    frames: FramesOpt = None,
+    fps: FpsOpt = None,
+    traj_scale: TrajScaleOpt = 1.0,
+    start: StartOpt = None,
+    scene_depth: SceneDepthOpt = 1.0,
+    colmap_order: ColmapOrderOpt = "name",
 ) -> None:
     """Resolve a trajectory (preset or camera file) and write it as mirage JSON (pixel K, OpenCV w2c)."""
     _not_an_input(output, "--output", traj, image)
@@ -159,4 +154,4 @@ def convert_cmd(
                   highlight=False, markup=False)
 
 
-__all__ = ["app", "parse_size", "image_size"]
+__all__ = ["app", "image_size"]

@@ -194,7 +194,6 @@ def test_render_malformed_file(name, tiny, tmp_path, monkeypatch, capsys):
         (["render", "IMG", "--traj", "orbit", "--size", "64x48", "--intrinsics", "a,b,c,d", "-o", "OUT/x.mp4"],
          ["--intrinsics"]),
         (["render", "IMG", "--traj", "orbit", "--size", "wide", "-o", "OUT/x.mp4"], ["--size", "'wide'"]),
-        (["render", "IMG", "--traj", "orbit", "--dtype", "float8", "-o", "OUT/x.mp4"], ["--dtype", "float8"]),
         (["render", "IMG", "--traj", "orbit", "--device", "cuda", "-o", "OUT/x.mp4"], ["--device", "cuda"]),
         (["render", "IMG", "--traj", "orbit", "--preset", "tiny", "--size", "64x48", "--depth", "NPY", "-o",
           "OUT/x.mp4"], ["nan.npy"]),
@@ -222,6 +221,65 @@ def test_other_bad_input_is_one_red_line(args, names, tiny, tmp_path, monkeypatc
     code, _, err = run_main(monkeypatch, capsys, *args)
     assert_one_red_line(code, err, *names)
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ closed sets
+# Enum options: click rejects a typo (exit 2, usage error naming the value and every choice) before any work
+
+
+def _commands_with(option: str) -> set[str]:
+    """Every command of the CLI (walked from the root) that takes ``option``, as "traj show", "render", ..."""
+    import typer
+
+    from mirage_cli.main import app
+
+    out: set[str] = set()
+
+    def walk(cmd, path: str) -> None:
+        for sub_name, sub in (getattr(cmd, "commands", None) or {}).items():
+            walk(sub, f"{path} {sub_name}".strip())
+        if any(option in p.opts for p in getattr(cmd, "params", [])):
+            out.add(path)
+
+    walk(typer.main.get_command(app), "")
+    return out
+
+
+# the commands taking each closed-set option, with argv that is valid up to the option under test
+_FORMAT_ARGV = {
+    "traj show": ["traj", "show", "orbit", "--size", "64x48"],
+    "traj convert": ["traj", "convert", "orbit", "--size", "64x48", "-o", "t.json"],
+    "render": ["render", "img.png", "--traj", "orbit", "-o", "v.mp4"],
+}
+_DTYPE_ARGV = {"render": _FORMAT_ARGV["render"], "bench": ["bench"]}
+
+
+def test_every_command_with_a_closed_set_option_is_tested():
+    assert _commands_with("--format") == set(_FORMAT_ARGV)  # a new command taking --format joins the tests below
+    assert _commands_with("--dtype") == _commands_with("--vae-dtype") == set(_DTYPE_ARGV)
+
+
+@pytest.mark.parametrize("cmd", sorted(_FORMAT_ARGV))
+def test_format_typo_exits_2_listing_the_trajformat_choices(cmd, tmp_path, monkeypatch, capsys):
+    from mirage.trajectory import TrajFormat
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(monkeypatch, capsys, *_FORMAT_ARGV[cmd], "--format", "colmapp")
+    assert code == 2 and "'colmapp'" in err
+    assert all(f"'{f.value}'" in err for f in TrajFormat), err  # click lists the Enum's choices
+    assert not list(tmp_path.iterdir())  # nothing read or written
+    code, out, err = run_main(monkeypatch, capsys, *_FORMAT_ARGV[cmd], "--format", "COLMAP")
+    assert "'COLMAP'" not in err  # case-insensitive: accepted as a choice (then fails on the preset, not here)
+
+
+@pytest.mark.parametrize(("cmd", "option"), [(c, o) for c in sorted(_DTYPE_ARGV) for o in ("--dtype", "--vae-dtype")])
+def test_dtype_typo_exits_2_listing_the_library_enum(cmd, option, tmp_path, monkeypatch, capsys):
+    from mirage.dtypes import DType, VaeDType
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(monkeypatch, capsys, *_DTYPE_ARGV[cmd], option, "float8")
+    assert code == 2 and "'float8'" in err
+    assert all(f"'{v}'" in err for v in ["auto", *(d.value for d in (DType if option == "--dtype" else VaeDType))]), err
 
 
 def test_env_lists_versions_and_fp8_readiness(monkeypatch, capsys):

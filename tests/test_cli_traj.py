@@ -127,3 +127,4 @@ def test_error_boundary_prints_one_red_line(monkeypatch, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --size: '83x'") and len(err.splitlines()) == 1
+

@@ -220,3 +220,14 @@ def test_fp8_all_on_a_transformer_loaded_like_real_weights(monkeypatch, tmp_path
     out = fwd()
     assert out.dtype == ref.dtype and torch.isfinite(out).all()
     assert 1e-3 < rel(out, ref) < 1.5e-1
+
+
+def test_dtype_enums_parse_and_map_to_torch():
+    from mirage.dtypes import DType, VaeDType, parse_dtype, parse_vae_dtype
+
+    assert [d.torch_dtype for d in DType] == [torch.float32, torch.bfloat16, torch.float16]
+    assert parse_dtype("bfloat16") is DType.BFLOAT16 and parse_vae_dtype("model") is VaeDType.MODEL
+    with pytest.raises(InputError, match=r"^--dtype: 'float8' is not one of float32, bfloat16, float16$"):
+        parse_dtype("float8")
+    with pytest.raises(InputError, match=r"^vae_dtype: 'auto' is not one of float32, model$"):
+        parse_vae_dtype("auto", "vae_dtype")  # "auto" is the CLI's to resolve, never the library's

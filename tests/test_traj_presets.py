@@ -18,11 +18,14 @@ from mirage.camera import (
 )
 from mirage.errors import TrajectoryError
 from mirage.trajectory import (
+    CameraFileSource,
+    CameraPresetSource,
     Trajectory,
     find_camera_preset,
     list_camera_presets,
     load_camera_preset,
     load_trajectory,
+    open_trajectory,
     resolve_camera_preset,
 )
 
@@ -375,3 +378,42 @@ def test_dispatcher_camera_file_is_rebased_resized_resampled(tmp_path):
     assert t.num_frames == 9 and t.fps == 24.0 and t.size == (128, 96)
     with pytest.raises(TrajectoryError, match="aspect"):
         load_trajectory(path, width=64, height=64)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# open_trajectory: a camera file comes back read, a preset waits for the scene depth
+
+
+def test_open_preset_waits_for_the_scene_depth():
+    src = open_trajectory("orbit", frames=9, fps=8.0, scale=0.5, width=W, height=H)
+    assert isinstance(src, CameraPresetSource) and not isinstance(src, CameraFileSource)
+    assert src.preset == load_camera_preset(find_camera_preset("orbit"))
+    assert (src.frames, src.fps, src.scale) == (9, 8.0, 0.5)
+    near, far = src.resolve(W, H, scene_depth=1.0), src.resolve(W, H, scene_depth=3.0)
+    assert near.num_frames == 9 and near.fps == 8.0 and near.size == (W, H)
+    assert centres(far).abs().max() > 0.1  # the orbit moves the camera
+    assert torch.allclose(centres(far), 3.0 * centres(near), atol=1e-12)  # distances follow the scene depth
+    assert torch.allclose(centres(near), 0.5 * centres(preset("orbit", frames=9)), atol=1e-12)  # and --traj-scale
+    K = intrinsics_from_fov(30.0, W, H)
+    assert torch.equal(src.resolve(W, H, K=K).K[0], K)
+    # load_trajectory is open + resolve: the same cameras
+    same = load_trajectory("orbit", width=W, height=H, scene_depth=3.0, frames=9, fps=8.0, scale=0.5)
+    assert torch.equal(same.w2c, far.w2c) and torch.equal(same.K, far.K)
+
+
+def test_open_camera_file_is_already_a_trajectory(tmp_path):
+    w2c = make_rigid(torch.eye(3, dtype=DT).expand(3, 3, 3), torch.tensor([[1.0, 0, 0], [2, 0, 0], [3, 0, 0]], dtype=DT))
+    K = intrinsics_from_fov(50.0, 128, 96).expand(3, 3, 3).clone()
+    path = tmp_path / "cams.json"
+    Trajectory(K=K, w2c=w2c, width=128, height=96, fps=10.0).save_json(path)
+    src = open_trajectory(path, width=W, height=H, scale=2.0)
+    assert isinstance(src, CameraFileSource) and not isinstance(src, CameraPresetSource)
+    t = src.trajectory
+    assert isinstance(t, Trajectory) and t.size == (W, H) and t.num_frames == 3
+    assert torch.allclose(t.w2c[0], torch.eye(4, dtype=DT), atol=1e-12)  # rebased
+    assert torch.allclose(centres(t)[:, 0], torch.tensor([0.0, -2.0, -4.0], dtype=DT), atol=1e-12)  # scaled
+    assert torch.equal(load_trajectory(path, width=W, height=H, scale=2.0).w2c, t.w2c)
+    with pytest.raises(TrajectoryError, match="--start 'x': applies to camera files"):
+        open_trajectory("orbit", start="x")
+    with pytest.raises(TrajectoryError, match="--format: 'nope' is not a choice"):
+        open_trajectory(path, fmt="nope")

@@ -6,9 +6,10 @@
 the input camera, and fits it to the image size. ``open_trajectory`` is its first half: a camera file comes back
 read (:class:`CameraFileSource`), a preset waiting for the scene depth (:class:`CameraPresetSource`).
 
-Modules: ``types`` (:class:`Trajectory`), ``formats`` and ``colmap`` (camera files), ``preset_schema`` (what a
-preset file may say), ``preset_files`` (finding and reading preset YAML), ``preset_resolve`` (segments -> poses),
-``source`` (the dispatcher), ``plot``.
+Modules: ``types`` (:class:`Trajectory`); camera files: ``formats`` (detection, entry point), ``colmap``,
+``file_readers`` (RealEstate10K, nerfstudio, WorldScore, mirage JSON); camera presets: ``preset_schema`` (what a
+preset file may say), ``preset_files`` (finding and reading preset YAML), ``preset_resolve`` (segments -> poses);
+``source`` (the dispatcher); ``plot``.
 """
 
 from __future__ import annotations

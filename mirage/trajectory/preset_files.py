@@ -55,7 +55,7 @@ def camera_presets_dir() -> Path:
 
 
 def list_camera_presets() -> list[CameraPresetInfo]:
-    """All presets in :func:`presets_dir`, sorted by name. A broken preset file raises (never skipped)."""
+    """All camera presets in :func:`camera_presets_dir`, sorted by name. A broken preset file raises (never skipped)."""
     out = []
     for p in sorted(camera_presets_dir().glob("*.yaml")):
         spec = load_camera_preset(p)
