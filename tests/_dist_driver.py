@@ -21,8 +21,8 @@ def batch(image_dir: str, out_dir: str, result_dir: str, also_cp: str = "") -> i
     if also_cp == "cp":
         cp(result_dir, keep_group=True)  # render_distributed reuses the group (re-initialising one can hang)
     from mirage.batch import OutputRequest
-    from mirage.distributed import render_distributed
     from mirage.errors import MirageError
+    from mirage.parallel import render_distributed
     from mirage.pipeline import RenderConfig, TrajectoryOptions
 
     config = RenderConfig(preset="tiny", device="cpu", size=(64, 32), steps=2, chunk_frames=5)
@@ -46,8 +46,8 @@ def cp(result_dir: str, keep_group: bool = False) -> int:
     import torch.distributed as dist
     from diffusers import WanVACETransformer3DModel
 
-    from mirage.distributed import context_parallel, init_distributed
     from mirage.errors import InputError
+    from mirage.parallel import context_parallel, init_distributed
 
     env = init_distributed("gloo")
     torch.manual_seed(0)

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from mirage.batch import OutputRequest, shard
-from mirage.distributed import (
+from mirage.errors import InputError, RuntimeFailure
+from mirage.parallel import (
     DistEnv,
     DistributedBatchResult,
-    _common_error,
     context_parallel,
     cp_plan_for,
     init_distributed,
@@ -29,7 +29,7 @@ from mirage.distributed import (
     render_distributed,
     summary_path,
 )
-from mirage.errors import InputError, RuntimeFailure
+from mirage.parallel.data import _common_error
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "_dist_driver.py"
