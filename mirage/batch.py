@@ -100,6 +100,26 @@ def shard(items: Sequence, rank: int, world_size: int) -> list:
     return list(items[rank::world_size])
 
 
+@dataclass(frozen=True)
+class PlannedOutput:
+    """Where one input's outputs go, and whether :func:`render` skips it."""
+
+    opts: OutputOptions  # the input's output paths (a batch names them after the input)
+    done: bool  # its outputs are complete (:func:`is_done`) and --overwrite is off: render skips the input
+
+
+def plan_output(image: Path, output: OutputRequest, *, inputs: int) -> PlannedOutput:
+    """The output paths of ``image`` and :func:`render`'s test of "done" (a playable MP4 and its report, written
+    last: an MP4 alone is an interrupted render), for a run over ``inputs`` images (the whole run, not a shard)."""
+    opts = _paths_for(image, output, _batch_mode(inputs, output))
+    return PlannedOutput(opts=opts, done=not output.overwrite and is_done(opts))
+
+
+def _batch_mode(inputs: int, output: OutputRequest) -> bool:
+    """Several inputs, or one with --out-dir: outputs are named after the inputs."""
+    return inputs > 1 or output.out is None
+
+
 def _paths_for(image: Path, req: OutputRequest, batch: bool) -> OutputOptions:
     if batch:
         assert req.out_dir is not None
@@ -169,7 +189,7 @@ def render(
     parse_preset(config.preset)
     traj = TrajectoryOptions(spec=traj) if isinstance(traj, str) else traj
     paths = collect_images(images)
-    batch = len(paths) > 1 or (output.out is None)
+    batch = _batch_mode(len(paths), output)
     if batch and output.out_dir is None:
         raise InputError(f"render: {len(paths)} inputs need --out-dir DIR (not -o FILE)")
     if not batch and output.out is not None and output.out.suffix.lower() != ".mp4":
@@ -183,9 +203,9 @@ def render(
     result = BatchResult()
     todo: list[tuple[Path, OutputOptions]] = []
     for image in mine:
-        opts = _paths_for(image, output, batch)
-        # done = a playable MP4 and its report (written last): an MP4 alone is an interrupted render
-        if not output.overwrite and is_done(opts):
+        planned = plan_output(image, output, inputs=len(paths))
+        opts = planned.opts
+        if planned.done:
             logger.info("%s: %s exists, skipped (--overwrite to redo)", image.name, opts.video)
             _clean_leftovers(opts)
             item = ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")

@@ -91,14 +91,13 @@ def bench(
     from mirage_cli.render import resolve_device, resolve_dtype, resolve_vae_dtype
     from mirage_cli.render import sampling_profile as profile_of
 
+    dev = resolve_device(device)
     env = None
     if context_parallel:
-        from mirage.distributed import init_distributed, rank_device
+        from mirage.parallel import init_rank
 
-        env = init_distributed()  # one process per GPU under torchrun; a world of 1 is the unsplit baseline
-        dev = rank_device(device, env)  # cuda:LOCAL_RANK per rank
-    else:
-        dev = resolve_device(device)
+        env = init_rank(dev)  # one process per GPU under torchrun; a world of 1 is the unsplit baseline
+        dev = env.device  # cuda:LOCAL_RANK per rank
     on_gpu = dev.startswith("cuda")
     preset = preset or ("wan-vace-1.3b" if on_gpu else "tiny")
     size_t = parse_size(size) or ((832, 480) if on_gpu else (112, 64))
@@ -110,10 +109,6 @@ def bench(
                             fp8=fp8)
     options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast),
                             guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
-    if context_parallel:
-        from mirage.distributed import check_context_parallel
-
-        check_context_parallel(config)  # before any model loads
     check_pipeline_config(config)  # bad --device, --fp8 ...: one line, before anything is built
     check_render_options(options)  # bad --guidance, --flow-shift, ...
     cfg = BenchConfig(config=config, options=options, image=image, depth_file=depth, traj=traj,
@@ -128,22 +123,15 @@ def bench(
         if show:
             err_console.print(f"[dim]run {done}/{total}[/]", highlight=False)
 
-    pipeline = None
-    if env is not None:
-        from mirage.bench import build_pipeline
-        from mirage.distributed import enable_pipeline_context_parallel
+    if env is None:
+        report = run_bench(cfg, progress=on_progress)
+    else:
+        from mirage.parallel import bench_context_parallel, shutdown_distributed
 
-        pipeline = build_pipeline(cfg)
-        if env.world_size > 1:
-            enable_pipeline_context_parallel(pipeline)
-        show = show and env.rank == 0
-    report = run_bench(cfg, progress=on_progress, pipeline=pipeline)
-    if env is not None:
-        from mirage.distributed import shutdown_distributed
-
+        show = show and env.is_main
+        report = bench_context_parallel(cfg, env, progress=on_progress)
         shutdown_distributed(barrier=True)  # every rank ran the same renders; the rest is local
-        report.header["context_parallel_world_size"] = env.world_size
-        if env.rank != 0:  # every rank renders the same video; rank 0 reports
+        if not env.is_main:  # every rank renders the same video; rank 0 reports
             if report.failed:
                 raise RuntimeFailure(f"rank {env.rank}: {len(report.failed)} setting(s) failed")
             return

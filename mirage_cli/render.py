@@ -1,5 +1,5 @@
-"""`mirage render`: parse options, build a PipelineConfig and RenderOptions, call mirage.batch.render, show progress and a
-summary."""
+"""`mirage render`: parse options, build a PipelineConfig and RenderOptions, call mirage.parallel.render_batch, show
+progress and a summary."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
 from mirage.dtypes import DType, VaeDType, parse_dtype, parse_vae_dtype
-from mirage.errors import InputError, RuntimeFailure
+from mirage.errors import InputError
 from mirage.inputs import TrajectoryOptions
 from mirage.memory.types import MemoryKind
 from mirage.offload import OffloadMode
@@ -131,7 +131,7 @@ def render_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Render a 3D-consistent video from IMAGE(S) along a camera trajectory."""
-    from mirage.batch import OutputRequest, render
+    from mirage.batch import OutputRequest
 
     if (out is None) == (out_dir is None):
         raise InputError("render: give exactly one of -o OUT.mp4 (one image) or --out-dir DIR (several images)")
@@ -170,32 +170,19 @@ def render_command(
         mark = {"done": "[green]done[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]failed[/]"}[item.status]
         console.print(f"{mark} {item.image} -> {item.video}" + (f" ({item.error})" if item.error else ""), highlight=False)
 
-    from mirage.distributed import DistEnv, render_distributed
-
-    dist = DistEnv.from_env()
-    if dist.is_distributed:  # torchrun: each rank renders its shard on its own GPU; rank 0 merges the summary
-        show = show and dist.rank == 0
-        progress.disable = not show
-        with progress:
-            dres = render_distributed(images, traj_opts, req, config, options, depth_file=depth, memory_from=memory_from,
-                                      progress=on_progress, on_item=on_item)
-        if dres.rank == 0:
-            _summary(dres.batch)
-        dres.raise_if_failed()
-        return
     from mirage.batch import BatchInterrupted
+    from mirage.parallel import render_batch
 
     try:
-        with progress:
-            result = render(images, traj_opts, req, config, options, depth_file=depth, memory_from=memory_from,
-                            progress=on_progress, on_item=on_item)
+        with progress:  # under torchrun every rank renders its share; rank 0 reports progress and the summary
+            result = render_batch(images, traj_opts, req, config, options, depth_file=depth, memory_from=memory_from,
+                                  progress=on_progress, on_item=on_item)
     except BatchInterrupted as e:  # Ctrl-C: say what finished, then exit 130 through the error boundary
         _summary(e.result, interrupted=True)
         raise
-    _summary(result)
-    if result.failed:
-        names = ", ".join(str(i.image) for i in result.failed)
-        raise RuntimeFailure(f"{len(result.failed)} of {len(result.items)} inputs failed: {names}")
+    if result.is_main:
+        _summary(result.batch)
+    result.raise_if_failed()
 
 
 def _summary(result, interrupted: bool = False) -> None:

@@ -23,10 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
-
-import torch
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -34,53 +31,33 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mirage.bench import BenchConfig, example_inputs, run_bench
+    from mirage.bench import BenchConfig, example_inputs
     from mirage.config import PipelineConfig, RenderOptions
-    from mirage.distributed import (
-        enable_pipeline_context_parallel,
-        init_distributed,
-        rank_device,
-        shutdown_distributed,
-    )
     from mirage.io import atomic_write_text
     from mirage.memory.types import MemoryKind
-    from mirage.pipeline import Pipeline
+    from mirage.parallel import bench_context_parallel, init_rank, shutdown_distributed
     from mirage.sampling import SamplingProfile
+    from mirage_cli.options import parse_size
+    from mirage_cli.render import resolve_device, resolve_dtype
 
     image, depth = example_inputs()
-    env = init_distributed()
-    device = rank_device(args.device, env) if args.device != "auto" else (
-        rank_device("cuda", env) if torch.cuda.is_available() else "cpu")
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    dtype = args.dtype if args.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    env = init_rank(resolve_device(args.device))  # each rank: cuda:LOCAL_RANK (or the CPU with gloo)
     results = []
     for frames in _ints(args.frames):
-        rc = PipelineConfig(preset=args.preset, device=device, dtype=dtype)
-        ro = RenderOptions(size=(w, h), chunk_frames=frames, fov=60.0, memory=MemoryKind.LATENT,
+        rc = PipelineConfig(preset=args.preset, device=env.device, dtype=resolve_dtype(args.dtype, env.device))
+        ro = RenderOptions(size=parse_size(args.size), chunk_frames=frames, fov=60.0, memory=MemoryKind.LATENT,
                            profile=SamplingProfile.FAST if args.fast else SamplingProfile.STANDARD)
-        components = None
-        if args.random_weights:
-            from mirage.random_weights import random_components
-
-            components = random_components(rc.preset, device=torch.device(device), dtype=rc.torch_dtype)
-        pipe = Pipeline(rc, components=components)
-        info = None
-        if env.world_size > 1:
-            info = enable_pipeline_context_parallel(pipe, attention_backend=args.attention_backend)
         cfg = BenchConfig(config=rc, options=ro, image=image, depth_file=depth, traj="orbit", frames=(frames,),
                           steps=_ints(args.steps), repeats=args.repeats, warmup=args.warmup,
                           memories=(MemoryKind.LATENT,), random_weights=args.random_weights)
-        report = run_bench(cfg, pipeline=pipe)
+        report = bench_context_parallel(cfg, env, attention_backend=args.attention_backend)
         for row in report.rows:
             results.append({"frames": row.frames, "steps": row.steps, "error": row.error,
                             "total_ms": row.median("total_ms"), "denoise_ms": row.median("denoise_ms"),
                             "peak_vram_overall": row.median("peak_vram_overall")})
         header = report.header
-        del pipe
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
     if env.is_main:
-        out = {"world_size": env.world_size, "context_parallel": asdict(info) if info else None,
+        out = {"world_size": env.world_size, "context_parallel": header["context_parallel"],
                "header": header, "rows": results}
         text = json.dumps(out, indent=1, default=str)
         if args.json:

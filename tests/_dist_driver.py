@@ -22,9 +22,9 @@ def batch(image_dir: str, out_dir: str, result_dir: str, also_cp: str = "") -> i
         cp(result_dir, keep_group=True)  # render_distributed reuses the group (re-initialising one can hang)
     from mirage.batch import OutputRequest
     from mirage.config import split_settings
-    from mirage.distributed import render_distributed
     from mirage.errors import MirageError
     from mirage.inputs import TrajectoryOptions
+    from mirage.parallel import render_distributed
 
     config, options = split_settings(preset="tiny", device="cpu", size=(64, 32), steps=2, chunk_frames=5)
     res = render_distributed([image_dir], TrajectoryOptions(spec="orbit", frames=5), OutputRequest(out_dir=Path(out_dir)),
@@ -47,8 +47,8 @@ def cp(result_dir: str, keep_group: bool = False) -> int:
     import torch.distributed as dist
     from diffusers import WanVACETransformer3DModel
 
-    from mirage.distributed import context_parallel, init_distributed
     from mirage.errors import InputError
+    from mirage.parallel import context_parallel, init_distributed
 
     env = init_distributed("gloo")
     torch.manual_seed(0)

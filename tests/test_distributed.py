@@ -17,19 +17,22 @@ import pytest
 import torch
 
 from mirage.batch import OutputRequest, shard
-from mirage.distributed import (
+from mirage.errors import InputError, RuntimeFailure
+from mirage.parallel import (
     DistEnv,
     DistributedBatchResult,
-    _common_error,
+    bench_context_parallel,
     context_parallel,
     cp_plan_for,
     init_distributed,
+    init_rank,
     merge_records,
     rank_device,
+    render_batch,
     render_distributed,
     summary_path,
 )
-from mirage.errors import InputError, RuntimeFailure
+from mirage.parallel.data import _common_error
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "_dist_driver.py"
@@ -130,6 +133,66 @@ def test_render_distributed_one_process_raises_command_errors(tmp_path):
     with pytest.raises(InputError, match="no such file or folder"):
         render_distributed([tmp_path / "missing"], "orbit", OutputRequest(out_dir=tmp_path / "o"), env=DistEnv())
     assert not (tmp_path / "o").exists()
+
+
+def test_init_rank_sets_this_ranks_device_without_a_group_for_one_process():
+    assert init_rank("cpu", env=DistEnv()) == DistEnv(device="cpu")
+    assert init_rank("cuda", env=DistEnv()).device == "cuda:0"  # cuda -> cuda:LOCAL_RANK
+    with pytest.raises(InputError, match="MASTER_ADDR/MASTER_PORT"):  # two ranks need torchrun's rendezvous
+        init_rank("cpu", env=DistEnv(rank=0, world_size=2))
+
+
+def test_plan_output_is_batch_renders_done_test(tmp_path, monkeypatch):
+    import mirage.batch as mb
+
+    img = tmp_path / "a.png"
+    one = mb.plan_output(img, OutputRequest(out=tmp_path / "v.mp4"), inputs=1)
+    assert (one.opts.video, one.done) == (tmp_path / "v.mp4", False)  # nothing written yet
+    many = mb.plan_output(img, OutputRequest(out_dir=tmp_path / "o"), inputs=3)
+    assert many.opts.video == tmp_path / "o" / "a.mp4" and many.opts.report is None  # batch: named after the input
+    seen = []
+    monkeypatch.setattr(mb, "is_done", lambda opts: seen.append(opts.video) or True)
+    assert mb.plan_output(img, OutputRequest(out_dir=tmp_path / "o"), inputs=3).done
+    assert seen == [tmp_path / "o" / "a.mp4"]
+    assert not mb.plan_output(img, OutputRequest(out_dir=tmp_path / "o", overwrite=True), inputs=3).done
+
+
+def test_render_batch_picks_one_process_or_the_ranks(tmp_path, monkeypatch):
+    import mirage.batch as mb
+    import mirage.parallel.data as pd
+
+    calls = []
+
+    def one_process(images, traj, output, config, options, **kw):
+        calls.append(("batch", kw))
+        return mb.BatchResult(items=[mb.ItemResult(Path("a.png"), Path("a.mp4"), "done"),
+                                     mb.ItemResult(Path("b.png"), Path("b.mp4"), "failed", error="bad")])
+
+    def ranks(images, traj, output, config, options, *, env, **kw):
+        calls.append(("ranks", env.world_size))
+        return DistributedBatchResult(batch=None, ok=True, failed=(), rank=env.rank, world_size=env.world_size,
+                                      summary=None)
+
+    monkeypatch.setattr(mb, "render", one_process)
+    monkeypatch.setattr(pd, "render_distributed", ranks)
+    req = OutputRequest(out_dir=tmp_path / "o")
+    res = render_batch(["x"], "orbit", req, env=DistEnv(), on_item=print)
+    assert calls == [("batch", {"on_item": print})] and not (tmp_path / "o" / "summary.json").exists()
+    assert (res.is_main, res.distributed, res.ok, res.failed, res.item_ranks) == (True, False, False, ("b.png",), (0, 0))
+    with pytest.raises(RuntimeFailure, match=r"^1 of 2 inputs failed: b.png$"):  # the one-process CLI line
+        res.raise_if_failed()
+    res = render_batch(["x"], "orbit", req, env=DistEnv(rank=1, world_size=2))
+    assert calls[-1] == ("ranks", 2) and not res.is_main
+
+
+def test_bench_context_parallel_refuses_settings_before_models_load(monkeypatch):
+    import mirage.bench as bench
+    from mirage.config import DenoiserKind, PipelineConfig
+
+    monkeypatch.setattr(bench, "build_pipeline", lambda cfg: pytest.fail("a model was built"))
+    cfg = bench.BenchConfig(config=PipelineConfig(preset="tiny", denoiser=DenoiserKind.NONE))
+    with pytest.raises(InputError, match="--denoiser none"):
+        bench_context_parallel(cfg, DistEnv(device="cpu"))
 
 
 def test_shard_is_a_partition():
