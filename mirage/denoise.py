@@ -34,7 +34,7 @@ from mirage._check import check_shape
 from mirage.errors import InputError, ModelError
 from mirage.vae import VAE, VaeKind
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 MASK_CHANNELS = 64  # 8 x 8 pixels per latent cell
 

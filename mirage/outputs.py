@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mirage.camera import fov_x_from_intrinsics, opencv_to_opengl_c2w
+from mirage.errors import InputError
 from mirage.io import atomic_write_text
 from mirage.video import FRAME_PATTERN, FRAMES_MANIFEST, side_by_side, write_frames_dir, write_mp4, write_png
 
@@ -80,7 +81,7 @@ def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> d
                 written["frames_dir"] = str(opts.frames_dir)
             if opts.warped is not None:
                 if result.reads is None:
-                    raise ValueError("write_outputs: warped output asked for but the render kept no reads (keep_reads)")
+                    raise InputError("write_outputs: a warped video was asked for, but the render kept no reads; render with RenderOptions(keep_reads=True)")
                 will_write(opts.warped)
                 write_mp4(opts.warped, side_by_side(result.reads, result.frames), fps, crf=opts.crf)
                 written["warped"] = str(opts.warped)

@@ -166,9 +166,9 @@ class World:
         K = self.K.expand(w2c.shape[0], 3, 3) if K is None else K.to(self.pipe.device, torch.float32)
         if K.shape != (w2c.shape[0], 3, 3):
             raise InputError(f"K: shape {tuple(K.shape)}; pass ({w2c.shape[0]}, 3, 3) intrinsics or None")
-        F = w2c.shape[0] + 1
-        if self.pipe.denoiser is not None and (F - 1) % self.pipe.vae.temporal_stride:
-            raise InputError(f"w2c: {F - 1} new poses; the video model makes 4k new frames a step (e.g. 32 or 80)")
+        n_frames = w2c.shape[0] + 1
+        if self.pipe.denoiser is not None and (n_frames - 1) % self.pipe.vae.temporal_stride:
+            raise InputError(f"w2c: {n_frames - 1} new poses; the video model makes 4k new frames a step (e.g. 32 or 80)")
         w2c_c = torch.cat([self.w2c[None], w2c])  # (F, 4, 4): the current pose, then the new ones
         c2w_c = torch.linalg.inv(w2c_c.double()).float()
         res = self.pipe._run_chunk(self, torch.cat([self.K[None], K]), w2c_c, c2w_c, write_back=write_back)
@@ -441,10 +441,10 @@ class Pipeline:
         known frame's), generate, decode, write back. ``span``: the chunk's [first, last] frame of the whole video;
         ``check_sees``: refuse reads that see nothing of the input image (a trajectory that leaves the scene)."""
         o, timer, vae = world.options, world.timer, self.vae
-        F = int(w2c.shape[0])
+        n_frames = int(w2c.shape[0])
         H_W = world.image.shape[-2:]
         index = len(world.chunks)
-        span = span or (world._frame_index, world._frame_index + F - 1)
+        span = span or (world._frame_index, world._frame_index + n_frames - 1)
         if world._latent is None:  # the previous chunk's last frame, encoded only when a next chunk comes
             with timer.stage("encode"):
                 world._latent = vae.encode_image(world._frame.to(vae.dtype))
@@ -463,7 +463,7 @@ class Pipeline:
                 cond = self._conditioning(read)
             with timer.stage("denoise"):
                 latents = self.denoiser(
-                    cond, *world._embeds, num_frames=F, height=int(H_W[0]), width=int(H_W[1]), steps=s.steps,
+                    cond, *world._embeds, num_frames=n_frames, height=int(H_W[0]), width=int(H_W[1]), steps=s.steps,
                     guidance=s.guidance, flow_shift=s.flow_shift, generator=world.generator,
                     callback=self._step_callback,
                 )
@@ -476,7 +476,7 @@ class Pipeline:
         reads = None
         if o.keep_reads:
             with timer.stage("decode_reads"):
-                reads = self._decoded_reads(read, F)
+                reads = self._decoded_reads(read, n_frames)
         wstats = None
         if write_back and latents is not None:
             wstats = self._write_back(world.memory, read, frames, latents, K, c2w, timer)
@@ -546,17 +546,17 @@ class Pipeline:
         return denoise.conditioning_from_latents(self.vae, read.latents, read.holes,
                                                  num_frames=self.vae.num_pixel_frames(int(read.latents.shape[0])))
 
-    def _decoded_reads(self, read: MemoryRead, F: int) -> torch.Tensor:
+    def _decoded_reads(self, read: MemoryRead, n_frames: int) -> torch.Tensor:
         """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads held per group."""
         if read.rgb is not None:
             return read.rgb.float()
         imgs = self.vae.decode_images(read.latents).float()  # (T, 3, H, W)
-        if imgs.shape[0] == F:
+        if imgs.shape[0] == n_frames:
             return imgs
         from mirage.memory import latent_frame_indices
 
-        idx = latent_frame_indices(F, self.vae.temporal_stride)
-        group = torch.searchsorted(torch.tensor(idx), torch.arange(F), right=False).clamp(max=len(idx) - 1)
+        idx = latent_frame_indices(n_frames, self.vae.temporal_stride)
+        group = torch.searchsorted(torch.tensor(idx), torch.arange(n_frames), right=False).clamp(max=len(idx) - 1)
         return imgs[group.to(imgs.device)]
 
     def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w, timer: StageTimer):

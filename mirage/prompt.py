@@ -28,7 +28,7 @@ import torch
 from mirage.errors import InputError, MemoryFileError
 from mirage.io import atomic_path
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 DEFAULT_MAX_LEN = 512  # WanVACEPipeline's max_sequence_length default
 PROMPT_CACHE_VERSION = 1
@@ -175,12 +175,12 @@ class PromptCache:
         out: list[torch.Tensor | None] = [self.get(p, max_len, dtype) for p in prompts]
         missing = sorted({clean_prompt(p) for p, o in zip(prompts, out, strict=True) if o is None})
         if missing:
-            log.info("prompt cache: encoding %d prompt(s) with %s", len(missing), self.model_id)
+            logger.info("prompt cache: encoding %d prompt(s) with %s", len(missing), self.model_id)
             embeds = encode_prompt(text_encoder_loader, tokenizer_loader(), missing, max_len, "cpu", dtype)
             fresh = dict(zip(missing, embeds, strict=True))
             for p in missing:
                 self.put(p, max_len, dtype, fresh[p])
             out = [o if o is not None else fresh[clean_prompt(p)] for p, o in zip(prompts, out, strict=True)]
         else:
-            log.info("prompt cache: %d hit(s), text encoder not loaded", len(prompts))
+            logger.info("prompt cache: %d hit(s), text encoder not loaded", len(prompts))
         return [o.to(device) for o in out]  # type: ignore[union-attr]

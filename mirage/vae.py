@@ -23,7 +23,7 @@ import torch
 from mirage._check import check_shape
 from mirage.errors import InputError, ModelError
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 
 class VaeKind(str, Enum):

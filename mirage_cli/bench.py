@@ -109,6 +109,10 @@ def bench(
                             fp8=fp8)
     options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast),
                             guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
+    if context_parallel:
+        from mirage.parallel import check_context_parallel
+
+        check_context_parallel(config)  # what context parallel cannot run with, named first
     check_pipeline_config(config)  # bad --device, --fp8 ...: one line, before anything is built
     check_render_options(options)  # bad --guidance, --flow-shift, ...
     cfg = BenchConfig(config=config, options=options, image=image, depth_file=depth, traj=traj,

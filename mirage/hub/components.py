@@ -31,7 +31,7 @@ from mirage.hub.presets import (
 from mirage.hub.sources import ResolvedSource, parse_override, resolve
 from mirage.vae import VAE, VAE_CLASSES
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 
 @dataclass
@@ -192,5 +192,5 @@ def load_components(
 
         depth = Lazy(d_src, _load_depth, keep=True)
 
-    log.info("models: %s", ", ".join(f"{k}={v.describe()}" for k, v in resolved.items()))
+    logger.info("models: %s", ", ".join(f"{k}={v.describe()}" for k, v in resolved.items()))
     return Components(p, vae, transformer, scheduler_config, text_encoder, tokenizer, depth, resolved, classes=classes)

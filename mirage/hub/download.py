@@ -12,7 +12,7 @@ from mirage.hub.loaders import DIFFUSERS_WEIGHTS, TRANSFORMERS_WEIGHTS, read_hea
 from mirage.hub.presets import Component, ComponentSpec, Preset, SourceKind, parse_preset, preset_components
 from mirage.hub.sources import ResolvedSource, resolve, tiny_dir, translating
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 
 def _allow_patterns(spec: ComponentSpec) -> list[str]:
@@ -54,7 +54,7 @@ def download(preset: Preset | str, progress: Callable[[str, int, int], None] | N
         with translating(replace(src, subfolder=None), ",".join(_allow_patterns(spec)), p):
             folder = snapshot_download(spec.repo_id, revision=spec.revision, allow_patterns=_allow_patterns(spec))
         out[spec.name.value] = Path(folder) / (spec.subfolder or "")
-        log.info("downloaded %s (%s)", spec.name.value, src.describe())
+        logger.info("downloaded %s (%s)", spec.name.value, src.describe())
     if progress is not None:
         progress("done", len(comps), len(comps))
     return out

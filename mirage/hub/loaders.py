@@ -33,7 +33,7 @@ from mirage.errors import ModelError
 from mirage.hub.presets import SCHEDULER_CLASSES, Preset
 from mirage.hub.sources import ResolvedSource, fix_hint, offline, one_line, translating, where
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 # Prompts are tokenised once per run, so the tokenizers (Rust/rayon) thread pool gains nothing; its idle workers
 # were measured to slow torch's CPU kernels ~5x afterwards on a 2-core machine. A user's own setting wins.

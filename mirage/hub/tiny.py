@@ -20,7 +20,7 @@ from mirage.hub.loaders import quiet
 from mirage.hub.sources import cache_dir, tiny_dir
 from mirage.io import atomic_write_text
 
-log = logging.getLogger("mirage")
+logger = logging.getLogger("mirage")
 
 TINY_TEXT_DIM = 32  # UMT5 d_model == transformer text_dim
 TINY_WORDS = (
@@ -179,7 +179,7 @@ def build_tiny(root: Path | None = None, *, seed: int = 0) -> Path:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        log.info("tiny preset: built %s", final)
+        logger.info("tiny preset: built %s", final)
     readme = base / "README.txt"
     if not readme.exists():
         atomic_write_text(readme, "Tiny random models built by mirage.hub.build_tiny (seeded). Safe to delete.\n"
