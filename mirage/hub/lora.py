@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from mirage.errors import InputError, ModelError
+from mirage.hub.presets import PRESETS, Preset, parse_preset
 from mirage.hub.sources import offline, one_line
 
 log = logging.getLogger("mirage")
@@ -107,6 +108,22 @@ def check_loras(loras: tuple[LoraSpec, ...] | list[LoraSpec]) -> None:
         path = Path(spec.source).expanduser()
         if not path.is_file():
             raise InputError(f"--lora {spec.source}: no such file, and not a Hub id; pass {_SYNTAX}")
+
+
+def distill_lora(preset: Preset | str) -> LoraSpec:
+    """The step-distilled LoRA a preset names (``--distilled``), at scale 1.0 as lightx2v publishes it.
+
+    Raises:
+        InputError: the preset names none (only a 14B lightx2v LoRA is published; none for 1.3B).
+    """
+    p = parse_preset(preset)
+    lora = PRESETS[p].distill_lora
+    if lora is None:
+        with_one = ", ".join(q.value for q, s in PRESETS.items() if s.distill_lora is not None)
+        raise InputError(f"--distilled: preset {p.value} has no step-distilled LoRA (lightx2v publishes one for "
+                         f"Wan 2.1 14B only); use --preset {with_one}, or pass your own LoRA with --lora and set "
+                         "--steps/--guidance/--flow-shift")
+    return LoraSpec(lora.source, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -330,4 +347,5 @@ def fuse_loras(transformer: torch.nn.Module, loras: tuple[LoraSpec, ...] | list[
     return tuple(fuse_lora(transformer, spec, adapter_name=f"mirage_lora_{i}") for i, spec in enumerate(loras))
 
 
-__all__ = ["FusedLora", "LoraSpec", "check_loras", "convert_lora", "fuse_lora", "fuse_loras", "lora_file", "parse_lora"]
+__all__ = ["FusedLora", "LoraSpec", "check_loras", "convert_lora", "distill_lora", "fuse_lora", "fuse_loras", "lora_file",
+           "parse_lora"]
