@@ -24,6 +24,7 @@ from mirage import __version__
 from mirage.camera import fov_x_from_intrinsics, scale_intrinsics
 from mirage.errors import InputError, MirageError, RuntimeFailure
 from mirage.holefill import push_pull_fill
+from mirage.hub.lora import LoraSpec, check_loras, distill_lora
 from mirage.memory.types import MemoryKind, MemoryRead
 from mirage.precision import Fp8Mode, apply_fp8, check_fp8
 from mirage.report import REPORT_SCHEMA_VERSION, ChunkReport, RunReport, StageTimer, sha256_file
@@ -90,6 +91,8 @@ class RenderConfig:
     write_back: bool = True  # write revealed content back into the memory after each chunk
     write_back_last: bool = False  # also after the last chunk (set when the memory is saved: --save-memory)
     keep_reads: bool = False  # also decode the memory reads (for --save-warped)
+    loras: tuple[LoraSpec, ...] = ()  # LoRAs fused into the transformer at load (mirage.hub.lora; --lora SOURCE[:SCALE]);
+    #                                   the DISTILLED profile adds the preset's step-distilled LoRA after these
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -198,6 +201,11 @@ def check_config(c: RenderConfig) -> None:
         raise InputError(f"--size: {c.size[0]}x{c.size[1]} must be multiples of {SIZE_MULTIPLE} (e.g. 832x480)")
     if c.memory_phases not in (1, 2, 4):
         raise InputError(f"--memory-phases: {c.memory_phases} is not 1, 2 or 4 (sub-stride phases per axis)")
+    check_loras(c.loras)
+    if (c.loras or c.profile is SamplingProfile.DISTILLED) and c.denoiser is not DenoiserKind.VACE:
+        raise InputError("--lora/--distilled: LoRAs apply to the video transformer; --denoiser none has none")
+    if c.profile is SamplingProfile.DISTILLED:
+        distill_lora(c.preset)  # the preset must name one (none is published for 1.3B): one line now, not at load
     if c.memory_phases > 1 and c.memory is not MemoryKind.LATENT:
         raise InputError(f"--memory-phases {c.memory_phases}: polyphase is a latent-memory setting; use --memory latent")
     if c.offload is not OffloadMode.NONE and torch.device(c.device).type != "cuda":
@@ -245,13 +253,16 @@ class Pipeline:
                     vae_dtype=torch.float32 if config.vae_dtype == "float32" else self.dtype,
                     need_denoiser=config.denoiser is DenoiserKind.VACE,
                     need_depth=True,
+                    loras=render_loras(config),  # fused before FP8, offload and compile below
                 )
+            elif render_loras(config):  # given components (random-weight benchmark): fuse into their transformer
+                components.loras = hub.fuse_loras(components.transformer, render_loras(config))
             self.components = components
             self.vae = components.vae
             self.denoiser = None
             if config.denoiser is DenoiserKind.VACE:
                 self.denoiser = Denoiser(components.transformer, components.scheduler_config)
-                if config.flow_shift is not None or config.profile is SamplingProfile.STANDARD:
+                if config.flow_shift is not None or config.profile is not SamplingProfile.FAST:
                     from mirage.denoise import make_scheduler
 
                     # a shift will be applied: a scheduler that cannot take one fails here, in one line, not mid-render
@@ -737,6 +748,11 @@ def _resize_depth_result(dres, width: int, height: int):
 
 def _stats_dict(st) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.__dict__.items()}
+
+
+def render_loras(c: RenderConfig) -> tuple[LoraSpec, ...]:
+    """The LoRAs a render fuses: ``c.loras``, then the preset's step-distilled LoRA with the DISTILLED profile."""
+    return c.loras + ((distill_lora(c.preset),) if c.profile is SamplingProfile.DISTILLED else ())
 
 
 def _config_dict(c: RenderConfig) -> dict:
