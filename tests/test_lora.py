@@ -109,6 +109,22 @@ def test_diffusers_peft_format(base, tmp_path):
     _check_fused(base, fused, want, 0.75)
 
 
+def test_peft_metadata_alpha_is_honoured(base, tmp_path):
+    """A PEFT file's ``lora_adapter_metadata`` header (as diffusers' save_lora_adapter writes it): alpha/r = 2."""
+    import json
+
+    gen = torch.Generator().manual_seed(4)
+    name = "blocks.0.ffn.net.2"
+    a, b = _pair(_layer(base, name), gen)
+    meta = {"r": RANK, "lora_alpha": 2 * RANK, "target_modules": ["ffn.net.2"]}  # targets blocks.1's too
+    path = tmp_path / "meta.safetensors"
+    save_file({f"transformer.{name}.lora_A.weight": a, f"transformer.{name}.lora_B.weight": b}, str(path),
+              metadata={"format": "pt", "lora_adapter_metadata": json.dumps(meta)})
+    fused = copy.deepcopy(base)
+    fuse_lora(fused, LoraSpec(str(path)))
+    _check_fused(base, fused, {name: (2.0 * b @ a, None)}, 1.0)
+
+
 @pytest.mark.parametrize("down,up", [("lora_down", "lora_up"), ("lora_A", "lora_B")], ids=["down-up", "A-B"])
 def test_original_wan_comfyui_format_with_alpha_and_diff_b(base, tmp_path, down, up):
     path = tmp_path / "wan.safetensors"

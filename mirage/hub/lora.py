@@ -20,7 +20,7 @@ Strictness (diffusers and PEFT only warn, or log at info level): a LoRA is appli
   :class:`~mirage.errors.ModelError` that says how many did not and shows one;
 - a weight delta that diffusers' converter leaves out (``.diff`` full-weight deltas, norm deltas, the ``diff_m``
   modulation deltas) is accepted only when it is all zeros (nothing is lost); a non-zero one is an error;
-- after injection the number of LoRA layers must equal the number of layers the file names.
+- after injection every layer the file names must hold a PEFT LoRA layer.
 """
 
 from __future__ import annotations
@@ -318,17 +318,19 @@ def fuse_lora(transformer: torch.nn.Module, spec: LoraSpec, *, adapter_name: str
     path = lora_file(spec)
     tensors, metadata = _read(path, label)
     converted, zero_deltas = convert_lora(tensors, transformer, label)
-    n_layers = len({k.removeprefix("transformer.").rsplit(".lora_", 1)[0] for k in converted})
+    names = {k.removeprefix("transformer.").rsplit(".lora_", 1)[0] for k in converted}
+    n_layers = len(names)
     if metadata is not None and not any(k.startswith("transformer.") for k in metadata):
         metadata = {f"transformer.{k}": v for k, v in metadata.items()}  # saved by transformer.save_lora_adapter
     try:
         with quiet():
             WanVACEPipeline.load_lora_into_transformer(converted, transformer=transformer, adapter_name=adapter_name,
                                                        metadata=metadata)
-        injected = sum(isinstance(m, BaseTunerLayer) for m in transformer.modules())
-        if injected != n_layers:
-            raise ModelError(f"lora {label}: PEFT injected {injected} LoRA layers, the file names {n_layers}; "
-                             "nothing was applied", "report this with the LoRA file's name")
+        injected = {n for n, m in transformer.named_modules() if isinstance(m, BaseTunerLayer)}
+        missed = sorted(names - injected)  # (a PEFT config may target more layers: their B starts at zero)
+        if missed:
+            raise ModelError(f"lora {label}: PEFT left {len(missed)} of the file's {len(names)} layers out "
+                             f"(e.g. {missed[0]}); nothing was applied", "report this with the LoRA file's name")
         transformer.fuse_lora(lora_scale=float(spec.scale), adapter_names=[adapter_name])
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise ModelError(f"lora {label}: diffusers/PEFT could not load it ({type(e).__name__}: {one_line(e, 100)})",
