@@ -75,6 +75,7 @@ def bench(
     offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
     fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="FP8 transformer on Hopper GPUs: attention, or attention + linear layers (all)."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Fuse a LoRA first, as `render --lora` (a step must cost what it cost without)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full results as JSON."),
     context_parallel: bool = typer.Option(
         False, "--context-parallel",
@@ -85,7 +86,7 @@ def bench(
         return
     from mirage.bench import BenchConfig, example_inputs, run_bench
     from mirage.pipeline import OffloadMode, RenderConfig, check_config
-    from mirage_cli.render import parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
+    from mirage_cli.render import parse_loras, parse_size, resolve_device, resolve_dtype, resolve_vae_dtype
     from mirage_cli.render import sampling_profile as profile_of
 
     env = None
@@ -105,7 +106,7 @@ def bench(
     render_cfg = RenderConfig(
         preset=preset, size=size_t, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
         fov=fov, offload=OffloadMode(offload),
-        chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8,
+        chunk_frames=chunk_frames or 81, compile=compile, fp8=fp8, loras=parse_loras(lora),
         profile=profile_of(fast), guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
     )
     if context_parallel:
