@@ -288,7 +288,7 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------------------------
     @property
     def model_ids(self) -> dict:
-        """component -> {"id", "revision", "class", "local"} (for the run report)."""
+        """component -> {"id", "revision", "class", "local"} (for the run report); ``lora_<i>``: each fused LoRA."""
         classes = dict(self.components.classes)
         classes["vae"] = type(self.vae.model).__name__
         if self.components.transformer is not None:
@@ -299,6 +299,12 @@ class Pipeline:
         for k, r in self.components.resolved.items():
             out[k] = {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
                       "class": classes.get(k), "local": r.local}
+        for i, lo in enumerate(getattr(self.components, "loras", ())):  # fused into the transformer, in this order
+            hub_id = LoraSpec(lo.source, lo.scale).hub()
+            out[f"lora_{i}"] = {"id": lo.source if hub_id is None else f"{hub_id[0]}:{hub_id[2]}",
+                                "revision": None if hub_id is None else hub_id[1],
+                                "class": f"LoRA fused at scale {lo.scale:g} into {lo.layers} layers",
+                                "local": hub_id is None}
         return out
 
     @property

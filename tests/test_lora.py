@@ -439,6 +439,8 @@ def test_cli_render_with_a_lora_end_to_end(tiny_root, base, tmp_path, monkeypatc
         frames[name] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / name / "f").iterdir())])
         report = json.loads(out.with_suffix(".json").read_text())
     assert report["settings"]["loras"] == [{"source": str(path), "scale": 0.5}]
+    assert report["models"]["lora_0"] == {"id": str(path), "revision": None, "local": True,
+                                          "class": "LoRA fused at scale 0.5 into 20 layers"}
     assert frames["plain"].shape == frames["lora"].shape == (5, 48, 64, 3)
     diff = np.abs(frames["plain"][1:].astype(int) - frames["lora"][1:].astype(int))  # frame 0 is the input image
     assert diff.mean() > 0.2 and diff.max() >= 3  # deterministic renders (same seed): only the LoRA differs
