@@ -290,6 +290,22 @@ def test_missing_file_and_uncached_hub_file(tmp_path, monkeypatch):
     assert "hf download someone/loras dir/x.safetensors --revision v2" in msg
 
 
+def test_uncached_hub_lora_fails_before_any_model_loads(tiny_root, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    import mirage.hub.components as components
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_load(*a, **k):
+        raise AssertionError("a model loaded before the LoRA was found")
+
+    monkeypatch.setattr(components, "load_diffusers", no_load)
+    with pytest.raises(ModelError, match=r"lora: someone/x@main file f.safetensors is not in the local"):
+        hub.load_components("tiny", tiny_root=tiny_root, need_depth=False, loras=(parse_lora("someone/x:f.safetensors"),))
+
+
 # ---------------------------------------------------------------------------------------------- parsing
 
 
