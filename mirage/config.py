@@ -18,6 +18,7 @@ import torch
 
 from mirage.dtypes import DType, VaeDType, parse_dtype, parse_vae_dtype
 from mirage.errors import InputError
+from mirage.hub.lora import LoraSpec, check_loras, distill_lora
 from mirage.limits import MAX_ASPECT, MAX_OUTPUT_PIXELS, MAX_STEPS, echo
 from mirage.memory.types import MemoryKind
 from mirage.offload import OffloadMode
@@ -54,6 +55,13 @@ class PipelineConfig:
     offload: OffloadMode = OffloadMode.NONE  # CPU offload of the models
     compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
     fp8: Fp8Mode = Fp8Mode.NONE  # FP8 transformer (Hopper GPUs): attention, or attention + linear layers
+    loras: tuple[LoraSpec, ...] = ()  # LoRAs fused into the transformer at load (mirage.hub.lora; --lora SOURCE[:SCALE])
+    distill: bool = False  # also fuse the preset's step-distilled LoRA (--distilled; render with the DISTILLED profile)
+
+    @property
+    def fused_loras(self) -> tuple[LoraSpec, ...]:
+        """The LoRAs the transformer gets: ``loras``, then the preset's step-distilled one with ``distill``."""
+        return self.loras + ((distill_lora(self.preset),) if self.distill else ())
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -131,6 +139,11 @@ def check_pipeline_config(c: PipelineConfig) -> None:
             raise InputError(f"--fp8 {c.fp8.value} with --offload {c.offload.value}: the FP8 weights are made on the "
                              "GPU and cannot be offloaded; drop one of the two")
         check_fp8(c.fp8, dev, c.torch_dtype)
+    check_loras(c.loras)
+    if (c.loras or c.distill) and c.denoiser is not DenoiserKind.VACE:
+        raise InputError("--lora/--distilled: LoRAs apply to the video transformer; --denoiser none has none")
+    if c.distill:
+        distill_lora(c.preset)  # the preset must name one (none is published for 1.3B): one line now, not at load
 
 
 def check_render_options(o: RenderOptions) -> None:
@@ -158,5 +171,7 @@ def settings_dict(config: PipelineConfig, options: RenderOptions) -> dict:
     for obj in (config, options):
         for f in fields(obj):
             v = getattr(obj, f.name)
+            if f.name == "loras":
+                v = [{"source": lo.source, "scale": lo.scale} for lo in v]
             out[f.name] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, tuple) else v)
     return out

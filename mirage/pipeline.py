@@ -211,7 +211,10 @@ class Pipeline:
                     device=self.device if config.offload is OffloadMode.NONE else torch.device("cpu"),
                     dtype=self.dtype, vae_dtype=config.torch_vae_dtype,
                     need_denoiser=config.denoiser is DenoiserKind.VACE, need_depth=True,
+                    loras=config.fused_loras,  # fused before FP8, offload and compile below
                 )
+            elif config.fused_loras:  # given components (random-weight benchmark): fuse into their transformer
+                components = replace(components, loras=hub.fuse_loras(components.transformer, config.fused_loras))
             components = apply_offload(components, config.offload, self.device)
             self.components = components
             self.vae = components.vae
@@ -233,15 +236,24 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------------------------
     @property
     def model_ids(self) -> dict:
-        """component -> {"id", "revision", "class", "local"} (for the run report)."""
+        """component -> {"id", "revision", "class", "local"} (for the run report); ``lora_<i>``: each fused LoRA."""
+        from mirage.hub.lora import LoraSpec
+
         classes = dict(self.components.classes)
         classes["vae"] = type(self.vae.model).__name__
         if self.components.transformer is not None:
             classes["transformer"] = type(self.components.transformer).__name__
         if self.components.scheduler_config:
             classes["scheduler"] = self.components.scheduler_config.get("_class_name")
-        return {k: {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
-                    "class": classes.get(k), "local": r.local} for k, r in self.components.resolved.items()}
+        out = {k: {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
+                   "class": classes.get(k), "local": r.local} for k, r in self.components.resolved.items()}
+        for i, lo in enumerate(self.components.loras):  # fused into the transformer, in this order
+            hub_id = LoraSpec(lo.source, lo.scale).hub()
+            out[f"lora_{i}"] = {"id": lo.source if hub_id is None else f"{hub_id[0]}:{hub_id[2]}",
+                                "revision": None if hub_id is None else hub_id[1],
+                                "class": f"LoRA fused at scale {lo.scale:g} into {lo.layers} layers",
+                                "local": hub_id is None}
+        return out
 
     @property
     def vae_id(self) -> str:

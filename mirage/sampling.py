@@ -1,6 +1,7 @@
-"""Sampling settings of the denoiser: the model maintainers' defaults, the ``--fast`` profile, and their resolution.
+"""Sampling settings of the denoiser: the model maintainers' defaults, the ``--fast`` and ``--distilled`` profiles,
+and their resolution.
 
-Two profiles (:class:`SamplingProfile`):
+Three profiles (:class:`SamplingProfile`):
 
 * ``standard`` (the default): what the model's maintainers publish for Wan 2.1 VACE. 50 steps and guidance 5.0
   (diffusers ``WanVACEPipeline.__call__`` defaults), Wan's own negative prompt (``sample_neg_prompt`` of the Wan
@@ -9,6 +10,10 @@ Two profiles (:class:`SamplingProfile`):
   docs/models.md, "Sampling defaults".
 * ``fast``: mirage's earlier settings, for previews and step/guidance-distilled models: 20 steps, guidance off
   (one transformer forward per step), and the flow shift of the repo's own scheduler config at every size.
+* ``distilled``: the published settings of lightx2v's step- and CFG-distilled LoRA, which the pipeline fuses into the
+  transformer (the preset names it: :attr:`mirage.hub.PresetSpec.distill_lora`): 4 steps, guidance off, flow shift
+  5.0 (ModelTC/LightX2V ``configs/distill/wan_t2v_distill_4step_cfg_lora.json``: ``infer_steps`` 4,
+  ``enable_cfg`` false, ``sample_shift`` 5, LoRA strength 1.0).
 
 Explicit values (``--steps``, ``--guidance``, ``--negative-prompt``, ``--flow-shift``) win over the profile.
 :func:`resolve_sampling` is the one place that combines them; it needs the output size (for the flow shift) and
@@ -29,6 +34,7 @@ class SamplingProfile(str, Enum):
 
     STANDARD = "standard"  # the model maintainers' published defaults (docs/models.md, "Sampling defaults")
     FAST = "fast"  # mirage's few-step, no-guidance settings: previews and distilled models
+    DISTILLED = "distilled"  # the preset's step-distilled LoRA (fused) and its published settings: 4 steps, no CFG
 
 
 #: diffusers ``WanVACEPipeline.__call__(num_inference_steps=50)`` (and Wan's ``generate.py`` for VACE).
@@ -51,6 +57,11 @@ FLOW_SHIFT_BY_RESOLUTION = (
 #: The fast profile: mirage's settings before issue 13 (kept exactly, so earlier benchmarks stay comparable).
 FAST_STEPS = 20
 FAST_GUIDANCE = 1.0
+#: The distilled profile: lightx2v's LoRA config (ModelTC/LightX2V ``configs/distill/wan_t2v_distill_4step_cfg_lora.json``
+#: at 930c320: ``"infer_steps": 4``, ``"enable_cfg": false``, ``"sample_shift": 5``, 832x480, 81 frames).
+DISTILLED_STEPS = 4
+DISTILLED_GUIDANCE = 1.0
+DISTILLED_FLOW_SHIFT = 5.0
 
 
 @dataclass(frozen=True)
@@ -64,7 +75,7 @@ class SamplingSettings:
         flow_shift: the scheduler's ``flow_shift`` (> 0); None = the repo's scheduler config's own value.
         profile: the profile the unset values came from.
         flow_shift_source: where ``flow_shift`` came from: ``--flow-shift``, ``480p``/``720p`` (the resolution
-            rule) or ``scheduler config``.
+            rule), ``distilled LoRA`` or ``scheduler config``.
     """
 
     steps: int
@@ -117,21 +128,30 @@ def resolve_sampling(
 
     Returns:
         the resolved, validated settings. The fast profile keeps the scheduler config's flow shift
-        (``flow_shift=None``) unless one is given.
+        (``flow_shift=None``) unless one is given; the distilled one uses 5.0 at every size.
     """
     profile = SamplingProfile(profile)
     check_sampling_options(steps=steps, guidance=guidance, flow_shift=flow_shift)
     fast = profile is SamplingProfile.FAST
+    distilled = profile is SamplingProfile.DISTILLED
     if flow_shift is not None:
         shift, source = float(flow_shift), "--flow-shift"
     elif fast:
         shift, source = None, "scheduler config"
+    elif distilled:
+        shift, source = DISTILLED_FLOW_SHIFT, "distilled LoRA"
     else:
         source, shift = resolution_class(width, height)
+    default_steps, default_guidance = {
+        SamplingProfile.STANDARD: (STANDARD_STEPS, STANDARD_GUIDANCE),
+        SamplingProfile.FAST: (FAST_STEPS, FAST_GUIDANCE),
+        SamplingProfile.DISTILLED: (DISTILLED_STEPS, DISTILLED_GUIDANCE),
+    }[profile]
+    standard = profile is SamplingProfile.STANDARD
     return SamplingSettings(
-        steps=int(steps) if steps is not None else (FAST_STEPS if fast else STANDARD_STEPS),
-        guidance=float(guidance) if guidance is not None else (FAST_GUIDANCE if fast else STANDARD_GUIDANCE),
-        negative_prompt=negative_prompt if negative_prompt is not None else ("" if fast else WAN_NEGATIVE_PROMPT),
+        steps=int(steps) if steps is not None else default_steps,
+        guidance=float(guidance) if guidance is not None else default_guidance,
+        negative_prompt=negative_prompt if negative_prompt is not None else (WAN_NEGATIVE_PROMPT if standard else ""),
         flow_shift=shift,
         profile=profile,
         flow_shift_source=source,
@@ -141,5 +161,5 @@ def resolve_sampling(
 __all__ = [
     "SamplingProfile", "SamplingSettings", "resolve_sampling", "resolution_class", "check_sampling_options",
     "STANDARD_STEPS", "STANDARD_GUIDANCE", "WAN_NEGATIVE_PROMPT", "FLOW_SHIFT_BY_RESOLUTION", "FAST_STEPS",
-    "FAST_GUIDANCE",
+    "FAST_GUIDANCE", "DISTILLED_STEPS", "DISTILLED_GUIDANCE", "DISTILLED_FLOW_SHIFT",
 ]

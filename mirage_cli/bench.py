@@ -63,6 +63,7 @@ def bench(
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Negative prompt of guidance (default: Wan's standard one)."),
     flow_shift: float | None = typer.Option(None, "--flow-shift", help="Scheduler flow shift (default: by resolution; the model's own with --fast)."),
     fast: bool = typer.Option(False, "--fast", help="Guidance off and the model's flow shift, as `render --fast` (the figures in BENCHMARKS.md)."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Fuse a LoRA first, as `render --lora` (a step must cost what it cost without)."),
     chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk (default 81)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed runs per setting (median and spread reported)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up runs per video length."),
@@ -88,7 +89,7 @@ def bench(
     from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
     from mirage.offload import OffloadMode
     from mirage_cli.options import parse_size
-    from mirage_cli.render import resolve_device, resolve_dtype, resolve_vae_dtype
+    from mirage_cli.render import parse_loras, resolve_device, resolve_dtype, resolve_vae_dtype
     from mirage_cli.render import sampling_profile as profile_of
 
     dev = resolve_device(device)
@@ -106,7 +107,7 @@ def bench(
         depth, fov = depth or example_depth, fov or 60.0
     config = PipelineConfig(preset=preset, device=dev, dtype=resolve_dtype(dtype, dev),
                             vae_dtype=resolve_vae_dtype(vae_dtype, dev), offload=OffloadMode(offload), compile=compile,
-                            fp8=fp8)
+                            fp8=fp8, loras=parse_loras(lora))
     options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast),
                             guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
     if context_parallel:

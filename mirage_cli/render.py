@@ -75,9 +75,19 @@ def resolve_vae_dtype(value: VaeDTypeChoice, device: str) -> str:
     return parse_vae_dtype(value.value).value
 
 
-def sampling_profile(fast: bool) -> SamplingProfile:
-    """--fast -> the few-step, no-guidance profile; otherwise the model maintainers' defaults."""
-    return SamplingProfile.FAST if fast else SamplingProfile.STANDARD
+def sampling_profile(fast: bool, distilled: bool = False) -> SamplingProfile:
+    """--fast -> the few-step, no-guidance profile; --distilled -> the preset's distilled LoRA and its settings;
+    otherwise the model maintainers' defaults."""
+    if fast and distilled:
+        raise InputError("--fast and --distilled: choose one profile (--distilled: 4 steps with the distilled LoRA)")
+    return SamplingProfile.DISTILLED if distilled else (SamplingProfile.FAST if fast else SamplingProfile.STANDARD)
+
+
+def parse_loras(values: list[str] | None) -> tuple:
+    """Every ``--lora SOURCE[:SCALE]`` -> a tuple of :class:`mirage.hub.LoraSpec`."""
+    from mirage.hub.lora import parse_lora
+
+    return tuple(parse_lora(v) for v in values or ())
 
 
 def _overrides(**kw: str | None) -> tuple[tuple[str, str], ...]:
@@ -107,6 +117,8 @@ def render_command(
     negative_prompt: str | None = typer.Option(None, "--negative-prompt", help="Negative prompt of guidance (default: Wan's standard one)."),
     flow_shift: float | None = typer.Option(None, "--flow-shift", help="Scheduler flow shift (default: by resolution, 3.0 at 480p, 5.0 at 720p; the model's own with --fast)."),
     fast: bool = typer.Option(False, "--fast", help="Few-step profile for previews and distilled models: 20 steps, guidance off (explicit options win)."),
+    distilled: bool = typer.Option(False, "--distilled", help="Fuse the preset's step-distilled LoRA (lightx2v, 14B only) and use its settings: 4 steps, guidance off, flow shift 5."),
+    lora: list[str] | None = typer.Option(None, "--lora", help="Fuse a LoRA into the transformer: FILE.safetensors or owner/name[@rev]:path/in/repo.safetensors, then optionally :SCALE (repeatable)."),
     seed: int = typer.Option(0, "--seed"),
     prompt: str = typer.Option("", "--prompt", help="Text prompt (optional)."),
     chunk_frames: int = typer.Option(33, "--chunk-frames", help="Frames per chunk (4k+1); chunks overlap by one frame."),
@@ -140,10 +152,10 @@ def render_command(
         preset=preset,
         overrides=_overrides(vae=vae, transformer=transformer, text_encoder=text_encoder, depth=depth_model),
         denoiser=denoiser, device=dev, dtype=resolve_dtype(dtype, dev), vae_dtype=resolve_vae_dtype(vae_dtype, dev),
-        offload=offload, compile=compile, fp8=fp8,
+        offload=offload, compile=compile, fp8=fp8, loras=parse_loras(lora), distill=distilled,
     )
     options = RenderOptions(
-        memory=memory, memory_phases=memory_phases, seed=seed, prompt=prompt, profile=sampling_profile(fast),
+        memory=memory, memory_phases=memory_phases, seed=seed, prompt=prompt, profile=sampling_profile(fast, distilled),
         steps=steps, guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
         chunk_frames=chunk_frames, size=parse_size(size), hole_fill=not no_fill, fov=fov,
         intrinsics=parse_intrinsics(intrinsics),

@@ -68,6 +68,7 @@ class Components:
         prompt_embeds: fixed (L, D) prompt embeddings used instead of a text encoder (random-weight benchmark), or
             None.
         classes: component -> the class it loads as (known before a lazy component loads).
+        loras: the LoRAs fused into the transformer (:class:`~mirage.hub.lora.FusedLora`), in order.
     """
 
     preset: Preset
@@ -80,6 +81,7 @@ class Components:
     resolved: dict[str, Any]
     prompt_embeds: torch.Tensor | None = None
     classes: dict[str, str] = field(default_factory=dict)
+    loras: tuple = ()  # the FusedLora records of the LoRAs fused into ``transformer`` (mirage.hub.lora)
 
 
 def load_vae(repo_or_path: str | Path, *, revision: str | None = None, subfolder: str | None = None,
@@ -109,6 +111,7 @@ def load_components(
     need_denoiser: bool = True,
     need_depth: bool = True,
     tiny_root: Path | None = None,
+    loras: tuple = (),
 ) -> Components:
     """Load a preset's components (VAE now; transformer + scheduler if ``need_denoiser``; text encoder, tokenizer
     and depth lazily).
@@ -122,15 +125,21 @@ def load_components(
         need_denoiser: load the transformer + scheduler (the preview preset has none: asking raises).
         need_depth: attach the depth loader.
         tiny_root: cache root for the tiny preset (default :func:`~mirage.hub.sources.cache_dir`).
+        loras: :class:`~mirage.hub.lora.LoraSpec` s fused into the transformer right after it loads (before any
+            FP8 conversion, offload or compile the caller applies); see :mod:`mirage.hub.lora`.
 
     Raises:
         InputError: unknown preset or override key, bad override value.
         ModelError: a component missing, offline and uncached, not safetensors, or not matching its config.
     """
+    from mirage.hub.lora import check_loras, fuse_loras, lora_file
     from mirage.hub.tiny import build_tiny
 
     p = parse_preset(preset)
     spec = PRESETS[p]
+    check_loras(loras)
+    if loras and not need_denoiser:
+        raise InputError("--lora: LoRAs apply to the video transformer, which this run does not load (drop --lora)")
     overrides = dict(overrides or {})
     valid = {c.value for c in Component}
     for k in overrides:
@@ -140,6 +149,8 @@ def load_components(
         raise ModelError(f"preset {p.value}: has no denoiser; use preset {DEFAULT_PRESET.value} for generation")
     if p is Preset.TINY:
         build_tiny(tiny_root)
+    for lora in loras:  # found (or downloaded) now: an uncached LoRA fails before minutes of model loading
+        lora_file(lora)
 
     resolved: dict[str, ResolvedSource] = {}
 
@@ -159,11 +170,13 @@ def load_components(
               source=vae_src.describe())
 
     transformer = scheduler_config = text_encoder = tokenizer = None
+    fused: tuple = ()
     classes: dict[str, str] = {}
     if need_denoiser:
         t_src = res(Component.TRANSFORMER)
         transformer = load_diffusers(t_src, device=device, dtype=dtype, allowed_classes=("WanVACETransformer3DModel",),
                                      preset=p).requires_grad_(False)
+        fused = fuse_loras(transformer, loras)
         scheduler_config = load_scheduler_config(res(Component.SCHEDULER), preset=p)
         te_src, tok_src = res(Component.TEXT_ENCODER), res(Component.TOKENIZER)
         # fail now, not minutes later, when the (lazy) text encoder or tokenizer is not there
@@ -193,4 +206,5 @@ def load_components(
         depth = Lazy(d_src, _load_depth, keep=True)
 
     logger.info("models: %s", ", ".join(f"{k}={v.describe()}" for k, v in resolved.items()))
-    return Components(p, vae, transformer, scheduler_config, text_encoder, tokenizer, depth, resolved, classes=classes)
+    return Components(p, vae, transformer, scheduler_config, text_encoder, tokenizer, depth, resolved, classes=classes,
+                      loras=fused)

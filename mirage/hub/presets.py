@@ -30,6 +30,14 @@ WAN_VACE_1_3B_TRANSFORMER_BYTES = 5_000_000_000 + 2_150_000_000  # 2 shards
 WAN_VACE_14B_TRANSFORMER_BYTES = 63_200_000_000  # 13 shards: 10 exact + 3 unseen at ~4.92e9 each
 TAESD_BYTES = 4_903_270  # the embedded bf16 re-save (the Hub repo's float32 file is 9.79 MB)
 
+#: lightx2v's step- and CFG-distilled LoRA for Wan 2.1 14B (4 steps, guidance off): the file lightx2v's own LoRA
+#: config names (ModelTC/LightX2V ``configs/distill/wan_t2v_distill_4step_cfg_lora.json``). Only a short hash of
+#: this repo was seen, so the revision is ``main``. No 1.3B lightx2v (or CausVid) LoRA is published.
+LIGHTX2V_14B_REPO = "lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v"
+LIGHTX2V_14B_REVISION = "main"
+LIGHTX2V_14B_FILE = "loras/Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors"
+LIGHTX2V_14B_BYTES = 631_000_000  # "631 MB" on the Hub's file page (rounded)
+
 SCHEDULER_CLASSES = ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler")  # flow-matching samplers
 
 
@@ -94,6 +102,27 @@ class ComponentSpec:
 
 
 @dataclass(frozen=True)
+class LoraFile:
+    """A LoRA file on the Hub that a preset names (its step-distilled LoRA).
+
+    Attributes:
+        repo_id, revision, filename: where it is (``filename``: the path inside the repo).
+        size_bytes: download size. description: what it is, for ``mirage models``.
+    """
+
+    repo_id: str
+    revision: str
+    filename: str
+    size_bytes: int
+    description: str
+
+    @property
+    def source(self) -> str:
+        """The ``--lora`` spelling: ``owner/name@revision:path/in/repo.safetensors``."""
+        return f"{self.repo_id}@{self.revision}:{self.filename}"
+
+
+@dataclass(frozen=True)
 class PresetSpec:
     """A preset: its components (without depth, which :mod:`mirage.depth` names) and whether it uses depth."""
 
@@ -102,6 +131,7 @@ class PresetSpec:
     components: tuple[ComponentSpec, ...]
     has_depth: bool  # True: the depth model named by mirage.depth.DEFAULT_DEPTH_MODEL is part of it
     local: bool = False  # True: built locally (tiny), nothing to download
+    distill_lora: LoraFile | None = None  # the step-distilled LoRA of the model's size (--distilled); None: none
 
     def get(self, name: Component) -> ComponentSpec | None:
         return next((c for c in self.components if c.name is name), None)
@@ -145,6 +175,8 @@ PRESETS: dict[Preset, PresetSpec] = {
         "Wan 2.1 VACE 14B (diffusers): 480p/720p, needs an 80 GB GPU or offload",
         _wan_components(WAN_VACE_14B_REPO, WAN_VACE_14B_REVISION, WAN_VACE_14B_TRANSFORMER_BYTES),
         has_depth=True,
+        distill_lora=LoraFile(LIGHTX2V_14B_REPO, LIGHTX2V_14B_REVISION, LIGHTX2V_14B_FILE, LIGHTX2V_14B_BYTES,
+                              "lightx2v StepDistill-CfgDistill rank 64 (Wan 2.1 T2V 14B): 4 steps, guidance off"),
     ),
     Preset.PREVIEW: PresetSpec(
         Preset.PREVIEW,
@@ -204,8 +236,9 @@ class PresetInfo:
     description: str
     default: bool
     components: tuple[ComponentSpec, ...]
-    download_bytes: int  # what `mirage download` fetches (embedded and tiny components count 0)
+    download_bytes: int  # what `mirage download` fetches (embedded and tiny components count 0; the LoRA counts)
     local: bool
+    distill_lora: LoraFile | None = None  # the preset's step-distilled LoRA (fetched by `mirage download` too)
 
 
 def list_presets() -> list[PresetInfo]:
@@ -213,6 +246,8 @@ def list_presets() -> list[PresetInfo]:
     out = []
     for p, spec in PRESETS.items():
         comps = preset_components(p)
+        lora_bytes = spec.distill_lora.size_bytes if spec.distill_lora is not None else 0
         out.append(PresetInfo(p.value, spec.description, p is DEFAULT_PRESET, comps,
-                              sum(c.size_bytes for c in comps if c.kind is SourceKind.HUB), spec.local))
+                              sum(c.size_bytes for c in comps if c.kind is SourceKind.HUB) + lora_bytes, spec.local,
+                              spec.distill_lora))
     return out
