@@ -451,7 +451,7 @@ def test_cli_render_with_a_lora_end_to_end(tiny_root, base, tmp_path, monkeypatc
         out = tmp_path / name / "v.mp4"
         code, _, err = run_main(monkeypatch, capsys, *common, "-o", out, "--frames-dir", tmp_path / name / "f", *extra)
         assert code == 0, err
-        frames[name] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / name / "f").iterdir())])
+        frames[name] = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / name / "f").glob("*.png"))])
         report = json.loads(out.with_suffix(".json").read_text())
     assert report["settings"]["loras"] == [{"source": str(path), "scale": 0.5}]
     assert report["models"]["lora_0"] == {"id": str(path), "revision": None, "local": True,
