@@ -21,13 +21,14 @@ from mirage.errors import InputError, MirageError
 from mirage.inputs import TrajectoryOptions
 from mirage.memory.types import MemoryKind
 from mirage.pipeline import Pipeline
+from mirage.report import Stage
 from mirage.sampling import resolve_sampling
 
 logger = logging.getLogger("mirage")
 
 #: Stages between the denoiser calls: what a spatial memory costs (read, render + VAE encode of renders for the
 #: RGB memory, VACE conditioning, write-back with its depth estimates).
-CONDITIONING_STAGES = ("memory_read", "conditioning", "write_depth", "memory_write")
+CONDITIONING_STAGES = (Stage.MEMORY_READ, Stage.CONDITIONING, Stage.WRITE_DEPTH, Stage.MEMORY_WRITE)
 
 BENCH_SCHEMA_VERSION = 1
 
@@ -175,7 +176,7 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "steps": list(cfg.steps),
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,
-        "conditioning_stages": list(CONDITIONING_STAGES),
+        "conditioning_stages": [s.value for s in CONDITIONING_STAGES],
         "timing": "cuda-events" if dev.type == "cuda" else "perf_counter",
         "compile": rc.compile,
         "fp8": rc.fp8.value,

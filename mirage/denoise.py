@@ -32,9 +32,13 @@ import torch.nn.functional as F
 
 from mirage._check import check_shape
 from mirage.errors import InputError, ModelError
+from mirage.latent_space import LatentSpace
 from mirage.vae import VAE, VaeKind
 
 logger = logging.getLogger("mirage")
+
+#: Wan 2.1's latent space (the VACE transformers' default): 16 channels, 8 pixels a cell, 4 frames a latent frame.
+WAN_LATENT_SPACE = LatentSpace(channels=16, spatial_stride=8, temporal_stride=4)
 
 MASK_CHANNELS = 64  # 8 x 8 pixels per latent cell
 
@@ -212,17 +216,16 @@ class Denoiser:
     Args:
         transformer: a ``WanVACETransformer3DModel`` (eval, on its device/dtype).
         scheduler_config: the scheduler config dict (a fresh scheduler is made per call: they are stateful).
-        spatial_stride, temporal_stride: of the VAE the latents belong to (8 and 4 for Wan).
+        space: the latent space of the VAE the latents belong to (default: Wan 2.1's, strides 8 and 4).
     """
 
-    def __init__(self, transformer: Any, scheduler_config: dict[str, Any], *, spatial_stride: int = 8, temporal_stride: int = 4,
+    def __init__(self, transformer: Any, scheduler_config: dict[str, Any], *, space: LatentSpace | None = None,
                  execution_device: torch.device | None = None):
         self.transformer = transformer
         self.execution_device = execution_device  # where latents live when the weights are offloaded to the CPU
         self.scheduler_config = dict(scheduler_config)
         make_scheduler(self.scheduler_config)  # validate now
-        self.spatial_stride = spatial_stride
-        self.temporal_stride = temporal_stride
+        self.space = space or WAN_LATENT_SPACE
 
     @property
     def device(self) -> torch.device:
@@ -242,15 +245,13 @@ class Denoiser:
 
     def _check(self, cond: VaceConditioning, num_frames: int, height: int, width: int, embeds: torch.Tensor, name: str) -> None:
         cfg = self.transformer.config
-        base = self.spatial_stride * cfg.patch_size[1]
+        base = self.space.spatial_stride * cfg.patch_size[1]
         if height % base or width % base:
             raise InputError(
                 f"size: {width}x{height} is not a multiple of {base}; use {width // base * base}x{height // base * base}"
             )
-        if num_frames < 1 or (num_frames - 1) % self.temporal_stride:
-            raise InputError(f"num_frames: got {num_frames}; need {self.temporal_stride}k+1 frames")
-        t = (num_frames - 1) // self.temporal_stride + 1
-        want = (t, cfg.vace_in_channels, height // self.spatial_stride, width // self.spatial_stride)
+        t = self.space.num_latent_frames(num_frames)
+        want = (t, cfg.vace_in_channels, *self.space.latent_size(height, width))
         if tuple(cond.video_latents.shape) != want:
             raise InputError(f"cond.video_latents: shape {tuple(cond.video_latents.shape)}, expected {want} for {num_frames} frames at {width}x{height}")
         if embeds.ndim != 2 or embeds.shape[1] != cfg.text_dim:
@@ -326,8 +327,7 @@ class Denoiser:
         scheduler = make_scheduler(self.scheduler_config, flow_shift)
         scheduler.set_timesteps(steps, device=device)
         timesteps = scheduler.timesteps
-        t_lat = (num_frames - 1) // self.temporal_stride + 1
-        shape = (1, cfg.in_channels, t_lat, height // self.spatial_stride, width // self.spatial_stride)
+        shape = (1, cfg.in_channels, self.space.num_latent_frames(num_frames), *self.space.latent_size(height, width))
         latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
 
         model = self.transformer

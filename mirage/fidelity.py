@@ -28,6 +28,7 @@ import torch.nn.functional as Fnn
 
 from mirage._check import check_shape
 from mirage.errors import InputError
+from mirage.latent_space import LatentSpace
 from mirage.memory import (
     FootprintDepth,
     MemoryConfig,
@@ -428,8 +429,8 @@ def run_fidelity(
     max_phases = max((v.config.phases for v in variants), default=1)
     phase_lat = encode_phases(vae, src, max_phases)  # all offsets of the largest phase count
     latents0 = phase_lat[(0, 0)]  # (C, h, w)
-    common = dict(image=src, latents=latents0, depth=depth, K=scene.K[0].float().to(dev), c2w=c2w0, stride=stride,
-                  temporal_stride=1, model_id=str(getattr(vae, "source", "")))
+    common = dict(image=src, latents=latents0, depth=depth, K=scene.K[0].float().to(dev), c2w=c2w0,
+                  space=LatentSpace(int(latents0.shape[0]), stride, 1, str(getattr(vae, "source", ""))))
     decoded: dict[str, torch.Tensor] = {}  # method -> (T, 3, H, W)
     covered: dict[str, torch.Tensor] = {}  # method -> (T, H, W) bool
     nbytes: dict[str, int] = {}

@@ -17,6 +17,7 @@ import torch
 from mirage.camera import fov_x_from_intrinsics, opencv_to_opengl_c2w
 from mirage.errors import InputError
 from mirage.io import atomic_write_text
+from mirage.report import Stage
 from mirage.video import FRAME_PATTERN, FRAMES_MANIFEST, side_by_side, write_frames_dir, write_mp4, write_png
 
 if TYPE_CHECKING:  # a stage module never imports the pipeline at run time
@@ -54,7 +55,7 @@ def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> d
     report's ``total`` (writing the outputs is part of the render, docs/report.md).
     """
 
-    stage = timer.stage("video_write") if timer is not None else contextlib.nullcontext()
+    stage = timer.stage(Stage.VIDEO_WRITE) if timer is not None else contextlib.nullcontext()
     fps = result.trajectory.fps
     written: dict[str, str] = {}
     report_path = opts.report or default_report_path(opts.video)

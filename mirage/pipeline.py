@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from mirage.limits import echo
 from mirage.memory.types import MemoryRead
 from mirage.offload import OffloadMode, apply_offload, offload_denoiser
 from mirage.precision import Fp8Mode, apply_fp8
-from mirage.report import ChunkReport, RunReport, StageTimer, build_report
+from mirage.report import ChunkReport, RunReport, Stage, StageTimer, build_report
 from mirage.sampling import SamplingSettings
 from mirage.trajectory.types import Trajectory
 
@@ -80,14 +79,6 @@ class ChunkResult:
 
 # ----------------------------------------------------------------------------------------------------------------
 # small pure helpers (tested directly)
-
-
-def adjust_num_frames(num_frames: int, temporal_stride: int) -> int:
-    """Round a frame count up to ``temporal_stride * k + 1`` (what a chunked Wan video needs)."""
-    if temporal_stride <= 1:
-        return num_frames
-    k = max(1, math.ceil((num_frames - 1) / temporal_stride))
-    return temporal_stride * k + 1
 
 
 def plan_chunks(num_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
@@ -168,7 +159,8 @@ class World:
             raise InputError(f"K: shape {tuple(K.shape)}; pass ({w2c.shape[0]}, 3, 3) intrinsics or None")
         n_frames = w2c.shape[0] + 1
         if self.pipe.denoiser is not None and (n_frames - 1) % self.pipe.vae.temporal_stride:
-            raise InputError(f"w2c: {n_frames - 1} new poses; the video model makes 4k new frames a step (e.g. 32 or 80)")
+            raise InputError(f"w2c: {n_frames - 1} new poses; the video model makes "
+                             f"{self.pipe.vae.temporal_stride}k new frames a step (e.g. 32 or 80)")
         w2c_c = torch.cat([self.w2c[None], w2c])  # (F, 4, 4): the current pose, then the new ones
         c2w_c = torch.linalg.inv(w2c_c.double()).float()
         res = self.pipe._run_chunk(self, torch.cat([self.K[None], K]), w2c_c, c2w_c, write_back=write_back)
@@ -203,7 +195,7 @@ class Pipeline:
         self.dtype = config.torch_dtype
         self.load_timer = StageTimer(self.device)
         self._stage = "load"
-        with self.load_timer.stage("load"):
+        with self.load_timer.stage(Stage.LOAD):
             if components is None:
                 components = hub.load_components(
                     config.preset, overrides=dict(config.overrides),
@@ -226,7 +218,8 @@ class Pipeline:
                 if fp8.mode is not Fp8Mode.NONE:
                     logger.info("--fp8 %s: %d self-attention modules on cuDNN FP8 attention, %d linear layers in "
                                 "FP8", fp8.mode.value, fp8.attention_modules, fp8.linear_layers)
-                denoiser = Denoiser(components.transformer, components.scheduler_config)
+                denoiser = Denoiser(components.transformer, components.scheduler_config,
+                                    space=components.vae.latent_space)
                 if config.compile:
                     denoiser.transformer = torch.compile(denoiser.transformer, fullgraph=False)
                 self.denoiser = offload_denoiser(denoiser, config.offload, self.device)
@@ -348,7 +341,7 @@ class Pipeline:
 
     def _depth_of(self, plan: InputPlan, image: torch.Tensor, timer: StageTimer):
         """Depth of the input image at the video size (the ``--depth`` file, or the depth model)."""
-        with timer.stage("depth"):
+        with timer.stage(Stage.DEPTH):
             if plan.depth is not None:
                 # a depth file is in the coordinates of the image as given: read there, resized like the image
                 return _resize_depth_result(plan.depth, *plan.size)
@@ -371,10 +364,10 @@ class Pipeline:
         valid = dres.valid.to(self.device)
         if not bool(valid.any()):
             raise InputError(f"depth of {plan.name}: no valid pixel; check --depth or the depth model")
-        with timer.stage("encode"):
+        with timer.stage(Stage.ENCODE):
             latents = self.vae.encode_image(image.to(self.vae.dtype))  # (C, h, w)
         K = K.to(self.device, torch.float32)
-        with timer.stage("memory_init"):
+        with timer.stage(Stage.MEMORY_INIT):
             memory = self._make_memory(plan, options, image, latents, depth, valid, K, c2w.to(self.device, torch.float32))
         init_report = getattr(memory, "init_report", None)
         if init_report is not None and getattr(init_report, "warning", None):
@@ -406,7 +399,7 @@ class Pipeline:
                                        fmt=t.fmt, frames=t.frames, fps=t.fps, scale=t.scale, start=t.start)
         traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
         n_req = traj.num_frames
-        n = adjust_num_frames(n_req, self.vae.temporal_stride if self.denoiser is not None else 1)
+        n = self._space.round_frames(n_req)
         if n != n_req:
             logger.info("frames: %d -> %d (a Wan video has 4k + 1 frames)", n_req, n)
             warnings.append(f"frames: {n_req} -> {n} (a Wan video has 4k + 1 frames)")
@@ -458,36 +451,36 @@ class Pipeline:
         index = len(world.chunks)
         span = span or (world._frame_index, world._frame_index + n_frames - 1)
         if world._latent is None:  # the previous chunk's last frame, encoded only when a next chunk comes
-            with timer.stage("encode"):
+            with timer.stage(Stage.ENCODE):
                 world._latent = vae.encode_image(world._frame.to(vae.dtype))
-        with timer.stage("memory_read"):
+        with timer.stage(Stage.MEMORY_READ):
             read = world.memory.read(K, w2c)
         if check_sees is not None:
             _check_sees_memory(read, check_sees, span[1])
-        with timer.stage("conditioning"):
+        with timer.stage(Stage.CONDITIONING):
             read = _pin_first_frame(read, world._frame, world._latent)
         latents = None
         if self.denoiser is not None:
             s = world.plan.sampling
             if world._embeds is None:
                 world._embeds = self.prompt_embeds(o.prompt, s.negative_prompt if s.guidance > 1 else None)
-            with timer.stage("conditioning"):
+            with timer.stage(Stage.CONDITIONING):
                 cond = self._conditioning(read)
-            with timer.stage("denoise"):
+            with timer.stage(Stage.DENOISE):
                 latents = self.denoiser(
                     cond, *world._embeds, num_frames=n_frames, height=int(H_W[0]), width=int(H_W[1]), steps=s.steps,
                     guidance=s.guidance, flow_shift=s.flow_shift, generator=world.generator,
                     callback=self._step_callback,
                 )
-            with timer.stage("decode"):
+            with timer.stage(Stage.DECODE):
                 frames = vae.decode(latents).float()  # (F, 3, H, W)
         else:
-            with timer.stage("decode"):
+            with timer.stage(Stage.DECODE):
                 lat = push_pull_fill(read.latents, read.holes) if o.hole_fill else read.latents
                 frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
         reads = None
         if o.keep_reads:
-            with timer.stage("decode_reads"):
+            with timer.stage(Stage.DECODE_READS):
                 reads = self._decoded_reads(read, n_frames)
         wstats = None
         if write_back and latents is not None:
@@ -509,21 +502,23 @@ class Pipeline:
         return ChunkResult(frames=frames, reads=reads, report=report)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _memory_encoder(self, stride_t: int):
+    @property
+    def _space(self):
+        """The memory's latent space: the VAE's, one latent per frame without the video model (the preview)."""
+        space = self.vae.latent_space
+        return space if self.denoiser is not None else space.per_frame()
+
+    def _memory_encoder(self):
         """(F, 3, H, W) -> (T, C, h, w): how the RGB memory encodes its renders."""
-        return self.vae.encode_video if stride_t > 1 else self.vae.encode_images
+        return self.vae.encode_video if self._space.temporal_stride > 1 else self.vae.encode_images
 
     def _make_memory(self, plan: InputPlan, o: RenderOptions, image, image_latents, depth, valid, K_img, c2w0):
         from mirage.memory import MemoryConfig, create_memory, load_memory
 
         vae = self.vae
-        stride_t = vae.temporal_stride if self.denoiser is not None else 1
+        space = replace(self._space, model_id=self.vae_id)
         if plan.memory_from is not None:
-            mem = load_memory(
-                plan.memory_from, latent_channels=vae.latent_channels, stride=vae.spatial_stride,
-                temporal_stride=stride_t, model_id=self.vae_id, encode_video=self._memory_encoder(stride_t),
-                device=self.device,
-            )
+            mem = load_memory(plan.memory_from, space=space, encode_video=self._memory_encoder(), device=self.device)
             saved_hw = tuple(getattr(mem, "image_size", None) or mem.points.image_size)
             if saved_hw != tuple(image.shape[-2:]):
                 raise InputError(f"--memory-from {plan.memory_from}: saved for {saved_hw[1]}x{saved_hw[0]} images, this "
@@ -543,9 +538,8 @@ class Pipeline:
             config = MemoryConfig(phases=o.memory_phases, splat=SplatMode.CLOSEST)
             phase_latents = encode_phases(vae, image.to(vae.dtype), o.memory_phases)
         return create_memory(
-            o.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0,
-            stride=vae.spatial_stride, temporal_stride=stride_t, config=config,
-            encode_video=self._memory_encoder(stride_t), model_id=self.vae_id, dtype=vae.dtype, device=self.device,
+            o.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0, space=space,
+            config=config, encode_video=self._memory_encoder(), dtype=vae.dtype, device=self.device,
             phase_latents=phase_latents,
         )
 
@@ -565,9 +559,7 @@ class Pipeline:
         imgs = self.vae.decode_images(read.latents).float()  # (T, 3, H, W)
         if imgs.shape[0] == n_frames:
             return imgs
-        from mirage.memory import latent_frame_indices
-
-        idx = latent_frame_indices(n_frames, self.vae.temporal_stride)
+        idx = self.vae.latent_space.latent_frame_indices(n_frames)
         group = torch.searchsorted(torch.tensor(idx), torch.arange(n_frames), right=False).clamp(max=len(idx) - 1)
         return imgs[group.to(imgs.device)]
 
@@ -575,9 +567,9 @@ class Pipeline:
         idx = memory.write_frame_indices(frames.shape[0])
         # the generated frames' cameras are known exactly: give their FoV to models that use one (Depth Pro)
         fov = float(fov_x_from_intrinsics(K[idx[0]], frames.shape[-1]))
-        with timer.stage("write_depth"):
+        with timer.stage(Stage.WRITE_DEPTH):
             depth_new = self.depth_model().estimate_batch(frames[idx].to(self.dtype), fov_x_deg=fov)  # (T, H, W)
-        with timer.stage("memory_write"):
+        with timer.stage(Stage.MEMORY_WRITE):
             region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
             return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
 
@@ -643,5 +635,5 @@ def _stats_dict(st) -> dict:
 
 __all__ = [
     "ChunkResult", "DenoiserKind", "InputPlan", "OffloadMode", "Pipeline", "PipelineConfig", "ProgressCallback",
-    "RenderOptions", "RenderResult", "TrajectoryOptions", "World", "adjust_num_frames", "dilate", "plan_chunks",
+    "RenderOptions", "RenderResult", "TrajectoryOptions", "World", "dilate", "plan_chunks",
 ]

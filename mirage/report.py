@@ -13,27 +13,32 @@ import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import torch
 
 REPORT_SCHEMA_VERSION = 2  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
 
-#: The stages a render reports, in pipeline order (``total`` is the whole run but model loading).
-STAGES = (
-    "load",
-    "depth",
-    "encode",
-    "memory_init",
-    "memory_read",
-    "conditioning",
-    "denoise",
-    "decode",
-    "decode_reads",
-    "write_depth",
-    "memory_write",
-    "video_write",
-)
+class Stage(str, Enum):
+    """The stages a render reports, in pipeline order (the timer's keys; ``total`` is the whole run but loading)."""
+
+    LOAD = "load"
+    DEPTH = "depth"
+    ENCODE = "encode"
+    MEMORY_INIT = "memory_init"
+    MEMORY_READ = "memory_read"
+    CONDITIONING = "conditioning"
+    DENOISE = "denoise"
+    DECODE = "decode"
+    DECODE_READS = "decode_reads"
+    WRITE_DEPTH = "write_depth"
+    MEMORY_WRITE = "memory_write"
+    VIDEO_WRITE = "video_write"
+
+
+#: The stage names, in pipeline order.
+STAGES = tuple(s.value for s in Stage)
 
 
 class StageTimer:
@@ -53,8 +58,9 @@ class StageTimer:
         self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: Stage | str) -> Iterator[None]:
         """Time the enclosed block as (part of) stage ``name``; nested stages are allowed but double count."""
+        name = str(getattr(name, "value", name))  # the report's keys are the plain names
         if self.on_stage is not None:
             self.on_stage(name)
         if self.cuda:

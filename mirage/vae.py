@@ -22,6 +22,7 @@ import torch
 
 from mirage._check import check_shape
 from mirage.errors import InputError, ModelError
+from mirage.latent_space import LatentSpace
 
 logger = logging.getLogger("mirage")
 
@@ -94,36 +95,27 @@ class VAE:
             return int(self.model.config.z_dim)
         return int(self.model.config.latent_channels)
 
-    # ------------------------------------------------------------------ frame bookkeeping
+    @property
+    def latent_space(self) -> LatentSpace:
+        """This VAE's latent grid and temporal layout (:class:`mirage.latent_space.LatentSpace`)."""
+        return LatentSpace(self.latent_channels, self.spatial_stride, self.temporal_stride, self.source)
+
+    # ------------------------------------------------------------------ frame bookkeeping (the latent space's)
 
     def num_latent_frames(self, num_frames: int) -> int:
         """Latent frames T for ``num_frames`` pixel frames: ``(F - 1) // 4 + 1`` for Wan (F must be 4k+1), F for TAESD."""
-        self._check_num_frames(num_frames)
-        return (num_frames - 1) // self.temporal_stride + 1
+        return self.latent_space.num_latent_frames(num_frames)
 
     def num_pixel_frames(self, num_latent_frames: int) -> int:
         """Pixel frames F that ``num_latent_frames`` decode to: ``4(T - 1) + 1`` for Wan, T for TAESD."""
-        if num_latent_frames < 1:
-            raise InputError(f"num_latent_frames: got {num_latent_frames}; need at least 1")
-        return (num_latent_frames - 1) * self.temporal_stride + 1
+        return self.latent_space.num_pixel_frames(num_latent_frames)
 
     def latent_frame_indices(self, num_frames: int) -> list[int]:
-        """The pixel frame each latent frame is read at: ``[0, 4, 8, ..., F-1]`` for Wan, ``[0..F-1]`` for TAESD.
-
-        Latent frame 0 holds pixel frame 0 alone; latent frame t >= 1 holds frames ``4t-3 .. 4t`` and is read at
-        ``4t``, the last (most recent) frame of its group.
-        """
-        t = self.num_latent_frames(num_frames)
-        return [i * self.temporal_stride for i in range(t)]
+        """The pixel frame each latent frame is read at: ``[0, 4, 8, ..., F-1]`` for Wan, ``[0..F-1]`` for TAESD."""
+        return self.latent_space.latent_frame_indices(num_frames)
 
     def _check_num_frames(self, num_frames: int) -> None:
-        s = self.temporal_stride
-        if num_frames < 1 or (num_frames - 1) % s != 0:
-            lo = max(1, (num_frames - 1) // s * s + 1)
-            raise InputError(
-                f"num_frames: got {num_frames}; this VAE needs {s}k+1 frames (e.g. {lo} or {lo + s}); "
-                "pass --frames with such a count"
-            )
+        self.latent_space.check_frames(num_frames)
 
     def _check_size(self, height: int, width: int, name: str) -> None:
         s = self.spatial_stride

@@ -127,6 +127,7 @@ def main():
         print({k: v for k, v in res.items() if "code" in k}, flush=True)
     if "read" not in skip:
         from mirage.camera import intrinsics_from_fov
+        from mirage.latent_space import LatentSpace
         from mirage.memory import MemoryConfig, create_memory
         from mirage.memory.types import MemoryKind
         from mirage.trajectory import load_trajectory
@@ -135,7 +136,7 @@ def main():
         lat = torch.randn(16, h, w, device=dev, dtype=torch.bfloat16)
         depth = torch.full((H, W), 3.0, device=dev) + torch.rand(H, W, device=dev)
         mem = create_memory(MemoryKind.LATENT, image=torch.zeros(3, H, W, device=dev), latents=lat, depth=depth,
-                            K=K.to(dev).float(), c2w=torch.eye(4, device=dev), stride=8, temporal_stride=4,
+                            K=K.to(dev).float(), c2w=torch.eye(4, device=dev), space=LatentSpace(16, 8, 4),
                             config=MemoryConfig(), dtype=torch.bfloat16, device=dev)
         tj = load_trajectory("orbit", width=W, height=H, K=K, scene_depth=3.5, frames=args.frames)
         Ks, w2cs = tj.K.to(dev).float(), tj.w2c.to(dev).float()

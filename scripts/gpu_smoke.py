@@ -45,6 +45,7 @@ def main() -> int:
 
     # 1-2: memory read
     from mirage.camera import intrinsics_from_fov
+    from mirage.latent_space import LatentSpace
     from mirage.memory import MemoryConfig, create_memory
     from mirage.memory.types import MemoryKind
     from mirage.trajectory import load_trajectory
@@ -58,7 +59,7 @@ def main() -> int:
     reads = {}
     for d in (torch.device("cpu"), dev):
         mem = create_memory(MemoryKind.LATENT, image=torch.zeros(3, H, W, device=d), latents=lat.to(d),
-                            depth=depth.to(d), K=K.to(d), c2w=torch.eye(4, device=d), stride=8, temporal_stride=4,
+                            depth=depth.to(d), K=K.to(d), c2w=torch.eye(4, device=d), space=LatentSpace(16, 8, 4),
                             config=MemoryConfig(), dtype=torch.float32, device=d)
         reads[d.type] = (mem, mem.read(tj.K.float().to(d), tj.w2c.float().to(d)))
     cpu_r, gpu_r = reads["cpu"][1], reads["cuda"][1]

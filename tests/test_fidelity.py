@@ -28,6 +28,7 @@ from mirage.fidelity import (
     variants_by_name,
     write_scene,
 )
+from mirage.latent_space import LatentSpace
 from mirage.memory import (
     MemoryConfig,
     SplatMode,
@@ -108,7 +109,7 @@ def _poly_memory(phases: int, splat=SplatMode.CLOSEST, image=None):
     lat = encode_phases(PoolVAE(), image, phases)
     cfg = MemoryConfig(splat=splat, phases=phases)
     mem = create_memory("latent", image=image, latents=lat[(0, 0)], depth=torch.full((H, W), Z), K=K,
-                        c2w=torch.eye(4), stride=S, temporal_stride=1, config=cfg,
+                        c2w=torch.eye(4), space=LatentSpace(3, S, 1), config=cfg,
                         phase_latents=lat if phases > 1 else None)
     return mem, lat
 
@@ -138,14 +139,14 @@ def test_polyphase_token_counts_identity_read_and_errors():
         assert torch.equal(r.latents[0], lat[(0, 0)])  # the init view reads back its own latents exactly
     with pytest.raises(InputError, match="phase_latents"):
         create_memory("latent", image=_pattern(), latents=lat[(0, 0)], depth=torch.full((H, W), Z), K=K,
-                      c2w=torch.eye(4), stride=S, temporal_stride=1, config=MemoryConfig(phases=2))
+                      c2w=torch.eye(4), space=LatentSpace(3, S, 1), config=MemoryConfig(phases=2))
     with pytest.raises(InputError, match="missing"):
         create_memory("latent", image=_pattern(), latents=lat[(0, 0)], depth=torch.full((H, W), Z), K=K,
-                      c2w=torch.eye(4), stride=S, temporal_stride=1, config=MemoryConfig(phases=2),
+                      c2w=torch.eye(4), space=LatentSpace(3, S, 1), config=MemoryConfig(phases=2),
                       phase_latents={(0, 4): lat[(0, 0)]})
     with pytest.raises(InputError, match="phases is 1"):
         create_memory("latent", image=_pattern(), latents=lat[(0, 0)], depth=torch.full((H, W), Z), K=K,
-                      c2w=torch.eye(4), stride=S, temporal_stride=1, config=MemoryConfig(),
+                      c2w=torch.eye(4), space=LatentSpace(3, S, 1), config=MemoryConfig(),
                       phase_latents={(0, 4): lat[(0, 0)]})
     with pytest.raises(InputError, match="phases"):
         MemoryConfig(phases=3)
@@ -199,7 +200,7 @@ def test_polyphase_memory_saves_loads_and_writes_back(tmp_path):
     m4, lat = _poly_memory(4)
     path = tmp_path / "poly.safetensors"
     m4.save(path)
-    back = load_memory(path, latent_channels=3, stride=S)
+    back = load_memory(path, space=LatentSpace(3, S, 1))
     assert back.config.phases == 4 and back.config.splat == SplatMode.CLOSEST
     w2c = _shift_camera(12)[None]  # 1.5 cells: the right edge opens a hole
     r0 = m4.read(K[None], w2c)

@@ -9,6 +9,7 @@ import torch
 
 from mirage.camera import intrinsics_from_fov, intrinsics_to_latent, invert_rigid, make_rigid
 from mirage.errors import InputError, MemoryFileError
+from mirage.latent_space import LatentSpace
 from mirage.memory import (
     AlignMode,
     FootprintDepth,
@@ -30,7 +31,7 @@ def _memory(config: MemoryConfig | None = None, depth: torch.Tensor | None = Non
     lat = torch.randn(C, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
     mem = create_memory(
         "latent", image=torch.zeros(3, H, W), latents=lat, depth=torch.full((H, W), Z) if depth is None else depth,
-        K=K, c2w=torch.eye(4), stride=S, temporal_stride=TS, config=config or MemoryConfig(), model_id="test/vae",
+        K=K, c2w=torch.eye(4), space=LatentSpace(C, S, TS, "test/vae"), config=config or MemoryConfig(),
     )
     return mem, lat
 
@@ -208,7 +209,7 @@ def test_footprint_min_vs_median():
 def test_bad_inputs_raise_input_error():
     lat = torch.zeros(C, h, w)
     args = dict(image=torch.zeros(3, H, W), latents=lat, depth=torch.full((H, W), Z), K=K, c2w=torch.eye(4),
-                stride=S, temporal_stride=TS, config=MemoryConfig())
+                space=LatentSpace(C, S, TS), config=MemoryConfig())
     Kbad = K.clone()
     Kbad[0, 2] = 5 * W
     with pytest.raises(InputError, match="principal point"):

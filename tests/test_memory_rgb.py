@@ -11,6 +11,7 @@ import torch.nn.functional as Fnn
 
 from mirage.camera import intrinsics_from_fov, invert_rigid, make_rigid, project_world_to_pixels
 from mirage.errors import MemoryFileError, ModelError
+from mirage.latent_space import LatentSpace
 from mirage.memory import LatentMemory, MemoryConfig, RGBMemory, create_memory, load_memory
 from mirage.memory.splat import PointStore
 
@@ -32,7 +33,7 @@ def _rgb_memory(seed=0):
     img = torch.rand(3, H, W, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     mem = create_memory(
         "rgb", image=img, latents=torch.zeros(3, h, w), depth=torch.full((H, W), Z), K=K, c2w=torch.eye(4),
-        stride=S, temporal_stride=TS, config=MemoryConfig(), encode_video=fake_encode, model_id="fake",
+        space=LatentSpace(3, S, TS, "fake"), config=MemoryConfig(), encode_video=fake_encode,
     )
     return mem, img
 
@@ -86,7 +87,7 @@ def test_bad_encoder_output_and_save_load(tmp_path):
     mem, _ = _rgb_memory()
     p = tmp_path / "rgb.safetensors"
     mem.save(p)
-    back = load_memory(p, latent_channels=3, stride=S, temporal_stride=TS, model_id="fake", encode_video=fake_encode)
+    back = load_memory(p, space=LatentSpace(3, S, TS, "fake"), encode_video=fake_encode)
     assert isinstance(back, RGBMemory)
     assert torch.equal(back.points.store.xyz, mem.points.store.xyz)
     assert torch.equal(back.points.store.features, mem.points.store.features)

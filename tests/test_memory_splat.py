@@ -7,6 +7,7 @@ import torch
 
 from mirage.camera import intrinsics_from_fov, intrinsics_to_latent, make_rigid
 from mirage.errors import InputError
+from mirage.latent_space import LatentSpace
 from mirage.memory import (
     LatentMemory,
     MemoryConfig,
@@ -26,7 +27,7 @@ def _plane_memory(seed: int = 0, config: MemoryConfig | None = None, depth_value
     K = intrinsics_from_fov(60.0, w * S, h * S).float()
     mem = create_memory(
         "latent", image=torch.zeros(3, h * S, w * S), latents=lat, depth=torch.full((h * S, w * S), depth_value),
-        K=K, c2w=torch.eye(4), stride=S, temporal_stride=4, config=config or MemoryConfig(),
+        K=K, c2w=torch.eye(4), space=LatentSpace(C, S, 4), config=config or MemoryConfig(),
     )
     return mem, lat, K
 
@@ -44,7 +45,7 @@ def test_latent_frame_indices():
     assert len(latent_frame_indices(81, 4)) == 21
     assert latent_frame_indices(5, 1) == [0, 1, 2, 3, 4]
     assert latent_frame_indices(1, 4) == [0]
-    with pytest.raises(InputError, match="4\\*k\\+1"):
+    with pytest.raises(InputError, match=r"6 pixel frames do not form whole latent frames .*pass 4k\+1 frames \(e.g. 5 or 9\)"):
         latent_frame_indices(6, 4)
 
 

@@ -8,12 +8,13 @@ import torch
 from mirage.errors import InputError
 from mirage.holefill import push_pull_fill
 from mirage.inputs import output_size
-from mirage.pipeline import adjust_num_frames, dilate, plan_chunks
+from mirage.latent_space import LatentSpace
+from mirage.pipeline import dilate, plan_chunks
 
 
 @pytest.mark.parametrize("n,stride,expected", [(81, 4, 81), (80, 4, 81), (49, 4, 49), (50, 4, 53), (2, 4, 5), (7, 1, 7)])
-def test_adjust_num_frames(n, stride, expected):
-    assert adjust_num_frames(n, stride) == expected
+def test_round_frames_to_whole_latent_frames(n, stride, expected):
+    assert LatentSpace(16, 8, stride).round_frames(n) == expected
 
 
 @pytest.mark.parametrize("n,chunk", [(81, 33), (33, 33), (49, 33), (161, 81), (5, 33), (97, 17)])

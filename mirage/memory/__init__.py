@@ -21,6 +21,7 @@ import torch
 
 from mirage._check import check_shape
 from mirage.errors import InputError
+from mirage.latent_space import LatentSpace
 from mirage.memory.align import AlignMode, DepthFit, fit_depth
 from mirage.memory.latent import InitReport, LatentMemory, phase_offsets, shift_image
 from mirage.memory.rgb import RGBMemory
@@ -74,11 +75,9 @@ def create_memory(
     depth: torch.Tensor,
     K: torch.Tensor,
     c2w: torch.Tensor,
-    stride: int,
-    temporal_stride: int,
+    space: LatentSpace,
     config: MemoryConfig,
     encode_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    model_id: str = "",
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     phase_latents: dict[tuple[int, int], torch.Tensor] | None = None,
@@ -92,10 +91,10 @@ def create_memory(
             memory only takes C from it).
         depth: (H, W) z-depth in world units; NaN/inf/<=0 are masked and counted (``memory.init_report``).
         K: (3, 3) pixel intrinsics of the image; c2w: (4, 4) camera-to-world of the input view, OpenCV.
-        stride, temporal_stride: the VAE's spatial and temporal strides (Wan: 8, 4).
+        space: the VAE's latent space (:attr:`mirage.vae.VAE.latent_space`: channels, strides, model id; the id is
+            stored in saved files and checked on load). Its ``channels`` must be ``latents``' C.
         config: :class:`MemoryConfig`.
         encode_video: RGB memory only (required there): (F, 3, H, W) in [-1, 1] -> latents (T, C, h, w).
-        model_id: the latent space's model id, stored in saved files and checked on load.
         dtype: latent dtype (default ``latents.dtype``); device: where the cloud lives (default ``latents.device``).
         phase_latents: latent memory with ``config.phases`` > 1 only: ``{(dy, dx): (C, h, w)}`` latents of the image
             shifted by sub-stride offsets (:func:`mirage.fidelity.encode_phases`; see
@@ -104,6 +103,10 @@ def create_memory(
     kind = MemoryKind(kind)
     check_shape(image, (3, "H", "W"), "image")
     check_shape(latents, ("C", "h", "w"), "latents")
+    if space.channels != latents.shape[0]:
+        raise InputError(f"latents: {latents.shape[0]} channels, but the latent space has {space.channels}; "
+                         "pass the latents of the VAE the space belongs to")
+    stride, temporal_stride, model_id = space.spatial_stride, space.temporal_stride, space.model_id
     if kind == MemoryKind.LATENT:
         return LatentMemory.from_view(latents, depth, K, c2w, stride=stride, temporal_stride=temporal_stride,
                                       config=config, model_id=model_id, dtype=dtype, device=device,
@@ -123,15 +126,17 @@ def create_memory(
 def load_memory(
     path: str | Path,
     *,
-    latent_channels: int | None = None,
-    stride: int | None = None,
-    temporal_stride: int | None = None,
-    model_id: str | None = None,
+    space: LatentSpace | None = None,
     encode_video: Callable[[torch.Tensor], torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
 ) -> SpatialMemory:
-    """Load a saved memory of either kind (the kind is read from the file); arguments not None must match the
-    file's latent space (else :class:`~mirage.errors.MemoryFileError`). An RGB memory needs ``encode_video``."""
+    """Load a saved memory of either kind (the kind is read from the file); with ``space`` the file's latent space
+    (channels, strides, model id) must be that one (else :class:`~mirage.errors.MemoryFileError`). An RGB memory
+    needs ``encode_video``."""
+    latent_channels = stride = temporal_stride = model_id = None
+    if space is not None:
+        latent_channels, stride, temporal_stride = space.channels, space.spatial_stride, space.temporal_stride
+        model_id = space.model_id
     _, header = load_store(path, "cpu")
     if header.get("kind") == MemoryKind.RGB.value:
         if encode_video is None:

@@ -122,27 +122,11 @@ class MemoryConfig:
 
 
 def latent_frame_indices(num_frames: int, temporal_stride: int) -> list[int]:
-    """The pixel frame whose pose each latent frame is read/written at.
+    """The pixel frame whose pose each latent frame is read/written at (:meth:`LatentSpace.latent_frame_indices`:
+    ``[0, ts, 2 ts, ..., F - 1]``; ``num_frames`` must be ``temporal_stride * k + 1``)."""
+    from mirage.latent_space import LatentSpace
 
-    A causal video VAE (Wan: ``temporal_stride`` 4) maps pixel frame 0 to latent frame 0 and each following group
-    of ``temporal_stride`` pixel frames to one latent frame. Latent frame ``t > 0`` uses the pose of the *last*
-    pixel frame of its group, ``temporal_stride * t`` (the group's content is mostly settled there, and the last
-    frame of the chunk gets a latent frame of its own pose). ``temporal_stride = 1`` means every frame.
-
-    Args:
-        num_frames: pixel frames F; must be ``temporal_stride * k + 1``.
-        temporal_stride: pixel frames per latent frame (>= 1).
-    Returns:
-        T = (F - 1) // temporal_stride + 1 indices into the pixel frames, ``[0, ts, 2 ts, ..., F - 1]``.
-    """
-    if temporal_stride < 1:
-        raise InputError(f"temporal_stride: {temporal_stride} must be >= 1")
-    if num_frames < 1 or (num_frames - 1) % temporal_stride:
-        raise InputError(
-            f"frames: {num_frames} pixel frames do not form whole latent frames with temporal stride "
-            f"{temporal_stride}; pass {temporal_stride}*k+1 frames"
-        )
-    return list(range(0, num_frames, temporal_stride))
+    return LatentSpace(channels=0, temporal_stride=temporal_stride).latent_frame_indices(num_frames)
 
 
 # --------------------------------------------------------------------------------------------------------------
