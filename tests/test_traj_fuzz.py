@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import tempfile
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from mirage.trajectory import (
     read_camera_file,
     resolve_camera_preset,
 )
+from tests.test_traj_bad_files import _cam_bin, _img_bin  # the COLMAP binary writers
 
 FUZZ = settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -117,21 +117,6 @@ def test_colmap_text(cam_edits, img_edits, start):
     (d / "cameras.txt").write_text(_edit_tokens(CAMS, cam_edits))
     (d / "images.txt").write_text(_edit_tokens(IMGS, img_edits))
     _check(lambda: load_trajectory(d, width=64, height=48, start=start))
-
-
-def _cam_bin(cams: list[tuple[int, int, int, int, list[float]]]) -> bytes:
-    b = struct.pack("<Q", len(cams))
-    for cid, mid, w, h, params in cams:
-        b += struct.pack("<iiQQ", cid, mid, w, h) + struct.pack("<" + "d" * len(params), *params)
-    return b
-
-
-def _img_bin(imgs: list[tuple[int, tuple, tuple, int, str, int]]) -> bytes:
-    b = struct.pack("<Q", len(imgs))
-    for iid, q, t, cid, name, npts in imgs:
-        b += struct.pack("<idddddddi", iid, *q, *t, cid) + name.encode() + b"\x00" + struct.pack("<Q", npts)
-        b += b"".join(struct.pack("<ddq", 1.0, 2.0, -1) for _ in range(npts))
-    return b
 
 
 CAM_BIN = _cam_bin([(1, 1, 64, 48, [50.0, 50.0, 31.5, 23.5])])
