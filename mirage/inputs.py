@@ -24,6 +24,7 @@ from mirage.errors import InputError
 from mirage.limits import MAX_ASPECT, MAX_STEPS, check_video_fits, echo
 from mirage.sampling import SamplingSettings, resolve_sampling
 from mirage.trajectory.formats import TrajFormat
+from mirage.trajectory.source import CameraPresetSource
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
@@ -52,6 +53,8 @@ class InputPlan:
         traj: the ``--traj`` request (None for a World: its poses come later).
         camera_traj: a camera file's trajectory at the image's own size, already read (None for a camera preset,
             which waits for the scene depth and is resolved after the depth estimate).
+        preset: the camera preset, loaded and checked, that the pipeline resolves once the scene depth is known
+            (:class:`mirage.trajectory.CameraPresetSource`); None for a camera file or without a trajectory.
         K_known: (3, 3) intrinsics of the image as given when known before depth (``--intrinsics``/``--fov``, or a
             camera file's frame 0); None when the depth model's predicted FoV (or the default) will decide.
         k_source: where ``K_known`` came from.
@@ -67,6 +70,7 @@ class InputPlan:
     size: tuple[int, int]
     traj: TrajectoryOptions | None
     camera_traj: Trajectory | None
+    preset: CameraPresetSource | None
     K_known: torch.Tensor | None
     k_source: str
     depth: object | None
@@ -114,7 +118,7 @@ def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str 
         depth_file, memory_from: optional input files.
     """
     from mirage import depth as depth_mod
-    from mirage.trajectory import CameraPresetSource, open_trajectory
+    from mirage.trajectory import open_trajectory
     from mirage.video import image_size, mp4_rate
 
     o = options
@@ -176,7 +180,8 @@ def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str 
     if denoiser is DenoiserKind.VACE and sampling.guidance == 1.0 and o.negative_prompt:
         warnings.append("--negative-prompt is unused with guidance 1.0 (off); pass --guidance > 1 to use it")
         logger.warning("%s", warnings[-1])
-    return InputPlan(image, name, tuple(src_wh), (int(W), int(H)), traj, camera_traj, K_known,
+    preset = source if isinstance(source, CameraPresetSource) else None
+    return InputPlan(image, name, tuple(src_wh), (int(W), int(H)), traj, camera_traj, preset, K_known,
                      str(getattr(k_source, "value", k_source)), dres,
                      Path(depth_file) if depth_file is not None else None,
                      Path(memory_from) if memory_from is not None else None, tuple(warnings), sampling)

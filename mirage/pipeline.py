@@ -376,7 +376,6 @@ class Pipeline:
 
     @torch.no_grad()
     def _render(self, plan: InputPlan, options: RenderOptions) -> RenderResult:
-        from mirage.trajectory import load_trajectory
         from mirage.video import mp4_rate
 
         t_start = time.perf_counter()
@@ -394,9 +393,7 @@ class Pipeline:
             K_src, k_source, k_warn = self._intrinsics(plan, options, dres)
             warnings.extend(k_warn)
             scene_depth = float(dres.depth[dres.valid].median()) if bool(dres.valid.any()) else 1.0
-            t = plan.traj
-            traj_src = load_trajectory(t.spec, width=src_w, height=src_h, K=K_src, scene_depth=scene_depth,
-                                       fmt=t.fmt, frames=t.frames, fps=t.fps, scale=t.scale, start=t.start)
+            traj_src = plan.preset.resolve(src_w, src_h, K_src, scene_depth)  # the preset checked before loading
         traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
         n_req = traj.num_frames
         n = self._space.round_frames(n_req)
