@@ -10,7 +10,9 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 5. group offload (--offload sequential) vs resident weights, one forward: equal to float tolerance;
    the FP8 levers (--fp8): cuDNN FP8 attention and the FP8 linear layer against float64, and FP8 forwards
    against the bf16 forward (bands of a few 1e-2); mirage's channels-last VAE decode against diffusers' own;
-6. the whole tiny-preset render on CUDA (float32) vs the CPU: frames within 2/255 on average.
+6. the whole tiny-preset render on CUDA (float32) vs the CPU: frames within 2/255 on average;
+7. ``--lora``: a LoRA (original Wan keys) fused through diffusers' loaders into the real 1.3B architecture on the GPU
+   equals W + alpha/rank * B @ A, and with ``--fp8 all`` the fused model's forward stays in the FP8 band.
 """
 
 from __future__ import annotations
@@ -133,6 +135,42 @@ def main() -> int:
         check("transformer_fp8_attention_vs_bf16", rel(fwd(tr8), plain), 5e-2)
         applied = apply_fp8(tr8, Fp8Mode.ALL)
         check("transformer_fp8_all_vs_bf16", rel(fwd(tr8), plain), 8e-2, linear_layers=applied.linear_layers)
+    if "lora" not in skip:
+        # --lora (issue 15): a LoRA in the original Wan key format fused through diffusers' loaders into the real
+        # 1.3B architecture on the GPU: the fused weights are W + alpha/rank * B @ A, and (with --fp8 all) the FP8
+        # forward of the fused model stays within the FP8 band of its bf16 forward
+        import copy
+
+        from safetensors.torch import save_file
+
+        from mirage.hub.lora import LoraSpec, fuse_loras
+
+        rank, alpha, lg = 8, 4.0, torch.Generator().manual_seed(3)
+        sd, want = {}, {}
+        for i in (0, 1):
+            for orig, ours in (("q", "to_q"), ("k", "to_k"), ("v", "to_v"), ("o", "to_out.0")):
+                w = tr.blocks[i].attn1.get_submodule(ours).weight
+                a = torch.randn(rank, w.shape[1], generator=lg) * 0.02
+                b = torch.randn(w.shape[0], rank, generator=lg) * 0.02
+                key = f"diffusion_model.blocks.{i}.self_attn.{orig}"
+                sd[f"{key}.lora_down.weight"], sd[f"{key}.lora_up.weight"] = a, b
+                sd[f"{key}.alpha"] = torch.tensor(alpha)
+                want[(i, ours)] = w.detach().float() + (alpha / rank * b @ a).to(dev)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_file(sd, f"{tmp}/lora.safetensors")
+            trl = copy.deepcopy(tr)
+            fused = fuse_loras(trl, [LoraSpec(f"{tmp}/lora.safetensors")])
+        err = max(rel(trl.blocks[i].attn1.get_submodule(n).weight, w) for (i, n), w in want.items())
+        check("lora_fused_weights_vs_by_hand", err, 1e-2, layers=fused[0].layers)
+        plain_lora = fwd(trl)
+        check("lora_changes_the_forward", rel(plain_lora, plain), 1.0)  # > 0 and bounded: the LoRA reached the model
+        if res["lora_changes_the_forward"]["value"] == 0.0:
+            res["lora_changes_the_forward"]["ok"] = False
+        if "fp8" not in skip:
+            from mirage.precision import Fp8Mode, apply_fp8
+
+            apply_fp8(trl, Fp8Mode.ALL)
+            check("lora_fp8_all_vs_lora_bf16", rel(fwd(trl), plain_lora), 8e-2)
         del tr8
         torch.cuda.empty_cache()
     if "offload" not in skip:
