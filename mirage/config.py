@@ -11,6 +11,7 @@ loads. ``settings_dict`` serialises both into the run report's ``settings``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from enum import Enum
 
@@ -119,8 +120,13 @@ def check_output_shape(width: int, height: int, what: str) -> None:
                          f"wider than {MAX_ASPECT:g}:1; pass a --size of a usual shape, e.g. 832x480")
 
 
+@functools.lru_cache(maxsize=64)
 def check_pipeline_config(c: PipelineConfig) -> None:
-    """Validate the load-time settings before anything loads (one-line InputError naming the option)."""
+    """Validate the load-time settings before anything loads (one-line InputError naming the option).
+
+    A config is checked once per process: ``mirage.batch.render`` checks it before reading any input and the
+    ``Pipeline`` it then builds does not check it again (a config that fails is checked again, and fails again).
+    """
     try:
         dev = torch.device(c.device)
     except (RuntimeError, TypeError):
