@@ -1,0 +1,186 @@
+"""Consistency scores (mirage.scores) on constructed cases with known values, and in a tiny render's report."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mirage import scores
+from mirage.camera import intrinsics_from_fov, look_at_w2c, w2c_to_c2w
+
+H, W = 24, 32
+Z = 4.0  # depth of the textured plane, scene units
+
+
+def textured(n: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, H, W, generator=g) * 2 - 1
+
+
+def plane_frames(centres_x: list[float], K: torch.Tensor) -> torch.Tensor:
+    """Frames of a smooth pattern on the plane z = Z, seen by cameras looking down +z from (cx, 0, 0)."""
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    out = []
+    for cx in centres_x:
+        X = (u - K[0, 2]) * Z / K[0, 0] + cx  # world coordinates of each pixel's surface point
+        Y = (v - K[1, 2]) * Z / K[1, 1]
+        out.append(torch.stack([torch.sin(3 * X), torch.cos(2 * Y + X), torch.sin(X * Y)]))
+    return torch.stack(out).float()
+
+
+def translated(cx: float) -> torch.Tensor:
+    w2c = torch.eye(4)
+    w2c[0, 3] = -cx
+    return w2c
+
+
+# ------------------------------------------------------------------------------------------------ PSNR and SSIM
+
+
+def test_identical_frames_score_perfectly():
+    a = textured()
+    assert torch.isinf(scores.psnr(a, a)).all()
+    assert torch.allclose(scores.ssim(a, a), torch.ones(2), atol=1e-5)
+    mse, n = scores.masked_mse(a, a)
+    assert mse.tolist() == [0.0, 0.0] and n.tolist() == [H * W, H * W]
+
+
+def test_a_known_colour_change_gives_its_psnr():
+    a = textured() * 0.5
+    delta = 0.1  # in [-1, 1] units: 0.05 in [0, 1] units, so MSE = 0.0025 and PSNR = 10 log10(1 / 0.0025)
+    got = scores.psnr(a, a + delta)
+    assert got.tolist() == pytest.approx([10 * math.log10(1 / (delta / 2) ** 2)] * 2, abs=1e-3)
+    assert got[0].item() == pytest.approx(26.0206, abs=1e-3)
+
+
+def test_psnr_counts_only_the_mask():
+    a = textured()
+    b = a.clone()
+    b[:, :, :, W // 2:] = -a[:, :, :, W // 2:]  # the right half differs
+    mask = torch.zeros(2, H, W, dtype=torch.bool)
+    mask[:, :, : W // 2] = True
+    assert torch.isinf(scores.psnr(a, b, mask)).all()
+    assert (scores.psnr(a, b) < 20).all()
+    mask[:, :, W // 2 - 6:] = False  # SSIM's 11x11 window reaches 5 pixels across the edge
+    assert torch.allclose(scores.ssim(a, b, mask), torch.ones(2), atol=1e-5)
+    assert (scores.ssim(a, b) < 0.9).all()
+
+
+def test_ssim_of_flat_frames_is_the_luminance_term():
+    # constant frames have no variance: SSIM = (2 x y + C1) / (x^2 + y^2 + C1), in [0, 1] units
+    x, y = 0.3, 0.6
+    a = torch.full((1, 3, H, W), 2 * x - 1)
+    b = torch.full((1, 3, H, W), 2 * y - 1)
+    c1 = 0.01**2
+    assert scores.ssim(a, b).item() == pytest.approx((2 * x * y + c1) / (x * x + y * y + c1), rel=1e-4)
+
+
+def test_ssim_matches_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    a, b = textured(1, 1), (textured(1, 1) + 0.3 * textured(1, 2)).clamp(-1, 1)
+    ours = scores.ssim_map(a, b)[0, 8:-8, 8:-8].mean().item()  # away from the border handling
+    x, y = scores.to_unit(a)[0].permute(1, 2, 0).numpy(), scores.to_unit(b)[0].permute(1, 2, 0).numpy()
+    _, full = metrics.structural_similarity(x, y, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                            use_sample_covariance=False, full=True)
+    assert ours == pytest.approx(float(full[8:-8, 8:-8].mean()), abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ warps
+
+
+def test_warp_by_a_known_shift_makes_frames_agree():
+    K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32)
+    shift_px = 3.0
+    dx = shift_px * Z / float(K[0, 0])  # a camera translation that moves the plane by 3 pixels
+    frames = plane_frames([0.0, dx], K)
+    w2c = torch.stack([translated(0.0), translated(dx)])
+    depth = torch.full((1, H, W), Z)
+    warped, valid = scores.warp_to(frames[:1], K[None], w2c[:1], depth, K[None], w2c_to_c2w(w2c[1:]))
+    assert valid[0, :, : W - 4].all() and not valid[0, :, -2:].any()  # the last 3 columns come from outside
+    assert scores.psnr(frames[1:], warped, valid).item() > 40
+    assert scores.psnr(frames[1:], frames[:1], valid).item() < 20  # unwarped they disagree
+
+
+def test_temporal_change_is_zero_for_a_still_scene_and_compensates_camera_motion():
+    K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32)
+    Ks = K.expand(3, 3, 3)
+    dx = 2.0 * Z / float(K[0, 0])
+    still = plane_frames([0.0, 0.0, 0.0], K)
+    eye = torch.eye(4).expand(3, 4, 4)
+    depth = torch.full((3, H, W), Z)
+    out = scores.temporal_change(still, Ks, eye, depth, Ks, eye)
+    assert out[0].tolist() == [0.0, 0.0, 0.0] and out[1, 1:].tolist() == [H * W] * 2
+
+    moving = plane_frames([0.0, dx, 2 * dx], K)
+    w2c = torch.stack([translated(0.0), translated(dx), translated(2 * dx)])
+    out = scores.temporal_change(moving, Ks, w2c, depth, Ks, w2c_to_c2w(w2c))
+    assert out[0, 1:].max().item() < 2e-3  # the cameras explain the motion
+    wrong = scores.temporal_change(moving, Ks, eye, depth, Ks, eye)  # cameras that claim no motion
+    assert wrong[0, 1:].min().item() > 0.05
+    flicker = moving.clone()
+    flicker[2] += 0.2  # a brightness jump of 0.1 in [0, 1] units at frame 2
+    out = scores.temporal_change(flicker, Ks, w2c, depth, Ks, w2c_to_c2w(w2c))
+    assert out[0, 2].item() == pytest.approx(0.1, abs=3e-3) and out[0, 1].item() < 2e-3
+
+
+# ------------------------------------------------------------------------------------------------ revisits
+
+
+def orbit(n: int, degrees: float) -> torch.Tensor:
+    poses = []
+    for a in torch.linspace(0, math.radians(degrees), n):
+        eye = torch.tensor([Z * math.sin(a), 0.0, -Z * math.cos(a)])
+        poses.append(look_at_w2c(eye, torch.zeros(3), torch.tensor([0.0, -1.0, 0.0])))
+    return torch.stack(poses).float()
+
+
+def test_revisit_pairs_find_a_full_orbit_and_nothing_else():
+    full = orbit(25, 360.0)  # the last pose is the first one again
+    assert scores.revisit_pairs(full, list(range(25)), Z) == [(0, 24)]
+    assert scores.revisit_pairs(orbit(25, 180.0), list(range(25)), Z) == []  # half an orbit never comes back
+    still = torch.eye(4).expand(9, 4, 4)
+    assert scores.revisit_pairs(still, list(range(9)), Z) == []  # a camera that never left is no revisit
+    there_and_back = torch.stack([translated(x) for x in [0.0, 1.0, 2.0, 1.0, 0.0]])
+    assert scores.revisit_pairs(there_and_back, [3, 4], Z) == [(1, 3), (0, 4)]
+    assert scores.revisit_pairs(there_and_back, [4], Z, max_fraction=0.0) == []
+
+
+def test_video_revisits_score_a_matching_revisit():
+    K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32)
+    dx = 1.0 * Z / float(K[0, 0])  # 0.14 < 5% of Z
+    xs = [0.0, 1.0, dx]  # goes away, comes back 1 pixel off the first pose
+    frames = plane_frames(xs, K)
+    w2c = torch.stack([translated(x) for x in xs])
+    depth = {2: torch.full((H // 4, W // 4), Z)}
+    out = scores.video_revisits(frames, K.expand(3, 3, 3), w2c, depth, scene_depth=Z, device="cpu")
+    assert out["revisit_pairs"] == [[0, 2]] and out["revisit_psnr"] > 40 and out["revisit_ssim"] > 0.95
+    bad = frames.clone()
+    bad[2] = -bad[2]
+    out = scores.video_revisits(bad, K.expand(3, 3, 3), w2c, depth, scene_depth=Z, device="cpu")
+    assert out["revisit_psnr"] < 15 and out["revisit_ssim"] < 0.5
+    none = scores.video_revisits(frames[:2], K.expand(2, 3, 3), w2c[:2], {1: depth[2]}, scene_depth=Z, device="cpu")
+    assert none == {"revisit_psnr": None, "revisit_ssim": None, "revisit_pairs": []}
+
+
+# ------------------------------------------------------------------------------------------------ chunk summaries
+
+
+def test_chunk_scores_skip_holes_the_pinned_frame_and_unread_frames():
+    n, frames = 5, textured(5, 3)
+    reads = frames.clone()
+    reads[0] = -frames[0]  # the pinned frame may differ: it is not scored
+    reads[2] = -frames[2]  # a frame between latent reads: not scored
+    reads[4, :, :, : W // 2] = -frames[4, :, :, : W // 2]  # where the read is a hole: not scored
+    holes = torch.zeros(2, H // 4, W // 4, dtype=torch.bool)
+    holes[1, :, : W // 8] = True
+    eye = torch.eye(4).expand(n, 4, 4)
+    K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32).expand(n, 3, 3)
+    rows = scores.chunk_scores(frames, reads, holes, None, torch.full((2, H // 4, W // 4), Z), K, eye, eye, [0, 4])
+    fs = scores.FrameScores.from_rows(rows.tolist())
+    assert fs.agreement_n == [0, 0, 0, 0, H * W / 2] and fs.agreement_mse[4] == 0.0
+    s = fs.summary()
+    assert s["memory_agreement_psnr"] == scores.PSNR_CAP_DB and s["memory_agreement_ssim"] > 0.85  # window: edge
+    assert s["temporal_change"] > 0.1  # random frames flicker
+    assert fs.series()["memory_agreement_psnr"] == [None, None, None, None, scores.PSNR_CAP_DB]
