@@ -299,6 +299,13 @@ class FrameScores:
         for k in self.__dataclass_fields__:
             getattr(self, k).extend(getattr(other, k))
 
+    def add_chunk(self, rows: list[list[float]], *, overlap: bool) -> FrameScores:
+        """Append a chunk's rows (:func:`chunk_scores` read back); ``overlap``: its first frame is the previous
+        chunk's last, already counted. Returns the chunk's own scores (all its frames)."""
+        chunk = FrameScores.from_rows(rows)
+        self.extend(chunk.tail(1) if overlap else chunk)
+        return chunk
+
     def summary(self) -> dict:
         """``memory_agreement_psnr`` (dB, pooled mse over every counted pixel, capped at :data:`PSNR_CAP_DB`),
         ``memory_agreement_ssim`` (pixel-weighted mean), ``temporal_change`` (pixel-weighted mean); None when no
@@ -340,6 +347,13 @@ def revisit_summary(rows: list[list[float]] | None, pairs: list[tuple[int, int]]
 # what the pipeline calls
 
 
+def read_groups(read_frames: list[int], *, device=None) -> torch.Tensor:
+    """(F,) long: for each pixel frame of a chunk, the latent read it belongs to. ``read_frames``: the T pixel frames
+    the reads were made at, ending at the chunk's last frame F - 1 (``[0, 4, 8, ...]``: frames 1-4 -> read 1)."""
+    idx = torch.tensor(read_frames, device=device)
+    return torch.searchsorted(idx, torch.arange(read_frames[-1] + 1, device=device))  # (F,)
+
+
 def chunk_scores(frames: torch.Tensor, reads: torch.Tensor, holes: torch.Tensor, pixel_holes: torch.Tensor | None,
                  depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, c2w: torch.Tensor,
                  read_frames: list[int]) -> torch.Tensor:
@@ -366,7 +380,7 @@ def chunk_scores(frames: torch.Tensor, reads: torch.Tensor, holes: torch.Tensor,
         seen[idx] = ~(upsample_depth(holes.float(), (H, W)) > 0.5)
     seen[0] = False  # the pinned first frame is the known frame, not the memory's view
     agree = memory_agreement(frames, reads.to(dev), seen)
-    group = torch.searchsorted(idx, torch.arange(n, device=dev)).clamp(max=len(read_frames) - 1)  # (F,) key per frame
+    group = read_groups(read_frames, device=dev)  # (F,)
     change = temporal_change(frames, K, w2c, upsample_depth(depth, (H, W))[group], K[idx][group], c2w[idx][group])
     return torch.cat([agree, change])
 
@@ -392,3 +406,10 @@ def video_revisits(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, dep
     rows = revisit_agreement(frames[i].to(device), K[i].to(device), w2c[i].to(device), frames[j].to(device), d,
                              K[j].to(device), c2w[j].to(device))
     return revisit_summary(rows.tolist(), pairs)
+
+
+def video_scores(frames: FrameScores | None, revisits: dict | None) -> dict:
+    """The report's top-level ``scores``: :meth:`FrameScores.summary` of every frame of the video, the revisit
+    summary, and ``per_frame`` (:meth:`FrameScores.series`, one entry per video frame); all None when not scored."""
+    frames = frames or FrameScores()
+    return {**frames.summary(), **(revisits or revisit_summary(None, [])), "per_frame": frames.series()}

@@ -184,3 +184,38 @@ def test_chunk_scores_skip_holes_the_pinned_frame_and_unread_frames():
     assert s["memory_agreement_psnr"] == scores.PSNR_CAP_DB and s["memory_agreement_ssim"] > 0.85  # window: edge
     assert s["temporal_change"] > 0.1  # random frames flicker
     assert fs.series()["memory_agreement_psnr"] == [None, None, None, None, scores.PSNR_CAP_DB]
+
+
+# ------------------------------------------------------------------------------------------------ in a render
+
+
+def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video():
+    from pathlib import Path
+
+    from mirage.config import PipelineConfig, RenderOptions
+    from mirage.hub import build_tiny
+    from mirage.inputs import TrajectoryOptions
+    from mirage.pipeline import Pipeline
+    from mirage.sampling import SamplingProfile
+
+    room = Path(__file__).resolve().parents[1] / "examples" / "room"
+    build_tiny()
+    pipe = Pipeline(PipelineConfig(preset="tiny", device="cpu"))
+    opts = RenderOptions(size=(64, 48), chunk_frames=5, steps=2, profile=SamplingProfile.FAST, fov=60.0)
+    res = pipe.render(room / "image.png", TrajectoryOptions("orbit", frames=9), opts, depth_file=room / "depth.png")
+    rep = res.report.to_dict()
+    assert rep["schema_version"] == 3 and len(rep["chunks"]) == 2
+    for c in rep["chunks"]:
+        for k in ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change"):
+            assert isinstance(c[k], float) and math.isfinite(c[k]), (k, c)
+        assert 0 < c["memory_agreement_psnr"] < scores.PSNR_CAP_DB and 0 <= c["temporal_change"] <= 1
+    s = rep["scores"]
+    assert all(math.isfinite(s[k]) for k in ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change"))
+    lo, hi = sorted(c["memory_agreement_psnr"] for c in rep["chunks"])
+    assert lo - 1e-6 <= s["memory_agreement_psnr"] <= hi + 1e-6  # the video pools its chunks
+    series = s["per_frame"]
+    assert len(series["temporal_change"]) == 9 and series["temporal_change"][0] is None
+    assert series["memory_agreement_psnr"][0] is None and series["memory_agreement_psnr"][4] is not None
+    assert (s["revisit_psnr"] is None) == (s["revisit_pairs"] == [])
+    assert s["temporal_change"] > 0 and "scores" in rep["timing_ms"]
+    assert res.reads is None  # the reads decoded for the scores are not kept without keep_reads
