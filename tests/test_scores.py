@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from mirage import scores
 from mirage.camera import intrinsics_from_fov, look_at_w2c, w2c_to_c2w
+from mirage.config import PipelineConfig, RenderOptions
+from mirage.inputs import TrajectoryOptions
+from mirage.pipeline import Pipeline
+from mirage.sampling import SamplingProfile
 
 H, W = 24, 32
 Z = 4.0  # depth of the textured plane, scene units
@@ -189,20 +194,20 @@ def test_chunk_scores_skip_holes_the_pinned_frame_and_unread_frames():
 # ------------------------------------------------------------------------------------------------ in a render
 
 
-def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video():
-    from pathlib import Path
+ROOM = Path(__file__).resolve().parents[1] / "examples" / "room"
+OPTIONS = RenderOptions(size=(64, 48), chunk_frames=5, steps=2, profile=SamplingProfile.FAST, fov=60.0)
 
-    from mirage.config import PipelineConfig, RenderOptions
+
+@pytest.fixture(scope="module")
+def pipe():
     from mirage.hub import build_tiny
-    from mirage.inputs import TrajectoryOptions
-    from mirage.pipeline import Pipeline
-    from mirage.sampling import SamplingProfile
 
-    room = Path(__file__).resolve().parents[1] / "examples" / "room"
     build_tiny()
-    pipe = Pipeline(PipelineConfig(preset="tiny", device="cpu"))
-    opts = RenderOptions(size=(64, 48), chunk_frames=5, steps=2, profile=SamplingProfile.FAST, fov=60.0)
-    res = pipe.render(room / "image.png", TrajectoryOptions("orbit", frames=9), opts, depth_file=room / "depth.png")
+    return Pipeline(PipelineConfig(preset="tiny", device="cpu"))
+
+
+def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video(pipe):
+    res = pipe.render(ROOM / "image.png", TrajectoryOptions("orbit", frames=9), OPTIONS, depth_file=ROOM / "depth.png")
     rep = res.report.to_dict()
     assert rep["schema_version"] == 3 and len(rep["chunks"]) == 2
     for c in rep["chunks"]:
@@ -219,3 +224,20 @@ def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video():
     assert (s["revisit_psnr"] is None) == (s["revisit_pairs"] == [])
     assert s["temporal_change"] > 0 and "scores" in rep["timing_ms"]
     assert res.reads is None  # the reads decoded for the scores are not kept without keep_reads
+
+
+def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
+    from mirage.bench import BENCH_SCHEMA_VERSION, SCORE_KEYS, BenchConfig, run_bench
+    from mirage.memory.types import MemoryKind
+    from mirage_cli.bench import _print
+
+    cfg = BenchConfig(config=pipe.config, options=OPTIONS, image=ROOM / "image.png", depth_file=ROOM / "depth.png",
+                      frames=(5,), steps=(1,), repeats=1, warmup=0, memories=(MemoryKind.LATENT,))
+    report = run_bench(cfg, pipeline=pipe)
+    row = report.to_dict()["rows"][0]
+    assert report.schema_version == BENCH_SCHEMA_VERSION == 2 and set(row["runs"][0]["scores"]) == set(SCORE_KEYS)
+    psnr = row["summary"]["memory_agreement_psnr"]["median"]
+    assert isinstance(psnr, float) and 0 < psnr < scores.PSNR_CAP_DB
+    _print(report)
+    out = capsys.readouterr().out
+    assert "consistency scores" in out and f"{psnr:.1f}" in out
