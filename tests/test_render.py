@@ -143,7 +143,7 @@ def check_report_schema(rep: dict) -> None:
     assert (rep["scores"]["revisit_psnr"] is None) == (rep["scores"]["revisit_pairs"] == [])
     assert all(isinstance(w, str) for w in rep["warnings"])
     assert "video" in rep["outputs"] and "report" in rep["outputs"]
-    assert set(rep["outputs"]) <= {"video", "report", "frames_dir", "warped", "memory", "worldscore_dir"}
+    assert set(rep["outputs"]) <= {"video", "report", "frames_dir", "warped", "memory", "worldscore_dir", "plot"}
 
 
 def check_scores(d: dict) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from mirage import scores
 from mirage.camera import intrinsics_from_fov, look_at_w2c, w2c_to_c2w
 from mirage.config import PipelineConfig, RenderOptions
+from mirage.errors import MirageError
 from mirage.inputs import TrajectoryOptions
 from mirage.pipeline import Pipeline
 from mirage.sampling import SamplingProfile
@@ -206,7 +208,7 @@ def pipe():
     return Pipeline(PipelineConfig(preset="tiny", device="cpu"))
 
 
-def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video(pipe):
+def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video(pipe, tmp_path):
     res = pipe.render(ROOM / "image.png", TrajectoryOptions("orbit", frames=9), OPTIONS, depth_file=ROOM / "depth.png")
     rep = res.report.to_dict()
     assert rep["schema_version"] == 3 and len(rep["chunks"]) == 2
@@ -225,6 +227,16 @@ def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video(pipe):
     assert s["temporal_change"] > 0 and "scores" in rep["timing_ms"]
     assert res.reads is None  # the reads decoded for the scores are not kept without keep_reads
 
+    from PIL import Image
+
+    from mirage.scores_plot import PANEL, plot_scores
+
+    png = plot_scores(rep, res.trajectory, tmp_path / "scores.png")
+    with Image.open(png) as im:
+        assert im.size == (2 * PANEL, PANEL + 30) and len(im.convert("RGB").getcolors(1 << 16) or []) > 10
+    with pytest.raises(MirageError, match="path ending in .png"):
+        plot_scores(rep, res.trajectory, tmp_path / "scores.jpg")
+
 
 def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
     from mirage.bench import BENCH_SCHEMA_VERSION, SCORE_KEYS, BenchConfig, run_bench
@@ -241,3 +253,44 @@ def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
     _print(report)
     out = capsys.readouterr().out
     assert "consistency scores" in out and f"{psnr:.1f}" in out
+
+
+def test_worst_first_orders_by_memory_agreement_then_change():
+    from mirage.parallel.data import worst_first
+
+    def item(name, status, psnr, change):
+        sc = None if psnr == "none" else {"memory_agreement_psnr": psnr, "temporal_change": change}
+        return {"image": name, "video": name + ".mp4", "status": status, "scores": sc}
+
+    items = [item("a", "done", 30.0, 0.01), item("b", "done", 12.0, 0.02), item("c", "failed", "none", None),
+             item("d", "done", 30.0, 0.05), item("e", "done", None, None), item("f", "skipped", "none", None)]
+    got = worst_first(items)
+    assert [g["image"] for g in got] == ["b", "d", "a", "e"]  # unscored last; failed/skipped not listed
+    assert got[0]["memory_agreement_psnr"] == 12.0 and got[0]["video"] == "b.mp4"
+
+
+def test_cli_batch_writes_plots_and_a_worst_first_summary(pipe, tmp_path, monkeypatch, capsys):
+    from _cli import run_main
+    from PIL import Image
+
+    images = tmp_path / "in"
+    images.mkdir()
+    room = Image.open(ROOM / "image.png").convert("RGB").resize((64, 48))
+    room.save(images / "room.png")
+    room.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(images / "flipped.png")
+    out, plots = tmp_path / "out", tmp_path / "plots"
+    code, _, err = run_main(monkeypatch, capsys, "render", images, "--traj", "orbit", "--frames", "9", "--out-dir", out,
+                            "--plot", plots, "--preset", "tiny", "--device", "cpu", "--size", "64x48",
+                            "--chunk-frames", "5", "--steps", "2", "--fov", "60", "-q")
+    assert code == 0, err
+    assert sorted(p.name for p in plots.iterdir()) == ["flipped.png", "room.png"]
+    summary = json.loads((out / "summary.json").read_text())
+    reports = {n: json.loads((out / f"{n}.json").read_text()) for n in ("room", "flipped")}
+    assert all(r["outputs"]["plot"] == str(plots / f"{n}.png") for n, r in reports.items())
+    want = sorted(reports, key=lambda n: reports[n]["scores"]["memory_agreement_psnr"])
+    assert [Path(w["image"]).stem for w in summary["worst_first"]] == want
+    assert summary["worst_first"][0]["memory_agreement_psnr"] == reports[want[0]]["scores"]["memory_agreement_psnr"]
+    assert summary["schema_version"] == 2 and summary["counts"]["done"] == 2
+    code, _, err = run_main(monkeypatch, capsys, "render", images / "room.png", "--traj", "orbit", "-o",
+                            tmp_path / "one.mp4", "--plot", tmp_path / "one.jpg", "--preset", "tiny", "--device", "cpu")
+    assert code == 2 and "--plot" in err and ".png" in err and not (tmp_path / "one.mp4").exists()
