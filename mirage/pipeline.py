@@ -482,12 +482,12 @@ class Pipeline:
             with timer.stage(Stage.DECODE):
                 lat = push_pull_fill(read.latents, read.holes) if o.hole_fill else read.latents
                 frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
-        at = self._space.latent_frame_indices(n_frames)  # the pixel frames the T latent reads were made at
+        ts = self._space.temporal_stride  # the latent reads are made at pixel frames 0, ts, 2 ts, ..., F - 1
         with timer.stage(Stage.DECODE_READS):
-            reads = self._decoded_reads(read, at)
+            reads = self._decoded_reads(read, ts)
         with timer.stage(Stage.SCORES):
-            rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, at)
-            world._read_depth.update({span[0] + f: read.depth[k] for k, f in enumerate(at) if f > 0})
+            rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, ts)
+            world._read_depth.update({span[0] + k * ts: read.depth[k] for k in range(1, read.depth.shape[0])})
         wstats = None
         if write_back and latents is not None:
             wstats = self._write_back(world.memory, read, frames, latents, K, c2w, timer)
@@ -559,13 +559,13 @@ class Pipeline:
         return denoise.conditioning_from_latents(self.vae, read.latents, read.holes,
                                                  num_frames=self.vae.num_pixel_frames(int(read.latents.shape[0])))
 
-    def _decoded_reads(self, read: MemoryRead, at: list[int]) -> torch.Tensor:
-        """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads (made at the pixel
-        frames ``at``) held over their groups."""
+    def _decoded_reads(self, read: MemoryRead, ts: int) -> torch.Tensor:
+        """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads (made at pixel
+        frames 0, ts, 2 ts, ...) held over their groups."""
         if read.rgb is not None:
             return read.rgb.float()
         imgs = self.vae.decode_images(read.latents).float()  # (T, 3, H, W)
-        return imgs[read_groups(at, device=imgs.device)]
+        return imgs[read_groups((imgs.shape[0] - 1) * ts + 1, ts, device=imgs.device)]
 
     def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w, timer: StageTimer):
         idx = memory.write_frame_indices(frames.shape[0])

@@ -347,16 +347,20 @@ def revisit_summary(rows: list[list[float]] | None, pairs: list[tuple[int, int]]
 # what the pipeline calls
 
 
-def read_groups(read_frames: list[int], *, device=None) -> torch.Tensor:
-    """(F,) long: for each pixel frame of a chunk, the latent read it belongs to. ``read_frames``: the T pixel frames
-    the reads were made at, ending at the chunk's last frame F - 1 (``[0, 4, 8, ...]``: frames 1-4 -> read 1)."""
-    idx = torch.tensor(read_frames, device=device)
-    return torch.searchsorted(idx, torch.arange(read_frames[-1] + 1, device=device))  # (F,)
+def read_groups(num_frames: int, read_stride: int, *, device=None) -> torch.Tensor:
+    """(F,) long: for each pixel frame of a chunk, the latent read it belongs to, when the reads are made at pixel
+    frames ``0, s, 2 s, ..., F - 1`` (``s = read_stride``; Wan: 4, frames 1-4 -> read 1). Device arithmetic only."""
+    return (torch.arange(num_frames, device=device) + read_stride - 1) // read_stride
+
+
+#: Frames scored per batch inside a chunk: bounds the working memory of SSIM and the warps (about 16 x 30 floats a
+#: pixel) whatever the chunk length.
+SCORE_BLOCK = 16
 
 
 def chunk_scores(frames: torch.Tensor, reads: torch.Tensor, holes: torch.Tensor, pixel_holes: torch.Tensor | None,
                  depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, c2w: torch.Tensor,
-                 read_frames: list[int]) -> torch.Tensor:
+                 read_stride: int) -> torch.Tensor:
     """Memory agreement and temporal change of one chunk, on the frames' device (no host sync).
 
     Args:
@@ -364,25 +368,36 @@ def chunk_scores(frames: torch.Tensor, reads: torch.Tensor, holes: torch.Tensor,
         reads: (F, 3, H, W) [-1, 1] the memory's view of each frame (the RGB render, or the decoded latent read of
             the frame's latent group). holes: (T, h, w) bool, the read's latent holes; pixel_holes: (F, H, W) bool
             (RGB memory) or None. depth: (T, h, w) float32 the read's z (scene units, 0 in holes).
-        K: (F, 3, 3) pixel intrinsics; w2c, c2w: (F, 4, 4). read_frames: the T pixel frames the latent reads were
-            made at (``[0, 4, 8, ..., F - 1]`` for Wan; every frame without temporal packing).
+        K: (F, 3, 3) pixel intrinsics; w2c, c2w: (F, 4, 4). read_stride: the latent reads are made at pixel frames
+            ``0, s, 2 s, ..., F - 1`` (Wan: 4; 1 without temporal packing).
     Returns:
         (5, F) float32: the rows of :func:`memory_agreement` then :func:`temporal_change` (read them back with one
         ``tolist()`` into :meth:`FrameScores.from_rows`).
     """
     n, _, H, W = frames.shape
     dev = frames.device
-    idx = torch.tensor(read_frames, device=dev)  # (T,)
-    if pixel_holes is not None:  # the RGB memory rendered every frame at its own pose
-        seen = ~pixel_holes.to(dev)
-    else:  # a latent read holds one view per group, made at the group's last frame: only those frames are scored
-        seen = torch.zeros(n, H, W, dtype=torch.bool, device=dev)
-        seen[idx] = ~(upsample_depth(holes.float(), (H, W)) > 0.5)
-    seen[0] = False  # the pinned first frame is the known frame, not the memory's view
-    agree = memory_agreement(frames, reads.to(dev), seen)
-    group = read_groups(read_frames, device=dev)  # (F,)
-    change = temporal_change(frames, K, w2c, upsample_depth(depth, (H, W))[group], K[idx][group], c2w[idx][group])
-    return torch.cat([agree, change])
+    ts = read_stride
+    out = torch.zeros(5, n, device=dev)
+    # memory agreement: the RGB memory rendered every frame at its own pose; a latent read holds one view per
+    # group, made at the group's last frame, so only those frames are scored. Frame 0 is pinned: never scored.
+    scored = slice(1, None) if pixel_holes is not None else slice(ts, None, ts)
+    if pixel_holes is not None:
+        seen = ~pixel_holes[scored].to(dev)  # (S, H, W)
+    else:
+        seen = ~(upsample_depth(holes[1:].float(), (H, W)) > 0.5)  # (T - 1, H, W)
+    f_s, r_s = frames[scored], reads[scored].to(dev)  # (S, 3, H, W)
+    if f_s.shape[0]:
+        out[:3, scored] = torch.cat([memory_agreement(f_s[b:b + SCORE_BLOCK], r_s[b:b + SCORE_BLOCK],
+                                                      seen[b:b + SCORE_BLOCK]) for b in range(0, len(f_s), SCORE_BLOCK)], 1)
+    # temporal change: frame t against t - 1 at the surface of t's read (its group's key frame)
+    group = read_groups(n, ts, device=dev)  # (F,)
+    depth_px = upsample_depth(depth, (H, W))  # (T, H, W)
+    K_key, c2w_key = K[::ts], c2w[::ts]  # (T, ...): the cameras the reads were made at
+    for b in range(1, n, SCORE_BLOCK):
+        e = min(b + SCORE_BLOCK, n)
+        g = group[b - 1:e]  # frames b-1 .. e-1: pairs (t-1, t) for t in b .. e-1
+        out[3:, b:e] = temporal_change(frames[b - 1:e], K[b - 1:e], w2c[b - 1:e], depth_px[g], K_key[g], c2w_key[g])[:, 1:]
+    return out
 
 
 def video_revisits(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, depth: dict[int, torch.Tensor],

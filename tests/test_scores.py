@@ -184,7 +184,7 @@ def test_chunk_scores_skip_holes_the_pinned_frame_and_unread_frames():
     holes[1, :, : W // 8] = True
     eye = torch.eye(4).expand(n, 4, 4)
     K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32).expand(n, 3, 3)
-    rows = scores.chunk_scores(frames, reads, holes, None, torch.full((2, H // 4, W // 4), Z), K, eye, eye, [0, 4])
+    rows = scores.chunk_scores(frames, reads, holes, None, torch.full((2, H // 4, W // 4), Z), K, eye, eye, 4)
     fs = scores.FrameScores.from_rows(rows.tolist())
     assert fs.agreement_n == [0, 0, 0, 0, H * W / 2] and fs.agreement_mse[4] == 0.0
     s = fs.summary()
@@ -294,3 +294,20 @@ def test_cli_batch_writes_plots_and_a_worst_first_summary(pipe, tmp_path, monkey
     code, _, err = run_main(monkeypatch, capsys, "render", images / "room.png", "--traj", "orbit", "-o",
                             tmp_path / "one.mp4", "--plot", tmp_path / "one.jpg", "--preset", "tiny", "--device", "cpu")
     assert code == 2 and "--plot" in err and ".png" in err and not (tmp_path / "one.mp4").exists()
+
+
+def test_chunk_scores_in_blocks_equal_one_pass(monkeypatch):
+    """A long chunk is scored in blocks of SCORE_BLOCK frames (bounded memory): the same numbers as one pass."""
+    K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32)
+    n = 9
+    dx = 0.5 * Z / float(K[0, 0])
+    frames = plane_frames([i * dx for i in range(n)], K) + 0.05 * textured(n, 5)
+    w2c = torch.stack([translated(i * dx) for i in range(n)])
+    depth = torch.full((n, H // 4, W // 4), Z)
+    holes = torch.zeros(n, H // 4, W // 4, dtype=torch.bool)
+    args = (frames, frames.flip(0), holes, None, depth, K.expand(n, 3, 3), w2c, w2c_to_c2w(w2c), 1)
+    whole = scores.chunk_scores(*args)
+    monkeypatch.setattr(scores, "SCORE_BLOCK", 2)
+    assert torch.allclose(scores.chunk_scores(*args), whole, atol=1e-5)
+    assert (whole[2, 1:] == H * W).all() and whole[2, 0] == 0 and (whole[4, 1:] > 0).all()
+    assert scores.read_groups(9, 4).tolist() == [0, 1, 1, 1, 1, 2, 2, 2, 2]
