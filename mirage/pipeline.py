@@ -487,6 +487,7 @@ class Pipeline:
             reads = self._decoded_reads(read, ts)
         with timer.stage(Stage.SCORES):
             rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, ts)
+        if world.plan.traj is not None:  # a trajectory's render scores its revisits at the end (a stepped World: not)
             world._read_depth.update({span[0] + k * ts: read.depth[k] for k in range(1, read.depth.shape[0])})
         wstats = None
         if write_back and latents is not None:
