@@ -311,3 +311,20 @@ def test_chunk_scores_in_blocks_equal_one_pass(monkeypatch):
     assert torch.allclose(scores.chunk_scores(*args), whole, atol=1e-5)
     assert (whole[2, 1:] == H * W).all() and whole[2, 0] == 0 and (whole[4, 1:] > 0).all()
     assert scores.read_groups(9, 4).tolist() == [0, 1, 1, 1, 1, 2, 2, 2, 2]
+
+
+def test_a_there_and_back_render_scores_its_revisit(pipe, tmp_path):
+    """A camera file that pans away and comes back: the report pairs the return with the start."""
+    from mirage.trajectory.types import Trajectory
+
+    n = 9
+    K = intrinsics_from_fov(60.0, 832, 480, dtype=torch.float64).expand(n, 3, 3).clone()  # the image's own size
+    xs = [0.0, 0.1, 0.2, 0.3, 0.4, 0.3, 0.2, 0.1, 0.0]  # 0.1 scene units a frame, out and back to the start
+    w2c = torch.stack([translated(x) for x in xs]).double()
+    path = tmp_path / "back.json"
+    Trajectory(K=K, w2c=w2c, width=832, height=480, fps=8.0).save_json(path)
+    res = pipe.render(ROOM / "image.png", TrajectoryOptions(str(path)), OPTIONS, depth_file=ROOM / "depth.png")
+    s = res.report.to_dict()["scores"]
+    assert [8] == [j for _, j in s["revisit_pairs"]] and s["revisit_pairs"][0][0] == 0
+    assert isinstance(s["revisit_psnr"], float) and 0 < s["revisit_psnr"] <= scores.PSNR_CAP_DB
+    assert -1 <= s["revisit_ssim"] <= 1
