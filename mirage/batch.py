@@ -35,6 +35,7 @@ class OutputRequest:
     save_memory: Path | bool = False  # a path (single: the file; batch: a folder of <name>.memory.safetensors)
     #                                   or True (beside each MP4: <name>.memory.safetensors)
     worldscore: Path | None = None  # single: the folder; batch: <worldscore>/<name>/
+    plot: Path | None = None  # consistency scores along the path: single: the PNG; batch: <plot>/<name>.png
     overwrite: bool = False  # re-render outputs that exist
     crf: int = 18
 
@@ -46,6 +47,7 @@ class ItemResult:
     status: str  # "done", "skipped", "failed"
     error: str | None = None
     seconds: float = 0.0
+    scores: dict | None = None  # the video's consistency scores (report ``scores`` but ``per_frame``), when rendered
 
 
 @dataclass
@@ -133,6 +135,7 @@ def _paths_for(image: Path, req: OutputRequest, batch: bool) -> OutputOptions:
         else:
             memory = req.out_dir / f"{image.stem}.memory.safetensors" if req.save_memory else None
         ws = req.worldscore / image.stem if req.worldscore else None
+        plot = req.plot / f"{image.stem}.png" if req.plot else None
         report = None
     else:
         video = req.out if req.out is not None else (req.out_dir / f"{image.stem}.mp4")
@@ -140,11 +143,11 @@ def _paths_for(image: Path, req: OutputRequest, batch: bool) -> OutputOptions:
             video.with_name(video.stem + "_frames") if req.frames_dir else None)
         memory = Path(req.save_memory) if isinstance(req.save_memory, Path) else (
             video.with_suffix(".memory.safetensors") if req.save_memory else None)
-        ws = req.worldscore
+        ws, plot = req.worldscore, req.plot
         report = req.report
     warped = video.with_name(video.stem + "_warped.mp4") if req.save_warped else None
     return OutputOptions(video=video, report=report, frames_dir=frames, warped=warped, memory=memory,
-                         worldscore_dir=ws, crf=req.crf)
+                         worldscore_dir=ws, plot=plot, crf=req.crf)
 
 
 def render(
@@ -267,7 +270,8 @@ def _render_one(pipe, plan: InputPlan | None, image: Path, opts: OutputOptions, 
             res = pipe.render(plan, options=options)
             timer = StageTimer(pipe.device)
             write_outputs(res, opts, timer=timer)
-        return ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0)
+        scores = {k: v for k, v in res.report.scores.items() if k not in ("per_frame", "revisit_pairs")}
+        return ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0, scores=scores)
     except OutputBusy as e:  # another batch on the same --out-dir renders it: share the work, do not redo it
         if not batch:
             raise
@@ -313,7 +317,7 @@ def is_done(opts: OutputOptions) -> bool:
 
 def _output_files(opts: OutputOptions) -> list[Path]:
     files = [opts.video, opts.report or default_report_path(opts.video)]
-    return files + [p for p in (opts.warped, opts.memory) if p is not None]
+    return files + [p for p in (opts.warped, opts.memory, opts.plot) if p is not None]
 
 
 def _inputs_of(image: Path, traj: TrajectoryOptions, depth_file, memory_from) -> dict[str, Path]:
@@ -344,6 +348,10 @@ def check_outputs(opts: OutputOptions, inputs: dict[str, Path]) -> None:
         files["--save-warped"] = opts.warped
     if opts.memory is not None:
         files["--save-memory"] = opts.memory
+    if opts.plot is not None:
+        if opts.plot.suffix.lower() != ".png":
+            raise InputError(f"--plot {opts.plot}: the plot is a PNG; give a path ending in .png")
+        files["--plot"] = opts.plot
     folders = {}
     if opts.frames_dir is not None:
         folders["--frames-dir"] = opts.frames_dir

@@ -30,7 +30,10 @@ logger = logging.getLogger("mirage")
 #: RGB memory, VACE conditioning, write-back with its depth estimates).
 CONDITIONING_STAGES = (Stage.MEMORY_READ, Stage.CONDITIONING, Stage.WRITE_DEPTH, Stage.MEMORY_WRITE)
 
-BENCH_SCHEMA_VERSION = 1
+BENCH_SCHEMA_VERSION = 2  # 2: each run's consistency scores (``scores``) and their medians in the summary (issue 16)
+
+#: The consistency scores a row summarises (the render report's ``scores``, docs/report.md).
+SCORE_KEYS = ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change", "revisit_psnr")
 
 
 def example_inputs() -> tuple[Path, Path]:
@@ -64,6 +67,7 @@ class RunMeasure:
     peak_vram_bytes: dict[str, int]  # absolute per stage, and "overall"
     peak_vram_extra_bytes: dict[str, int]  # per stage, above what was allocated when the stage began
     memory_bytes: list[int]  # cache size after each chunk
+    scores: dict = field(default_factory=dict)  # the render's consistency scores (SCORE_KEYS; null: not scored)
 
 
 @dataclass
@@ -87,13 +91,15 @@ class BenchRow:
 
     def summary(self) -> dict:
         keys = ["total_ms", "conditioning_ms", "denoise_ms", "decode_ms", "memory_read_ms", "memory_write_ms",
-                "peak_vram_overall", "peak_vram_conditioning", "memory_bytes_final"]
+                "peak_vram_overall", "peak_vram_conditioning", "memory_bytes_final", *SCORE_KEYS]
         return {k: {"median": self.median(k), "min_max": self.spread(k)} for k in keys}
 
 
 def _get(r: RunMeasure, key: str) -> float | None:
     if key == "total_ms":
         return r.total_ms
+    if key in SCORE_KEYS:
+        return r.scores.get(key)
     if key == "conditioning_ms":
         return sum(r.stages_ms.get(s, 0.0) for s in CONDITIONING_STAGES)
     if key.endswith("_ms"):
@@ -271,6 +277,7 @@ def run_bench(
                             peak_vram_bytes=dict(rep.peak_vram_bytes),
                             peak_vram_extra_bytes=dict(rep.peak_vram_extra_bytes),
                             memory_bytes=[c["bytes"] for c in rep.chunks],
+                            scores={k: rep.scores.get(k) for k in SCORE_KEYS},
                         )
                     )
                     done += 1

@@ -95,7 +95,7 @@ class RenderOptions:
     #                          phases**2 init encodes and tokens; see docs/fidelity.md)
     write_back: bool = True  # write revealed content back into the memory after each chunk
     write_back_last: bool = False  # also after the last chunk (set when the memory is saved: --save-memory)
-    keep_reads: bool = False  # also decode the memory reads (for --save-warped)
+    keep_reads: bool = False  # keep the decoded memory reads in the result (for --save-warped)
 
 
 def split_settings(**settings) -> tuple[PipelineConfig, RenderOptions]:

@@ -36,6 +36,7 @@ class OutputOptions:
     warped: Path | None = None  # MP4 of the decoded memory reads beside the output
     memory: Path | None = None  # the spatial memory, to continue later with --memory-from
     worldscore_dir: Path | None = None  # WorldScore's evaluation layout
+    plot: Path | None = None  # PNG of the consistency scores along the camera path (mirage.scores_plot)
     crf: int = 18  # x264 quality
 
 
@@ -96,6 +97,12 @@ def write_outputs(result: RenderResult, opts: OutputOptions, *, timer=None) -> d
                 will_write(*_worldscore_paths(opts.worldscore_dir, result.frames.shape[0]))
                 write_worldscore(opts.worldscore_dir, result)
                 written["worldscore_dir"] = str(opts.worldscore_dir)
+            if opts.plot is not None:
+                from mirage.scores_plot import plot_scores
+
+                will_write(opts.plot)
+                plot_scores(result.report.to_dict(), result.trajectory, opts.plot)
+                written["plot"] = str(opts.plot)
         result.report.outputs = dict(written, report=str(report_path))
         if timer is not None:
             t_write = timer.times_ms().get("video_write", 0.0)

@@ -36,8 +36,9 @@ from mirage.limits import echo
 from mirage.memory.types import MemoryRead
 from mirage.offload import OffloadMode, apply_offload, offload_denoiser
 from mirage.precision import Fp8Mode, apply_fp8
-from mirage.report import ChunkReport, RunReport, Stage, StageTimer, build_report
+from mirage.report import ChunkReport, RunReport, Stage, StageTimer, build_report, stats_dict
 from mirage.sampling import SamplingSettings
+from mirage.scores import FrameScores, chunk_scores, read_groups, video_revisits, video_scores
 from mirage.trajectory.types import Trajectory
 
 logger = logging.getLogger("mirage")
@@ -129,6 +130,7 @@ class World:
         self.K = K.to(pipe.device, torch.float32)  # (3, 3)
         self.w2c = torch.linalg.inv(c2w.double()).to(pipe.device, torch.float32)  # (4, 4)
         self.chunks: list[ChunkReport] = []
+        self.scores, self._read_depth = FrameScores(), {}  # per frame so far; frame -> (h, w) read depth (revisits)
         self._frame, self._latent = image, image_latents  # the known frame (3, H, W) and its latent (C, h, w)
         self._frame_index = 0
         self._embeds = None
@@ -385,6 +387,7 @@ class Pipeline:
         src_w, src_h = plan.source_size
         image = plan.read_image().to(self.device)  # (3, H, W) [-1, 1]
         dres = self._depth_of(plan, image, timer)
+        scene_depth = float(dres.depth[dres.valid].median()) if bool(dres.valid.any()) else 1.0
 
         # --- intrinsics and trajectory, both for the image as given, then following its resize to (W, H)
         if plan.camera_traj is not None:
@@ -392,7 +395,6 @@ class Pipeline:
         else:
             K_src, k_source, k_warn = self._intrinsics(plan, options, dres)
             warnings.extend(k_warn)
-            scene_depth = float(dres.depth[dres.valid].median()) if bool(dres.valid.any()) else 1.0
             traj_src = plan.preset.resolve(src_w, src_h, K_src, scene_depth)  # the preset checked before loading
         traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
         n_req = traj.num_frames
@@ -426,13 +428,15 @@ class Pipeline:
                 self.progress("chunk", ci + 1, len(chunks))
         video = torch.cat(frames_out)  # (N, 3, H, W)
         memory = world.memory
+        with timer.stage(Stage.SCORES):
+            revisits = video_revisits(video, K_all, w2c_all, world._read_depth, scene_depth, self.device)
         report = build_report(
             plan=plan, config=self.config, options=options, models=self.model_ids,
             sampling=self.sampling_record(plan.sampling) if self.denoiser is not None else None,
             frames=int(video.shape[0]), fps=traj.fps, timer=timer, load_timer=self.load_timer,
             total_ms=(time.perf_counter() - t_start) * 1e3, memory_kind=options.memory.value,
-            memory_stats=_stats_dict(memory.stats()), chunks=world.chunks, warnings=world.warnings,
-            k_source=str(getattr(k_source, "value", k_source)),
+            memory_stats=stats_dict(memory.stats()), chunks=world.chunks, warnings=world.warnings,
+            k_source=str(getattr(k_source, "value", k_source)), scores=video_scores(world.scores, revisits),
         )
         return RenderResult(frames=video, reads=torch.cat(reads_out) if reads_out else None, trajectory=traj,
                             image=image.float().cpu(), report=report, memory=memory, time_s=report.timing_ms["total"] / 1e3)
@@ -475,28 +479,32 @@ class Pipeline:
             with timer.stage(Stage.DECODE):
                 lat = push_pull_fill(read.latents, read.holes) if o.hole_fill else read.latents
                 frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
-        reads = None
-        if o.keep_reads:
-            with timer.stage(Stage.DECODE_READS):
-                reads = self._decoded_reads(read, n_frames)
+        ts = self._space.temporal_stride  # the latent reads are made at pixel frames 0, ts, 2 ts, ..., F - 1
+        with timer.stage(Stage.DECODE_READS):
+            reads = self._decoded_reads(read, ts)
+        with timer.stage(Stage.SCORES):
+            rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, ts)
+        if world.plan.traj is not None:  # a trajectory's render scores its revisits at the end (a stepped World: not)
+            world._read_depth.update({span[0] + k * ts: read.depth[k] for k in range(1, read.depth.shape[0])})
         wstats = None
         if write_back and latents is not None:
             wstats = self._write_back(world.memory, read, frames, latents, K, c2w, timer)
             if wstats.warning:
                 world.warnings.append(f"chunk {index}: {wstats.warning}")
         st = world.memory.stats()
+        sc = world.scores.add_chunk(rows.tolist(), overlap=index > 0)  # the chunk's one read-back of its scores
         report = ChunkReport(
             index=index, frames=span, latent_frames=int(read.latents.shape[0]),
             hole_fraction=float(read.holes[1:].float().mean()) if read.holes.shape[0] > 1 else 0.0,
             tokens=st.tokens, bytes=st.bytes, added=wstats.added if wstats else 0,
             merged=wstats.merged if wstats else 0, dropped=wstats.dropped if wstats else 0,
             depth_scale=float(statistics.median(wstats.scales)) if wstats and wstats.scales else None,
-            warnings=[wstats.warning] if wstats is not None and wstats.warning else [],
+            warnings=[wstats.warning] if wstats is not None and wstats.warning else [], **sc.summary(),
         )
         world.chunks.append(report)
         world._frame, world._latent = frames[-1], None
         world._frame_index = span[1]
-        return ChunkResult(frames=frames, reads=reads, report=report)
+        return ChunkResult(frames=frames, reads=reads if o.keep_reads else None, report=report)
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -549,16 +557,13 @@ class Pipeline:
         return denoise.conditioning_from_latents(self.vae, read.latents, read.holes,
                                                  num_frames=self.vae.num_pixel_frames(int(read.latents.shape[0])))
 
-    def _decoded_reads(self, read: MemoryRead, n_frames: int) -> torch.Tensor:
-        """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads held per group."""
+    def _decoded_reads(self, read: MemoryRead, ts: int) -> torch.Tensor:
+        """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads (made at pixel
+        frames 0, ts, 2 ts, ...) held over their groups."""
         if read.rgb is not None:
             return read.rgb.float()
         imgs = self.vae.decode_images(read.latents).float()  # (T, 3, H, W)
-        if imgs.shape[0] == n_frames:
-            return imgs
-        idx = self.vae.latent_space.latent_frame_indices(n_frames)
-        group = torch.searchsorted(torch.tensor(idx), torch.arange(n_frames), right=False).clamp(max=len(idx) - 1)
-        return imgs[group.to(imgs.device)]
+        return imgs[read_groups((imgs.shape[0] - 1) * ts + 1, ts, device=imgs.device)]
 
     def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w, timer: StageTimer):
         idx = memory.write_frame_indices(frames.shape[0])
@@ -624,10 +629,6 @@ def _resize_depth_result(dres, width: int, height: int):
     d = torch.nn.functional.interpolate(dres.depth[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0]
     v = torch.nn.functional.interpolate(dres.valid[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0]
     return replace(dres, depth=d, valid=v > 0.5)
-
-
-def _stats_dict(st) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.__dict__.items()}
 
 
 __all__ = [

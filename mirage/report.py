@@ -18,7 +18,9 @@ from pathlib import Path
 
 import torch
 
-REPORT_SCHEMA_VERSION = 2  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
+REPORT_SCHEMA_VERSION = 3  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
+#                           3: consistency ``scores`` at the top level and in every chunk; the ``scores`` stage (issue 16)
+
 
 class Stage(str, Enum):
     """The stages a render reports, in pipeline order (the timer's keys; ``total`` is the whole run but loading)."""
@@ -34,6 +36,7 @@ class Stage(str, Enum):
     DECODE_READS = "decode_reads"
     WRITE_DEPTH = "write_depth"
     MEMORY_WRITE = "memory_write"
+    SCORES = "scores"
     VIDEO_WRITE = "video_write"
 
 
@@ -111,6 +114,11 @@ def sha256_file(path: str | Path, limit_bytes: int | None = None) -> str:
     return h.hexdigest()
 
 
+def stats_dict(stats) -> dict:
+    """A stats dataclass (``MemoryStats``) as the report's plain JSON object (tuples become lists)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in stats.__dict__.items()}
+
+
 @dataclass
 class ChunkReport:
     """What happened in one chunk."""
@@ -125,6 +133,10 @@ class ChunkReport:
     merged: int
     dropped: int
     depth_scale: float | None = None  # alignment fit of the write-back depth (None if no write-back)
+    # consistency scores (mirage.scores; docs/report.md); None where nothing was scored
+    memory_agreement_psnr: float | None = None  # dB, generated vs the memory's view, where the memory saw
+    memory_agreement_ssim: float | None = None  # [-1, 1], same pixels
+    temporal_change: float | None = None  # [0, 1], mean change between consecutive frames after the camera warp
     warnings: list[str] = field(default_factory=list)
 
 
@@ -151,6 +163,7 @@ class RunReport:
     peak_vram_extra_bytes: dict  # per stage: peak above the memory allocated when the stage began
     memory: dict  # kind, final stats
     chunks: list[dict]
+    scores: dict  # the whole video's consistency scores (+ per frame under "per_frame"): docs/report.md
     warnings: list[str]
     outputs: dict  # kind -> path
 
@@ -160,7 +173,7 @@ class RunReport:
 
 def build_report(*, plan, config, options, models: dict, sampling: dict | None, frames: int, fps: float,
                  timer: StageTimer, load_timer: StageTimer, total_ms: float, memory_kind: str, memory_stats: dict,
-                 chunks: list[ChunkReport], warnings: list[str], k_source: str) -> RunReport:
+                 chunks: list[ChunkReport], warnings: list[str], k_source: str, scores: dict | None = None) -> RunReport:
     """The :class:`RunReport` of one render.
 
     Args:
@@ -170,9 +183,11 @@ def build_report(*, plan, config, options, models: dict, sampling: dict | None, 
         frames, fps: the video. timer, load_timer: the render's and the model loading's stage timers.
         total_ms: wall time of the render (loading excluded). memory_kind, memory_stats: the memory at the end.
         chunks, warnings: per chunk, and for the run. k_source: where the input camera's intrinsics came from.
+        scores: the video's consistency scores (:func:`mirage.scores.video_scores`), default: none scored.
     """
     from mirage import __version__
     from mirage.config import settings_dict
+    from mirage.scores import video_scores
 
     times = timer.times_ms()
     times["total"] = total_ms
@@ -210,6 +225,7 @@ def build_report(*, plan, config, options, models: dict, sampling: dict | None, 
         peak_vram_extra_bytes=dict(timer.peak_extra_bytes),
         memory={"kind": memory_kind, **memory_stats},
         chunks=[c.__dict__ for c in chunks],
+        scores=scores if scores is not None else video_scores(None, None),
         warnings=warnings,
         outputs={},
     )

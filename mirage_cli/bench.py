@@ -162,6 +162,10 @@ def _print(report) -> None:
     for col in ("memory", "frames", "steps", "total ms", "(min-max)", "cond. path ms", "denoise ms", "decode ms",
                 "peak VRAM MiB", "cond. VRAM MiB", "cache MiB"):
         t.add_column(col, justify="right")
+    # the same renders' consistency scores (docs/report.md), median over the repeats
+    st = Table(title="consistency scores, median (memory agreement: higher is better; change: lower)")
+    for col in ("memory", "frames", "steps", "agreement dB", "agreement SSIM", "temporal change", "revisit dB"):
+        st.add_column(col, justify="right")
     for r in report.rows:
         if r.error:
             t.add_row(r.memory, str(r.frames), str(r.steps), "[red]failed[/]", *[""] * 7)
@@ -171,7 +175,11 @@ def _print(report) -> None:
                   f"{sp[0]:,.0f}-{sp[1]:,.0f}" if sp else "-", _ms(r.median("conditioning_ms")),
                   _ms(r.median("denoise_ms")), _ms(r.median("decode_ms")), _mb(r.median("peak_vram_overall")),
                   _mb(r.median("peak_vram_conditioning")), _mb(r.median("memory_bytes_final")))
+        st.add_row(r.memory, str(r.frames), str(r.steps), _num(r.median("memory_agreement_psnr"), 1),
+                   _num(r.median("memory_agreement_ssim"), 3), _num(r.median("temporal_change"), 4),
+                   _num(r.median("revisit_psnr"), 1))
     console.print(t)
+    console.print(st)
     rt = Table(title="rgb / latent")
     for col in ("frames", "steps", "end to end", "cond. path", "cond. VRAM", "cache bytes"):
         rt.add_column(col, justify="right")
@@ -182,6 +190,10 @@ def _print(report) -> None:
     console.print(rt)
     if h.get("note"):
         console.print(f"[yellow]{h['note']}[/]")
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def register(root: typer.Typer) -> None:

@@ -139,6 +139,7 @@ def render_command(
     save_memory: Path | None = typer.Option(None, "--save-memory", help="Save the spatial memory (continue with --memory-from)."),
     memory_from: Path | None = typer.Option(None, "--memory-from", help="Continue from a saved spatial memory."),
     worldscore: Path | None = typer.Option(None, "--worldscore", help="Also write WorldScore's evaluation layout into this folder."),
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw the consistency scores along the camera path: a .png (one image), or a folder of <name>.png (--out-dir)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-render outputs that already exist."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -164,7 +165,7 @@ def render_command(
     req = OutputRequest(
         out=out, out_dir=out_dir, report=report, frames_dir=frames_dir if frames_dir else False,
         save_warped=save_warped, save_memory=save_memory if save_memory else False, worldscore=worldscore,
-        overwrite=overwrite,
+        plot=plot, overwrite=overwrite,
     )
     show = not quiet and sys.stderr.isatty() and os.environ.get("CI") is None
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

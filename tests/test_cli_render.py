@@ -203,7 +203,9 @@ def test_batch_folder_one_corrupt_image(tiny, tmp_path, monkeypatch, capsys):
     code, _, err = run_main(monkeypatch, capsys, "render", src, "--traj", "orbit", "--frames", "5", *TINY,
                             "--out-dir", out_dir, "--frames-dir", tmp_path / "pngs")
     assert code == 1, err
-    assert files(out_dir) == ["a.json", "a.mp4", "c.json", "c.mp4"]  # outputs named after the inputs
+    assert files(out_dir) == ["a.json", "a.mp4", "c.json", "c.mp4", "summary.json"]  # outputs named after the inputs
+    summary = json.loads((out_dir / "summary.json").read_text())  # the batch's summary names the failure
+    assert summary["failed"] == [str(src / "b.png")] and len(summary["worst_first"]) == 2
     assert files(tmp_path / "pngs") == [f"{n}/{f}" for n in "ac"  # --frames-dir DIR/<name>/, with its manifest
                                         for f in [".mirage-frames.json", *(f"{i:05d}.png" for i in range(5))]]
     lines = error_lines(err)
@@ -290,7 +292,7 @@ def test_python_m_mirage_cli_exit_codes(tiny, tmp_path):
     corrupt(src / "b.png")
     p = _cli("render", src, "--traj", "orbit", "--frames", "5", *TINY, "--out-dir", tmp_path / "o", cwd=tmp_path)
     assert p.returncode == 1, p.stderr
-    assert files(tmp_path / "o") == ["a.json", "a.mp4"]
+    assert files(tmp_path / "o") == ["a.json", "a.mp4", "summary.json"]
     assert error_lines(p.stderr) == [f"error: 1 of 2 inputs failed: {src / 'b.png'}"] and "Traceback" not in p.stderr
 
 

@@ -177,7 +177,10 @@ def test_render_batch_picks_one_process_or_the_ranks(tmp_path, monkeypatch):
     monkeypatch.setattr(pd, "render_distributed", ranks)
     req = OutputRequest(out_dir=tmp_path / "o")
     res = render_batch(["x"], "orbit", req, env=DistEnv(), on_item=print)
-    assert calls == [("batch", {"on_item": print})] and not (tmp_path / "o" / "summary.json").exists()
+    assert calls == [("batch", {"on_item": print})] and res.summary == tmp_path / "o" / "summary.json"
+    summary = json.loads(res.summary.read_text())  # one process writes the batch's summary too
+    assert summary["world_size"] == 1 and summary["counts"] == {"done": 1, "skipped": 0, "failed": 1}
+    assert summary["worst_first"] == []  # the fake render scored nothing
     assert (res.is_main, res.distributed, res.ok, res.failed, res.item_ranks) == (True, False, False, ("b.png",), (0, 0))
     with pytest.raises(RuntimeFailure, match=r"^1 of 2 inputs failed: b.png$"):  # the one-process CLI line
         res.raise_if_failed()

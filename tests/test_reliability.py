@@ -135,7 +135,8 @@ def test_sigkill_mid_batch_then_resume_finishes_without_redoing(tiny, tmp_path, 
     lock_path(out / "c.mp4").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))  # dead
     code, _, err = run_main(monkeypatch, capsys, "render", src, "--traj", "orbit", *FAST, "--out-dir", out)  # resume
     assert code == 0, err
-    assert sorted(q.name for q in out.iterdir()) == sorted(f"{n}.{e}" for n in "abcd" for e in ("json", "mp4"))
+    want = sorted([*(f"{n}.{e}" for n in "abcd" for e in ("json", "mp4")), "summary.json"])  # the batch's summary
+    assert sorted(q.name for q in out.iterdir()) == want
     for stem, mtime in finished.items():  # finished before the kill: skipped, not redone
         assert (out / f"{stem}.json").stat().st_mtime_ns == mtime
     assert read_mp4(out / "d.mp4")[0].shape == (5, H, W, 3)  # the 0-byte MP4 was not "done"

@@ -71,11 +71,13 @@ def write_corrupt_png(path: Path) -> Path:
 
 # The documented schema (docs/report.md), checked key by key with types.
 NUM = (int, float)
+OPT_NUM = (int, float, type(None))
 TOP = {
     "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict,
     "sampling": (dict, type(None)), "device": str,
     "dtype": str, "frames": int, "fps": NUM, "width": int, "height": int, "timing_ms": dict, "timing_method": str,
-    "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "warnings": list, "outputs": dict,
+    "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "scores": dict, "warnings": list,
+    "outputs": dict,
 }
 INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_file", "depth_file_sha256", "memory_from",
           "intrinsics_source")
@@ -86,9 +88,12 @@ SAMPLING = {"profile": str, "steps": int, "guidance": NUM, "negative_prompt": (s
             "flow_shift_source": str}
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
 CHUNK = {"index": int, "frames": list, "latent_frames": int, "hole_fraction": NUM, "tokens": int, "bytes": int,
-         "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list}
+         "added": int, "merged": int, "dropped": int, "depth_scale": (float, int, type(None)), "warnings": list,
+         "memory_agreement_psnr": OPT_NUM, "memory_agreement_ssim": OPT_NUM, "temporal_change": OPT_NUM}
+SCORES = {"memory_agreement_psnr": OPT_NUM, "memory_agreement_ssim": OPT_NUM, "temporal_change": OPT_NUM,
+          "revisit_psnr": OPT_NUM, "revisit_ssim": OPT_NUM, "revisit_pairs": list, "per_frame": dict}
 STAGES = ("load", "depth", "encode", "memory_init", "memory_read", "conditioning", "denoise", "decode",
-          "decode_reads", "write_depth", "memory_write", "video_write")
+          "decode_reads", "write_depth", "memory_write", "scores", "video_write")
 
 
 def check_report_schema(rep: dict) -> None:
@@ -96,7 +101,7 @@ def check_report_schema(rep: dict) -> None:
     for k, t in TOP.items():
         assert k in rep, f"report lacks {k!r}"
         assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
-    assert rep["schema_version"] == 2
+    assert rep["schema_version"] == 3
     assert set(rep["inputs"]) == set(INPUTS), set(rep["inputs"]) ^ set(INPUTS)  # documented == written
     assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
     for name, m in rep["models"].items():
@@ -127,9 +132,26 @@ def check_report_schema(rep: dict) -> None:
             assert k in c and isinstance(c[k], t), (k, c)
         assert len(c["frames"]) == 2 and c["frames"][0] <= c["frames"][1]
         assert 0.0 <= c["hole_fraction"] <= 1.0
+        check_scores(c)
+    assert set(rep["scores"]) == set(SCORES), set(rep["scores"]) ^ set(SCORES)
+    for k, t in SCORES.items():
+        assert isinstance(rep["scores"][k], t), (k, rep["scores"])
+    check_scores(rep["scores"])
+    per_frame = rep["scores"]["per_frame"]
+    assert set(per_frame) == {"memory_agreement_psnr", "temporal_change"}
+    assert all(len(v) == rep["frames"] for v in per_frame.values()), per_frame
+    assert (rep["scores"]["revisit_psnr"] is None) == (rep["scores"]["revisit_pairs"] == [])
     assert all(isinstance(w, str) for w in rep["warnings"])
     assert "video" in rep["outputs"] and "report" in rep["outputs"]
-    assert set(rep["outputs"]) <= {"video", "report", "frames_dir", "warped", "memory", "worldscore_dir"}
+    assert set(rep["outputs"]) <= {"video", "report", "frames_dir", "warped", "memory", "worldscore_dir", "plot"}
+
+
+def check_scores(d: dict) -> None:
+    """Consistency scores are in their documented ranges (docs/report.md), or null where nothing was scored."""
+    psnr, s, ch = d["memory_agreement_psnr"], d["memory_agreement_ssim"], d["temporal_change"]
+    assert psnr is None or 0.0 <= psnr <= 100.0, d
+    assert s is None or -1.0 <= s <= 1.0, d
+    assert ch is None or 0.0 <= ch <= 1.0, d
 
 
 def stage_sum(rep: dict) -> float:

@@ -28,8 +28,10 @@ from mirage.parallel.environment import (
 
 logger = logging.getLogger("mirage")
 
-SUMMARY_SCHEMA_VERSION = 1
+SUMMARY_SCHEMA_VERSION = 2  # 2: each item's consistency ``scores`` and ``worst_first`` (issue 16); one process writes it too
 SUMMARY_NAME = "summary.json"  # written by rank 0 into --out-dir (or beside -o OUT.mp4 as <stem>.summary.json)
+#: The scores ``worst_first`` lists per video (the render report's ``scores``, docs/report.md).
+WORST_FIRST_KEYS = ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change", "revisit_psnr")
 
 
 def _build_tiny() -> None:
@@ -80,7 +82,22 @@ def summary_path(output) -> Path:
 
 def _item_dict(item, rank: int) -> dict:
     return {"image": str(item.image), "video": str(item.video) if item.video is not None else None, "rank": rank,
-            "status": item.status, "error": item.error, "seconds": round(float(item.seconds), 3)}
+            "status": item.status, "error": item.error, "seconds": round(float(item.seconds), 3),
+            "scores": getattr(item, "scores", None)}
+
+
+def worst_first(items: list[dict]) -> list[dict]:
+    """The videos rendered in this run, worst first: lowest memory agreement PSNR first (ties: most temporal change
+    first), videos without a score last; each as ``{"image", "video", <WORST_FIRST_KEYS>}`` (pure)."""
+    scored = [it for it in items if it["status"] == "done" and it.get("scores")]
+
+    def key(it: dict) -> tuple:
+        s = it["scores"]
+        psnr, change = s.get("memory_agreement_psnr"), s.get("temporal_change")
+        return (psnr is None, psnr if psnr is not None else 0.0, -(change or 0.0), it["image"])
+
+    return [{"image": it["image"], "video": it["video"], **{k: it["scores"].get(k) for k in WORST_FIRST_KEYS}}
+            for it in sorted(scored, key=key)]
 
 
 def _render_rank(images, traj, output, config, options, env: DistEnv, kw: dict) -> dict:
@@ -159,6 +176,7 @@ def merge_records(records: list[dict], world_size: int) -> dict:
         "ranks": [{"rank": r["rank"], "host": r["host"], "device": r["device"], "seconds": r.get("seconds"),
                    "inputs": len(r["shard"]), "error": r["error"]} for r in sorted(records, key=lambda r: r["rank"])],
         "items": items,
+        "worst_first": worst_first(items),  # the rendered videos by their consistency scores, worst first
         "rank_errors": rank_errors,
     }
 
@@ -285,7 +303,7 @@ def render_batch(images, traj, output, config=None, options=None, *, env: DistEn
     """The library call behind ``mirage render``: one process, or one share per rank under ``torchrun``.
 
     With WORLD_SIZE > 1 in the environment (``env``) every rank runs :func:`render_distributed`; otherwise this
-    process runs :func:`mirage.batch.render` and no summary.json is written. Arguments as
+    process runs :func:`mirage.batch.render` and writes the same summary.json for a batch (``--out-dir``). Arguments as
     :func:`mirage.batch.render` (``rank``/``world_size`` come from the environment).
 
     Returns:
@@ -300,7 +318,20 @@ def render_batch(images, traj, output, config=None, options=None, *, env: DistEn
         return render_distributed(images, traj, output, config, options, env=env, **kw)
     from mirage import batch as mb
 
+    t0 = time.perf_counter()
     res = mb.render(images, traj, output, config, options, **kw)
     failed = tuple(str(i.image) for i in res.failed)
-    return DistributedBatchResult(batch=res, ok=not failed, failed=failed, rank=0, world_size=1, summary=None,
+    summary = None
+    if output.out_dir is not None:  # a batch: the same summary.json as torchrun's, one rank
+        record = {"rank": 0, "host": socket.gethostname(), "device": getattr(config, "device", None),
+                  "items": [_item_dict(i, 0) for i in res.items], "error": None, "error_kind": None,
+                  "shard": [str(i.image) for i in res.items], "seconds": round(time.perf_counter() - t0, 3)}
+        from mirage.io import atomic_write_text
+
+        summary = summary_path(output)
+        try:
+            atomic_write_text(summary, json.dumps(merge_records([record], 1), indent=2) + "\n")
+        except MirageError as e:  # the videos are written; the run still fails, naming the summary
+            failed, summary = (*failed, f"summary {summary}: {e}"), None
+    return DistributedBatchResult(batch=res, ok=not failed, failed=failed, rank=0, world_size=1, summary=summary,
                                   item_ranks=tuple(0 for _ in res.items), distributed=False)
