@@ -96,6 +96,8 @@ class RenderOptions:
     write_back: bool = True  # write revealed content back into the memory after each chunk
     write_back_last: bool = False  # also after the last chunk (set when the memory is saved: --save-memory)
     keep_reads: bool = False  # keep the decoded memory reads in the result (for --save-warped)
+    scores: bool = True  # score the video's consistency with its memory (mirage.scores); off saves the decode of the
+    #                      reads (0.56 s of 6.96 s for 81 frames at 832x480 on an H200, BENCHMARKS.md)
 
 
 def split_settings(**settings) -> tuple[PipelineConfig, RenderOptions]:

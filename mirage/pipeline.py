@@ -428,8 +428,10 @@ class Pipeline:
                 self.progress("chunk", ci + 1, len(chunks))
         video = torch.cat(frames_out)  # (N, 3, H, W)
         memory = world.memory
-        with timer.stage(Stage.SCORES):
-            revisits = video_revisits(video, K_all, w2c_all, world._read_depth, scene_depth, self.device)
+        revisits = None
+        if options.scores:
+            with timer.stage(Stage.SCORES):
+                revisits = video_revisits(video, K_all, w2c_all, world._read_depth, scene_depth, self.device)
         report = build_report(
             plan=plan, config=self.config, options=options, models=self.model_ids,
             sampling=self.sampling_record(plan.sampling) if self.denoiser is not None else None,
@@ -480,19 +482,23 @@ class Pipeline:
                 lat = push_pull_fill(read.latents, read.holes) if o.hole_fill else read.latents
                 frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
         ts = self._space.temporal_stride  # the latent reads are made at pixel frames 0, ts, 2 ts, ..., F - 1
-        with timer.stage(Stage.DECODE_READS):
-            reads = self._decoded_reads(read, ts)
-        with timer.stage(Stage.SCORES):
-            rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, ts)
-        if world.plan.traj is not None:  # a trajectory's render scores its revisits at the end (a stepped World: not)
-            world._read_depth.update({span[0] + k * ts: read.depth[k] for k in range(1, read.depth.shape[0])})
+        reads = rows = None
+        if o.scores or o.keep_reads:
+            with timer.stage(Stage.DECODE_READS):
+                reads = self._decoded_reads(read, ts)
+        if o.scores:
+            with timer.stage(Stage.SCORES):
+                rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, ts)
+            if world.plan.traj is not None:  # a trajectory's render scores its revisits at the end (a World: not)
+                world._read_depth.update({span[0] + k * ts: read.depth[k] for k in range(1, read.depth.shape[0])})
         wstats = None
         if write_back and latents is not None:
             wstats = self._write_back(world.memory, read, frames, latents, K, c2w, timer)
             if wstats.warning:
                 world.warnings.append(f"chunk {index}: {wstats.warning}")
         st = world.memory.stats()
-        sc = world.scores.add_chunk(rows.tolist(), overlap=index > 0)  # the chunk's one read-back of its scores
+        # the chunk's one read-back of its scores (none with scores off: the report's scores are null)
+        sc = world.scores.add_chunk(rows.tolist(), overlap=index > 0) if rows is not None else FrameScores()
         report = ChunkReport(
             index=index, frames=span, latent_frames=int(read.latents.shape[0]),
             hole_fraction=float(read.holes[1:].float().mean()) if read.holes.shape[0] > 1 else 0.0,

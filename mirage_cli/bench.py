@@ -64,6 +64,7 @@ def bench(
     flow_shift: float | None = typer.Option(None, "--flow-shift", help="Scheduler flow shift (default: by resolution; the model's own with --fast)."),
     fast: bool = typer.Option(False, "--fast", help="Guidance off and the model's flow shift, as `render --fast` (the figures in BENCHMARKS.md)."),
     lora: list[str] | None = typer.Option(None, "--lora", help="Fuse a LoRA first, as `render --lora` (a step must cost what it cost without)."),
+    no_scores: bool = typer.Option(False, "--no-scores", help="Measure without the consistency scores, as `render --no-scores`."),
     chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk (default 81)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed runs per setting (median and spread reported)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up runs per video length."),
@@ -108,7 +109,7 @@ def bench(
     config = PipelineConfig(preset=preset, device=dev, dtype=resolve_dtype(dtype, dev),
                             vae_dtype=resolve_vae_dtype(vae_dtype, dev), offload=OffloadMode(offload), compile=compile,
                             fp8=fp8, loras=parse_loras(lora))
-    options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast),
+    options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast), scores=not no_scores,
                             guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
     if context_parallel:
         from mirage.parallel import check_context_parallel

@@ -133,6 +133,7 @@ def render_command(
     fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view of the image, degrees."),
     intrinsics: str | None = typer.Option(None, "--intrinsics", help="fx,fy,cx,cy in pixels of the image."),
     no_fill: bool = typer.Option(False, "--no-fill", help="Preview: leave holes visible instead of filling them."),
+    no_scores: bool = typer.Option(False, "--no-scores", help="Skip the consistency scores (saves decoding the memory's reads; the report's scores are null)."),
     frames_dir: Path | None = typer.Option(None, "--frames-dir", help="Also write PNG frames here (batch: per input)."),
     report: Path | None = typer.Option(None, "--report", help="JSON report path (default: next to the MP4)."),
     save_warped: bool = typer.Option(False, "--save-warped", help="Also write <out>_warped.mp4: decoded memory reads beside the output."),
@@ -158,7 +159,7 @@ def render_command(
     options = RenderOptions(
         memory=memory, memory_phases=memory_phases, seed=seed, prompt=prompt, profile=sampling_profile(fast, distilled),
         steps=steps, guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift,
-        chunk_frames=chunk_frames, size=parse_size(size), hole_fill=not no_fill, fov=fov,
+        chunk_frames=chunk_frames, size=parse_size(size), hole_fill=not no_fill, fov=fov, scores=not no_scores,
         intrinsics=parse_intrinsics(intrinsics),
     )
     traj_opts = TrajectoryOptions(spec=traj, fmt=traj_format, frames=frames, fps=fps, scale=traj_scale, start=start)

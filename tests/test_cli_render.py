@@ -373,6 +373,9 @@ def test_bench_sampling_flags_reach_the_library(monkeypatch, capsys):
     run_main(monkeypatch, capsys, "bench", "--device", "cpu")
     r = got["cfg"].options
     assert (r.profile, r.guidance, r.negative_prompt, r.flow_shift) == (SamplingProfile.STANDARD, None, None, None)
+    assert r.scores is True
+    run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--no-scores")
+    assert got["cfg"].options.scores is False
 
 
 def test_bench_bad_flow_shift_is_one_line_before_any_model(monkeypatch, capsys):

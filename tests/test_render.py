@@ -83,7 +83,7 @@ INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_fil
           "intrinsics_source")
 SETTINGS = ("preset", "overrides", "denoiser", "memory", "profile", "steps", "guidance", "seed", "prompt",
             "negative_prompt", "flow_shift", "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
-            "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads", "loras", "distill")
+            "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads", "scores", "loras", "distill")
 SAMPLING = {"profile": str, "steps": int, "guidance": NUM, "negative_prompt": (str, type(None)), "flow_shift": NUM,
             "flow_shift_source": str}
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}

@@ -81,3 +81,16 @@ def test_render_takes_an_image_tensor_and_a_plan(pipe):
         check_input(torch.full((3, H, W), float("nan")), traj, OPTIONS, preset="tiny")
     with pytest.raises(InputError, match="render: no trajectory"):
         pipe.render(check_input(image, None, OPTIONS, preset="tiny"), options=OPTIONS)
+
+
+def test_scores_can_be_turned_off(pipe):
+    """RenderOptions(scores=False) (--no-scores): no decode of the reads, null scores; on (the default): scored."""
+    from dataclasses import replace
+
+    traj = TrajectoryOptions("orbit", frames=5)
+    on = pipe.render(ROOM, traj, OPTIONS, depth_file=ROOM_DEPTH).report
+    off = pipe.render(ROOM, traj, replace(OPTIONS, scores=False), depth_file=ROOM_DEPTH).report
+    assert on.scores["memory_agreement_psnr"] is not None and on.chunks[0]["memory_agreement_psnr"] is not None
+    assert off.scores["memory_agreement_psnr"] is None and off.chunks[0]["memory_agreement_psnr"] is None
+    assert "decode_reads" in on.timing_ms and "decode_reads" not in off.timing_ms
+    assert off.settings["scores"] is False
