@@ -483,7 +483,9 @@ class Pipeline:
                 frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
         ts = self._space.temporal_stride  # the latent reads are made at pixel frames 0, ts, 2 ts, ..., F - 1
         reads = rows = None
-        if o.scores or o.keep_reads:
+        if self.denoiser is None and not o.keep_reads:
+            reads = frames  # the preview's frames are its decoded reads (filled only in holes, which are not scored)
+        elif o.scores or o.keep_reads:
             with timer.stage(Stage.DECODE_READS):
                 reads = self._decoded_reads(read, ts)
         if o.scores:
@@ -569,7 +571,8 @@ class Pipeline:
         if read.rgb is not None:
             return read.rgb.float()
         imgs = self.vae.decode_images(read.latents).float()  # (T, 3, H, W)
-        return imgs[read_groups((imgs.shape[0] - 1) * ts + 1, ts, device=imgs.device)]
+        n_frames = self._space.num_pixel_frames(imgs.shape[0])  # ts == self._space.temporal_stride
+        return imgs[read_groups(n_frames, ts, device=imgs.device)]
 
     def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w, timer: StageTimer):
         idx = memory.write_frame_indices(frames.shape[0])

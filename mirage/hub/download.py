@@ -101,17 +101,11 @@ def component_ready(src: ResolvedSource, spec: ComponentSpec) -> bool:
         return False
     if weights is None:
         return True
-    import huggingface_hub.constants as hc
-
-    was = hc.HF_HUB_OFFLINE
-    hc.HF_HUB_OFFLINE = True  # look in the cache only, never the network
     try:
-        files, index = weight_files(src, weights, None)
+        files, index = weight_files(src, weights, None, cache_only=True)
         read_headers(src, files, index, None)
     except ModelError:
         return False
-    finally:
-        hc.HF_HUB_OFFLINE = was
     return True
 
 

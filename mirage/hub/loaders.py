@@ -71,14 +71,15 @@ def _cached(src: ResolvedSource, filename: str) -> Path | None:
     return Path(hit) if isinstance(hit, str) else None
 
 
-def fetch_file(src: ResolvedSource, filename: str, preset: Preset | None) -> Path:
-    """One file of a component: from the folder, the local Hugging Face cache, or the Hub (huggingface_hub)."""
+def fetch_file(src: ResolvedSource, filename: str, preset: Preset | None, *, cache_only: bool = False) -> Path:
+    """One file of a component: from the folder, the local Hugging Face cache, or the Hub (huggingface_hub).
+    ``cache_only`` (or ``HF_HUB_OFFLINE``): never the network."""
     if src.local:
         path = src.folder / filename
         if not path.is_file():
             raise ModelError(f"{where(src, filename)} does not exist; pass a complete folder", fix_hint(src, preset))
         return path
-    if offline():
+    if cache_only or offline():
         hit = _cached(src, filename)
         if hit is None:
             raise ModelError(f"{where(src, filename)} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1",
@@ -90,11 +91,13 @@ def fetch_file(src: ResolvedSource, filename: str, preset: Preset | None) -> Pat
         return Path(hf_hub_download(src.source, filename, subfolder=src.subfolder, revision=src.revision))
 
 
-def weight_files(src: ResolvedSource, names: tuple[str, str], preset: Preset | None) -> tuple[list[Path], Path | None]:
+def weight_files(src: ResolvedSource, names: tuple[str, str], preset: Preset | None, *,
+                 cache_only: bool = False) -> tuple[list[Path], Path | None]:
     """The safetensors files of a component: one file, or the index and every shard it names.
 
     Args:
         names: (single file name, index file name), e.g. :data:`DIFFUSERS_WEIGHTS`.
+        cache_only: look in the local cache only, never the network (``mirage models``).
 
     Returns:
         (weight files, index file or None).
@@ -103,9 +106,9 @@ def weight_files(src: ResolvedSource, names: tuple[str, str], preset: Preset | N
     if src.local:
         folder = src.folder
         use_index = not (folder / single).is_file() and (folder / index).is_file()
-    elif _cached(src, single) is not None or _cached(src, index) is not None:
-        use_index = _cached(src, single) is None
-    elif offline():
+    elif (single_hit := _cached(src, single)) is not None or _cached(src, index) is not None:
+        use_index = single_hit is None
+    elif cache_only or offline():
         raise ModelError(f"{where(src, single)} (or its shard index {index}) is not in the local Hugging Face cache "
                          "and HF_HUB_OFFLINE=1", fix_hint(src, preset))
     else:
@@ -114,12 +117,12 @@ def weight_files(src: ResolvedSource, names: tuple[str, str], preset: Preset | N
         with translating(src, single, preset):
             use_index = not file_exists(src.source, src.repo_path(single), revision=src.revision)
     if not use_index:
-        return [fetch_file(src, single, preset)], None
-    idx = fetch_file(src, index, preset)
+        return [fetch_file(src, single, preset, cache_only=cache_only)], None
+    idx = fetch_file(src, index, preset, cache_only=cache_only)
     with translating(src, index, preset):
         weight_map = json.loads(idx.read_text())["weight_map"]
     shards = sorted(set(weight_map.values()))
-    return [fetch_file(src, s, preset) for s in shards], idx
+    return [fetch_file(src, s, preset, cache_only=cache_only) for s in shards], idx
 
 
 def read_headers(src: ResolvedSource, files: list[Path], index: Path | None,
