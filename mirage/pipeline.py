@@ -134,6 +134,7 @@ class World:
         self._frame, self._latent = image, image_latents  # the known frame (3, H, W) and its latent (C, h, w)
         self._frame_index = 0
         self._embeds = None
+        self._slots_noted = False  # the warning about latent slots the memory lacks is given once
         self.generator = torch.Generator(device="cpu").manual_seed(options.seed)
 
     @property
@@ -325,7 +326,8 @@ class Pipeline:
             W, H = plan.size
             K_src, _, k_warn = self._intrinsics(plan, options, dres)
             K = scale_intrinsics(K_src, W / plan.source_size[0], H / plan.source_size[1])
-            return self._open_world(plan, options, image_t, dres, K, torch.eye(4), timer, list(plan.warnings) + list(k_warn))
+            return self._open_world(plan, options, image_t, dres, K, torch.eye(4), timer, list(plan.warnings) + list(k_warn),
+                                    chunk_frames=options.chunk_frames)
 
     # ------------------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -359,18 +361,27 @@ class Pipeline:
                                             predicted_fov_x_deg=dres.fov_x_deg)
 
     def _open_world(self, plan: InputPlan, options: RenderOptions, image: torch.Tensor, dres, K: torch.Tensor,
-                    c2w: torch.Tensor, timer: StageTimer, warnings: list[str]) -> World:
-        """Encode the image and build its memory: a World at the input view (K (3, 3), c2w (4, 4))."""
+                    c2w: torch.Tensor, timer: StageTimer, warnings: list[str], *, chunk_frames: int) -> World:
+        """Encode the image and build its memory: a World at the input view (K (3, 3), c2w (4, 4)) for chunks of up
+        to ``chunk_frames`` frames (a latent memory under a video VAE keeps a feature per latent slot of them)."""
         warnings.extend(dres.warnings)
         depth = dres.depth.to(self.device, torch.float32)  # (H, W) z, scene units
         valid = dres.valid.to(self.device)
         if not bool(valid.any()):
             raise InputError(f"depth of {plan.name}: no valid pixel; check --depth or the depth model")
+        clip = self._slot_clip_frames(plan, options, chunk_frames)
         with timer.stage(Stage.ENCODE):
-            latents = self.vae.encode_image(image.to(self.vae.dtype))  # (C, h, w)
+            if clip > 1:  # the image as a static clip: slot 0 is its image latent, slots >= 1 the steady kind
+                from mirage.memory import encode_static_clip
+
+                slot_latents = encode_static_clip(self.vae, image[None].to(self.vae.dtype), clip)[0]  # (T, C, h, w)
+                latents = slot_latents[0]
+            else:
+                latents = slot_latents = self.vae.encode_image(image.to(self.vae.dtype))  # (C, h, w)
         K = K.to(self.device, torch.float32)
         with timer.stage(Stage.MEMORY_INIT):
-            memory = self._make_memory(plan, options, image, latents, depth, valid, K, c2w.to(self.device, torch.float32))
+            memory = self._make_memory(plan, options, image, slot_latents, depth, valid, K,
+                                       c2w.to(self.device, torch.float32), clip_frames=clip)
         init_report = getattr(memory, "init_report", None)
         if init_report is not None and getattr(init_report, "warning", None):
             warnings.append(init_report.warning)
@@ -409,7 +420,8 @@ class Pipeline:
             traj = traj.with_fps(rate)
         K_all = traj.K.to(self.device, torch.float32)  # (N, 3, 3)
         w2c_all = traj.w2c.to(self.device, torch.float32)  # (N, 4, 4)
-        world = self._open_world(plan, options, image, dres, K_all[0], traj.c2w[0], timer, warnings)
+        world = self._open_world(plan, options, image, dres, K_all[0], traj.c2w[0], timer, warnings,
+                                 chunk_frames=min(options.chunk_frames, n))
 
         # --- chunks: each one a step of the world
         chunks = plan_chunks(n, options.chunk_frames if self.denoiser is not None else n)
@@ -458,6 +470,7 @@ class Pipeline:
                 world._latent = vae.encode_image(world._frame.to(vae.dtype))
         with timer.stage(Stage.MEMORY_READ):
             read = world.memory.read(K, w2c)
+        self._note_missing_slots(world, int(read.latents.shape[0]))
         if check_sees is not None:
             _check_sees_memory(read, check_sees, span[1])
         with timer.stage(Stage.CONDITIONING):
@@ -487,7 +500,7 @@ class Pipeline:
             reads = frames  # the preview's frames are its decoded reads (filled only in holes, which are not scored)
         elif o.scores or o.keep_reads:
             with timer.stage(Stage.DECODE_READS):
-                reads = self._decoded_reads(read, ts)
+                reads = self._decoded_reads(read, ts, world._frame)
         if o.scores:
             with timer.stage(Stage.SCORES):
                 rows = chunk_scores(frames, reads, read.holes, read.pixel_holes, read.depth, K, w2c, c2w, ts)
@@ -525,7 +538,19 @@ class Pipeline:
         """(F, 3, H, W) -> (T, C, h, w): how the RGB memory encodes its renders."""
         return self.vae.encode_video if self._space.temporal_stride > 1 else self.vae.encode_images
 
-    def _make_memory(self, plan: InputPlan, o: RenderOptions, image, image_latents, depth, valid, K_img, c2w0):
+    def _slot_clip_frames(self, plan: InputPlan, o: RenderOptions, chunk_frames: int) -> int:
+        """Frames of the static clip whose latent slots the memory keeps: the chunk length for a latent memory built
+        here under a video VAE (``docs/memory.md``, "Latent slots"); 1 (the image latent only) otherwise."""
+        from mirage.memory import MemoryKind
+
+        if self._space.temporal_stride == 1 or o.memory is not MemoryKind.LATENT or plan.memory_from is not None:
+            return 1
+        return chunk_frames
+
+    def _make_memory(self, plan: InputPlan, o: RenderOptions, image, image_latents, depth, valid, K_img, c2w0, *,
+                     clip_frames: int = 1):
+        """The memory of the input view; ``image_latents``: (C, h, w), or (T, C, h, w) of a static clip of
+        ``clip_frames`` frames (a latent memory keeps every slot)."""
         from mirage.memory import MemoryConfig, create_memory, load_memory
 
         vae = self.vae
@@ -549,7 +574,7 @@ class Pipeline:
 
             # polyphase reads pick the nearest-centre token (a bilinear blend of phases is a blur: docs/fidelity.md)
             config = MemoryConfig(phases=o.memory_phases, splat=SplatMode.CLOSEST)
-            phase_latents = encode_phases(vae, image.to(vae.dtype), o.memory_phases)
+            phase_latents = encode_phases(vae, image.to(vae.dtype), o.memory_phases, clip_frames=clip_frames)
         return create_memory(
             o.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0, space=space,
             config=config, encode_video=self._memory_encoder(), dtype=vae.dtype, device=self.device,
@@ -565,12 +590,14 @@ class Pipeline:
         return denoise.conditioning_from_latents(self.vae, read.latents, read.holes,
                                                  num_frames=self.vae.num_pixel_frames(int(read.latents.shape[0])))
 
-    def _decoded_reads(self, read: MemoryRead, ts: int) -> torch.Tensor:
+    def _decoded_reads(self, read: MemoryRead, ts: int, known: torch.Tensor) -> torch.Tensor:
         """(F, 3, H, W) what conditioned the chunk: the RGB render, or the decoded latent reads (made at pixel
-        frames 0, ts, 2 ts, ...) held over their groups."""
+        frames 0, ts, 2 ts, ...) held over their groups. Slot 0 is the pinned known frame (``known``, (3, H, W)):
+        its pixels stand for it, so only slots 1.. are decoded."""
         if read.rgb is not None:
             return read.rgb.float()
-        imgs = self.vae.decode_images(read.latents).float()  # (T, 3, H, W)
+        imgs = self.vae.decode_images(read.latents[1:]).float()  # (T - 1, 3, H, W)
+        imgs = torch.cat([known.to(imgs.device, imgs.dtype)[None], imgs])  # (T, 3, H, W)
         n_frames = self._space.num_pixel_frames(imgs.shape[0])  # ts == self._space.temporal_stride
         return imgs[read_groups(n_frames, ts, device=imgs.device)]
 
@@ -593,6 +620,21 @@ class Pipeline:
             "negative_prompt": s.negative_prompt if s.guidance > 1 else None,
             "flow_shift": shift, "flow_shift_source": s.flow_shift_source,
         }
+
+    def _note_missing_slots(self, world: World, num_latent_frames: int) -> None:
+        """Once per world: a warning when a chunk reads latent slots the latent memory keeps no features for (a
+        step longer than the chunk the world was opened for, or a memory file without slot features); those slots
+        read the last slot the memory keeps (its image latent when it keeps none)."""
+        store = getattr(world.memory, "store", None)  # the latent memory's (the RGB memory encodes its renders)
+        if store is None or self._space.temporal_stride == 1 or world._slots_noted:
+            return
+        if num_latent_frames - 1 > store.slots:
+            world._slots_noted = True
+            msg = (f"memory: this chunk reads {num_latent_frames - 1} steady latent slots, the memory keeps "
+                   f"{store.slots}; slots past {store.slots} read slot {store.slots}'s features (open the world or "
+                   f"render with chunk_frames >= {self._space.num_pixel_frames(num_latent_frames)} to keep them all)")
+            logger.warning(msg)
+            world.warnings.append(msg)
 
     def _on_stage(self, name: str) -> None:
         self._stage = name

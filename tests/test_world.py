@@ -94,3 +94,16 @@ def test_scores_can_be_turned_off(pipe):
     assert off.scores["memory_agreement_psnr"] is None and off.chunks[0]["memory_agreement_psnr"] is None
     assert "decode_reads" in on.timing_ms and "decode_reads" not in off.timing_ms
     assert off.settings["scores"] is False
+
+
+def test_a_step_longer_than_the_worlds_chunks_says_which_slots_it_lacks(pipe):
+    """The memory keeps the latent slots of the chunk length the world was opened for (RenderOptions.chunk_frames);
+    a longer step reads the last kept slot past them, and says so once."""
+    world = pipe.world(ROOM, OPTIONS, depth_file=ROOM_DEPTH)  # chunks of 5 frames: slots 0 and 1
+    assert world.memory.store.slots == 1
+    world.step(torch.eye(4).repeat(4, 1, 1))
+    assert not any("steady latent slots" in w for w in world.warnings)
+    world.step(torch.eye(4).repeat(8, 1, 1))  # 9 frames: slots 1 and 2
+    world.step(torch.eye(4).repeat(8, 1, 1))
+    noted = [w for w in world.warnings if "steady latent slots" in w]
+    assert len(noted) == 1 and "keeps 1" in noted[0] and "chunk_frames >= 9" in noted[0]

@@ -88,7 +88,8 @@ def create_memory(
         kind: which memory (:class:`MemoryKind`).
         image: (3, H, W) float in [-1, 1], the input image (the RGB memory's colours).
         latents: (C, h, w) its VAE-normalised latents, ``H = h * stride`` (the latent memory's tokens; the RGB
-            memory only takes C from it).
+            memory only takes C from it); or (T, C, h, w), the latents of a static clip of the image
+            (:func:`encode_static_clip`): the latent memory's tokens then keep a feature per latent slot.
         depth: (H, W) z-depth in world units; NaN/inf/<=0 are masked and counted (``memory.init_report``).
         K: (3, 3) pixel intrinsics of the image; c2w: (4, 4) camera-to-world of the input view, OpenCV.
         space: the VAE's latent space (:attr:`mirage.vae.VAE.latent_space`: channels, strides, model id; the id is
@@ -102,9 +103,9 @@ def create_memory(
     """
     kind = MemoryKind(kind)
     check_shape(image, (3, "H", "W"), "image")
-    check_shape(latents, ("C", "h", "w"), "latents")
-    if space.channels != latents.shape[0]:
-        raise InputError(f"latents: {latents.shape[0]} channels, but the latent space has {space.channels}; "
+    check_shape(latents, ("T", "C", "h", "w") if latents.ndim == 4 else ("C", "h", "w"), "latents")
+    if space.channels != latents.shape[-3]:
+        raise InputError(f"latents: {latents.shape[-3]} channels, but the latent space has {space.channels}; "
                          "pass the latents of the VAE the space belongs to")
     stride, temporal_stride, model_id = space.spatial_stride, space.temporal_stride, space.model_id
     if kind == MemoryKind.LATENT:
@@ -118,7 +119,7 @@ def create_memory(
                     config.phases)
         config = dataclasses.replace(config, phases=1)
     return RGBMemory.from_view(image, depth, K, c2w, encode_video=encode_video, stride=stride,
-                               temporal_stride=temporal_stride, latent_channels=latents.shape[0], config=config,
+                               temporal_stride=temporal_stride, latent_channels=latents.shape[-3], config=config,
                                model_id=model_id, latent_dtype=dtype or latents.dtype,
                                device=device if device is not None else latents.device)
 
@@ -169,11 +170,35 @@ __all__ = [
     "phase_offsets",
     "shift_image",
     "encode_phases",
+    "encode_static_clip",
     "splat_points",
 ]
 
 
-def encode_phases(vae: Any, image: torch.Tensor, phases: int) -> dict[tuple[int, int], torch.Tensor]:
+def encode_static_clip(vae: Any, images: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """The latents a video VAE gives a clip that holds each image still for ``num_frames`` frames.
+
+    A causal video VAE (Wan) encodes frame 0 alone into latent slot 0 and each following group of frames, with
+    the earlier ones as context, into slot t >= 1; VACE learned its control stream from such encodes. So the
+    latent memory's init tokens keep every slot of this clip, and a read in slot t of a chunk takes slot t's
+    features: for a camera that does not move, the read *is* ``encode_video(image repeated)``, the stream
+    ``WanVACEPipeline`` builds from that video (``docs/memory.md``). Slot 0 equals ``vae.encode_images``.
+
+    Args:
+        vae: a :class:`mirage.vae.VAE` with ``temporal_stride`` > 1.
+        images: (P, 3, H, W) float in [-1, 1] (the image, or its polyphase shifts).
+        num_frames: F = ``temporal_stride * k + 1``, the chunk length the slots are for.
+    Returns:
+        (P, T, C, H/stride, W/stride) normalised latents, T = ``vae.num_latent_frames(num_frames)``.
+    """
+    check_shape(images, ("P", 3, "H", "W"), "images")
+    if vae.temporal_stride <= 1:
+        raise InputError(f"vae {vae.source}: encodes frames one by one (temporal stride 1); a static clip has one "
+                         "kind of latent there: use encode_images")
+    return torch.stack([vae.encode_video(img[None].expand(num_frames, -1, -1, -1)) for img in images])
+
+
+def encode_phases(vae: Any, image: torch.Tensor, phases: int, *, clip_frames: int = 1) -> dict[tuple[int, int], torch.Tensor]:
     """Latents of ``image`` at every sub-stride offset of a polyphase memory.
 
     The image shifted by (dy, dx) pixels is cropped by dy rows at the top and dx columns at the left and padded by
@@ -184,11 +209,17 @@ def encode_phases(vae: Any, image: torch.Tensor, phases: int) -> dict[tuple[int,
         vae: a :class:`mirage.vae.VAE` (``spatial_stride``, ``encode_images``).
         image: (3, H, W) float in [-1, 1].
         phases: offsets per axis (1, 2 or 4): offsets are the multiples of ``stride / phases``.
+        clip_frames: 1: encode each shifted image; F > 1: encode it as a static clip of F frames
+            (:func:`encode_static_clip`, a video VAE's every latent slot).
     Returns:
-        ``{(dy, dx): (C, H/stride, W/stride)}`` normalised latents for all ``phases**2`` offsets, (0, 0) included.
+        ``{(dy, dx): (C, H/stride, W/stride)}`` normalised latents for all ``phases**2`` offsets, (0, 0) included;
+        ``(T, C, H/stride, W/stride)`` each with ``clip_frames`` > 1.
     """
     check_shape(image, (3, "H", "W"), "image")
     offsets = phase_offsets(int(vae.spatial_stride), phases)
     shifted = torch.stack([shift_image(image, dy, dx) for dy, dx in offsets])  # (p*p, 3, H, W)
+    if clip_frames > 1:
+        clips = encode_static_clip(vae, shifted, clip_frames)  # (p*p, T, C, h, w)
+        return {o: clips[i] for i, o in enumerate(offsets)}
     lat = torch.cat([vae.encode_images(shifted[i : i + 4]) for i in range(0, len(offsets), 4)])  # (p*p, C, h, w)
     return {o: lat[i] for i, o in enumerate(offsets)}

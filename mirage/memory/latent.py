@@ -148,7 +148,11 @@ class LatentMemory:
         and with ``config.phases`` p > 1 one more token per cell of every shifted encoding in ``phase_latents``.
 
         Args:
-            latents: (C, h, w) VAE-normalised latents of the input image (or colours, C=3, stride 1).
+            latents: (C, h, w) VAE-normalised latents of the input image (or colours, C=3, stride 1); or
+                (T, C, h, w), the latents of a *static clip* of the image (``T`` latent slots of a video VAE, e.g.
+                ``encode_video(image repeated 4(T-1)+1 times)``): slot 0 becomes the tokens' ``features``, slots
+                1..T-1 their steady-slot features (``PointStore.slot_features``), which reads in latent slot t >= 1
+                of a chunk use (see ``docs/memory.md``).
             depth: (H, W) z-depth in world units (metres where known), ``H = h * stride``; NaN/inf/<=0 are masked.
             K: (3, 3) pixel intrinsics of the (H, W) image.
             c2w: (4, 4) camera-to-world of the input view, OpenCV axes.
@@ -156,13 +160,15 @@ class LatentMemory:
             config: :class:`MemoryConfig`.
             dtype: feature dtype (default: ``latents.dtype``); positions are always float32.
             device: where the cloud lives (default: ``latents.device``).
-            phase_latents: polyphase only (required iff ``config.phases`` > 1): ``{(dy, dx): (C, h, w)}``, the
-                latents of the image shifted up/left by (dy, dx) pixels (crop + replicate the bottom/right edge,
+            phase_latents: polyphase only (required iff ``config.phases`` > 1): ``{(dy, dx): (C, h, w)}`` (or
+                (T, C, h, w), static clips, shaped like ``latents``), the latents of the image shifted up/left by (dy, dx) pixels (crop + replicate the bottom/right edge,
                 :func:`mirage.fidelity.encode_phases`), for every dy, dx in ``0, stride/p, ..., stride - stride/p``
                 except (0, 0) (that is ``latents``; if present it is ignored). Depth is shifted the same way; a
                 token whose centre falls outside the image (offsets > stride / 2, last row/column) is left out.
         """
-        check_shape(latents, ("C", "h", "w"), "latents")
+        if latents.ndim == 3:
+            latents = latents[None]  # (1, C, h, w): one slot
+        check_shape(latents, ("T", "C", "h", "w"), "latents")
         check_shape(depth, ("H", "W"), "depth")
         if stride < 1:
             raise InputError(f"stride: {stride} must be >= 1")
@@ -182,8 +188,9 @@ class LatentMemory:
                     "pass every (dy, dx) of encode_phases"
                 )
             for o in offsets[1:]:
-                check_shape(phase_latents[o], tuple(latents.shape), f"phase_latents[{o}]")
-        C, h, w = latents.shape
+                lat_o = phase_latents[o]
+                check_shape(lat_o if lat_o.ndim == 4 else lat_o[None], tuple(latents.shape), f"phase_latents[{o}]")
+        n_slots, C, h, w = latents.shape
         H, W = depth.shape
         if (H, W) != (h * stride, w * stride):
             raise InputError(
@@ -202,7 +209,10 @@ class LatentMemory:
         c2w_ = c2w.to(device).float()[None]
         ok = ~torch.isnan(d_grid.reshape(-1))  # (h*w,)
         xyz = grid_to_world(d_grid, K_grid, c2w_)[0]  # (h*w, 3)
-        feats = latents.to(device).permute(1, 2, 0).reshape(-1, C)  # (h*w, C)
+        def tokens(lat: torch.Tensor) -> torch.Tensor:  # (T, C, h, w) -> (h*w, T, C), row-major cells
+            return lat.to(device).reshape(-1, C, h * w).permute(2, 0, 1)
+
+        feats = tokens(latents)  # (h*w, T, C)
         if config.phases > 1:  # phase-major order: phase (0, 0) first, then row-major offsets
             xs, fs, oks = [xyz], [feats], [ok]
             for dy, dx in offsets[1:]:
@@ -213,7 +223,8 @@ class LatentMemory:
                 inside = (uv[:, 0] * stride + (stride - 1) / 2 <= W - 0.5) & (uv[:, 1] * stride + (stride - 1) / 2 <= H - 0.5)
                 xyz_cam = unproject_to_cam(uv[None], d_shift.reshape(1, -1), K_grid)  # (1, h*w, 3)
                 xs.append(transform_points(c2w_, xyz_cam)[0])
-                fs.append(phase_latents[(dy, dx)].to(device).permute(1, 2, 0).reshape(-1, C))
+                lat_o = phase_latents[(dy, dx)]
+                fs.append(tokens(lat_o if lat_o.ndim == 4 else lat_o[None]))
                 oks.append(~torch.isnan(d_shift.reshape(-1)) & inside)
             xyz, feats, ok = torch.cat(xs), torch.cat(fs), torch.cat(oks)  # (p*p*h*w, ...)
         n_rej = int((~ok).sum())
@@ -223,7 +234,14 @@ class LatentMemory:
             voxel = float(d_grid.reshape(-1).nanmedian()) / float(K_grid[0, 0, 0])
         else:
             voxel = float(config.voxel_size)
-        store = PointStore(xyz[ok].float(), feats[ok].to(dtype), torch.zeros(int(ok.sum()), dtype=torch.long, device=device))
+        n_ok = int(ok.sum())
+        feats = feats[ok].to(dtype)  # (n, T, C)
+        slot_features = slot_row = None
+        if n_slots > 1:  # steady-slot features: row i of slot_features is token i's
+            slot_features = feats[:, 1:].contiguous()  # (n, T - 1, C)
+            slot_row = torch.arange(n_ok, dtype=torch.long, device=device)
+        store = PointStore(xyz[ok].float(), feats[:, 0].contiguous(),
+                           torch.zeros(n_ok, dtype=torch.long, device=device), slot_features, slot_row)
         warning = None
         if n_bad_px:
             warning = (
@@ -238,9 +256,12 @@ class LatentMemory:
         return mem
 
     # ----------------------------------------------------------------------------------------------------------
-    def render_grid(self, K_grid: torch.Tensor, w2c: torch.Tensor, *, features: bool = True) -> Splat:
+    def render_grid(self, K_grid: torch.Tensor, w2c: torch.Tensor, *, features: bool = True,
+                    slots: torch.Tensor | None = None) -> Splat:
         """Splat the store into B cameras on the token grid. ``K_grid``: (B, 3, 3) token-grid intrinsics;
-        ``w2c``: (B, 4, 4). No host sync. Returns :class:`Splat` with (B, C, h, w) float32 features."""
+        ``w2c``: (B, 4, 4); ``slots``: (B,) int64 latent slot of each camera in its chunk (default: all 0, the
+        tokens' own ``features``; see :meth:`PointStore.features_at`). No host sync. Returns :class:`Splat` with
+        (B, C, h, w) float32 features."""
         h, w = self.grid_size
         dev = self.store.xyz.device
         c = self.config
@@ -248,8 +269,11 @@ class LatentMemory:
         if c.phases > 1:  # init tokens are p*p times denser than written ones: weigh them so coverage stays ~1
             weights = torch.where(self.store.birth == 0, 1.0 / c.phases**2, 1.0).float()  # (N,)
             strong = (1.0 - 0.5 / c.phases) ** 2  # only a token within half the token spacing occludes a cell
+        feats = None
+        if features:
+            feats = self.store.features if slots is None else self.store.features_at(slots)  # (N, C) or (B, N, C)
         return splat_points(
-            self.store.xyz, self.store.features if features else None, K_grid.to(dev).float(), w2c.to(dev).float(),
+            self.store.xyz, feats, K_grid.to(dev).float(), w2c.to(dev).float(),
             h, w, mode=c.splat, depth_tolerance=c.depth_tolerance, min_coverage=c.min_coverage, near=c.near,
             weights=weights, strong_weight=strong,
         )
@@ -270,7 +294,8 @@ class LatentMemory:
         latent_frame_indices(K.shape[0], self.temporal_stride)  # validates F = temporal_stride * k + 1
         ts = self.temporal_stride  # latent frames are pixel frames 0, ts, 2 ts, ...: a strided view, no index copy
         K_grid = intrinsics_to_latent(K[::ts].float(), self.stride)
-        sp = self.render_grid(K_grid, w2c.to(K.device)[::ts])
+        # latent slot t of the chunk reads slot-t features: slot 0 the single-image kind, t >= 1 the steady kind
+        sp = self.render_grid(K_grid, w2c.to(K.device)[::ts], slots=torch.arange(K_grid.shape[0], device=K.device))
         return MemoryRead(latents=sp.features.to(self.store.features.dtype), holes=sp.holes, depth=sp.depth)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -440,6 +465,8 @@ class LatentMemory:
             raise MemoryFileError(f"memory file {path}: feature channels disagree with the header; the file is corrupt")
         if dtype is not None:
             mem.store.features = mem.store.features.to(dtype)
+            if mem.store.slot_features is not None:
+                mem.store.slot_features = mem.store.slot_features.to(dtype)
         return mem
 
     def export_ply(self, path: str | Path, decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:

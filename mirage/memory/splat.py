@@ -30,7 +30,8 @@ from mirage.memory.align import AlignMode
 logger = logging.getLogger("mirage")
 
 MEMORY_FILE_FORMAT = "mirage-memory"
-MEMORY_FILE_VERSION = 1
+MEMORY_FILE_VERSION = 2  # v2 adds the optional steady-slot features (``slot_features``, ``slot_row``); v1 files load
+MEMORY_FILE_VERSIONS = (1, 2)  # versions this code reads
 _DUMP_SLOTS = 1024  # spare cells that absorb rejected splat contributions (see splat_points)
 _SNAP = 1e-3  # projected positions within this many cells of a cell centre snap onto it (float noise)
 
@@ -186,7 +187,9 @@ def splat_points(
 
     Args:
         xyz_world: (N, 3) float world points.
-        features: (N, C) any float dtype, or None to render depth/coverage only.
+        features: (N, C) any float dtype, the same for every camera; or (B, N, C), each camera its own features
+            (a latent memory's init tokens read another feature in each latent slot); or None to render
+            depth/coverage only.
         K: (B, 3, 3) intrinsics of the target grid (height x width), pixel-centre convention.
         w2c: (B, 4, 4) world-to-camera, OpenCV. Non-finite poses render as all holes (no error, no sync).
         height, width: target grid size.
@@ -207,7 +210,7 @@ def splat_points(
     B = K.shape[0]
     check_shape(w2c, (B, 4, 4), "w2c")
     if features is not None:
-        check_shape(features, (N, "C"), "features")
+        check_shape(features, (B, N, "C") if features.ndim == 3 else (N, "C"), "features")
     if valid is not None:
         check_shape(valid, (N,), "valid")
     if weights is not None:
@@ -264,7 +267,7 @@ def splat_points(
     depth = torch.where(holes, 0.0, zmin[: B * HW])
     feats_out = None
     if features is not None and mode == SplatMode.CLOSEST:
-        C = features.shape[1]
+        C = features.shape[-1]
         d2 = (corner - uv[:, :, None, :]).square().sum(-1)  # (B, N, 4) squared distance to the cell centre, <= 2
         big = torch.iinfo(torch.int64).max
         key = (d2 * float(1 << 24)).round().long() * (N + 1) + torch.arange(N, device=dev)[None, :, None]
@@ -273,15 +276,17 @@ def splat_points(
             0, flat.reshape(-1), key.reshape(-1), "amin"
         )[: B * HW]  # (B*HW,)
         winner = torch.where(best == big, 0, best % (N + 1)).clamp(max=max(N - 1, 0))  # (B*HW,)
-        picked = features[winner].float() if N else torch.zeros(B * HW, C, device=dev)  # (B*HW, C)
+        if features.ndim == 3:  # per camera: cell b*HW + k picks row b*N + winner of the flattened (B*N, C)
+            winner = winner + torch.arange(B, device=dev).repeat_interleave(HW) * N
+        picked = features.reshape(-1, C)[winner].float() if N else torch.zeros(B * HW, C, device=dev)  # (B*HW, C)
         picked = torch.where(holes[:, None] | (best == big)[:, None], 0.0, picked)
         feats_out = picked.reshape(B, height, width, C).permute(0, 3, 1, 2)  # (B, C, H, W)
     elif features is not None:
-        C = features.shape[1]
-        f32 = features.float()
+        C = features.shape[-1]
+        f32 = features.float()  # (N, C) or (B, N, C): broadcast against the (B, N, 1) weights
         acc = torch.zeros(B * HW + _DUMP_SLOTS, C, dtype=torch.float32, device=dev)
         for s in range(w.shape[-1]):  # 1 or 4 corners: bounds the peak memory to B*N*C
-            contrib = wa[:, :, s, None] * f32[None]  # (B, N, C)
+            contrib = wa[:, :, s, None] * (f32 if f32.ndim == 3 else f32[None])  # (B, N, C)
             acc.index_add_(0, flat[:, :, s].reshape(-1), contrib.reshape(-1, C))
         mean = acc[: B * HW] / cov[: B * HW, None].clamp_min(1e-12)  # (B*HW, C)
         mean = torch.where(holes[:, None], 0.0, mean)
@@ -399,20 +404,56 @@ class PointStore:
 
     Attributes:
         xyz: (N, 3) float32 world positions.
-        features: (N, C) model dtype (latent tokens) or float (RGB colours in [-1, 1]).
+        features: (N, C) model dtype (latent tokens) or float (RGB colours in [-1, 1]): the feature every read uses,
+            except where a point has steady-slot features.
         birth: (N,) int64, 0 for the init view, k for the k-th write (the token budget drops the smallest first).
+        slot_features: None, or (M, S, C) in the features' dtype: for M points, their features in the latent slots
+            1..S of a chunk (a video VAE's slot 0 encodes one frame alone, slot t >= 1 a group of frames with causal
+            context: the latent memory's init tokens keep both kinds, see ``docs/memory.md``).
+        slot_row: None, or (N,) int64: each point's row of ``slot_features``, -1 for points with one feature only.
     """
 
     xyz: torch.Tensor
     features: torch.Tensor
     birth: torch.Tensor
+    slot_features: torch.Tensor | None = None
+    slot_row: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.slot_features is None) != (self.slot_row is None):
+            raise InputError("PointStore: slot_features and slot_row go together; pass both or neither")
 
     def __len__(self) -> int:
         return int(self.xyz.shape[0])
 
     @property
+    def slots(self) -> int:
+        """S, the steady latent slots the points with slot features keep (0: none)."""
+        return 0 if self.slot_features is None else int(self.slot_features.shape[1])
+
+    @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.xyz, self.features, self.birth))
+        parts = (self.xyz, self.features, self.birth, self.slot_features, self.slot_row)
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
+
+    def features_at(self, slots: torch.Tensor) -> torch.Tensor:
+        """The features B reads see: for latent slot 0 ``features``; for slot s >= 1 a point's slot feature
+        ``min(s, S)`` where it has slot features (slots past S read slot S), else ``features``. No host sync.
+
+        Args:
+            slots: (B,) int64, the latent slot (index in its chunk) of each read.
+        Returns:
+            (N, C) ``features`` when no point has slot features, else (B, N, C).
+        """
+        if self.slot_features is None or self.slot_row is None:
+            return self.features
+        S = self.slots
+        has = self.slot_row >= 0  # (N,)
+        k = slots.to(self.xyz.device).long().clamp(max=S) - 1  # (B,) column of slot_features, -1 = slot 0
+        bank = self.slot_features[self.slot_row.clamp(min=0)]  # (N, S, C)
+        picked = bank[:, k.clamp(min=0)].transpose(0, 1)  # (B, N, C)
+        use = has[None, :, None] & (k >= 0)[:, None, None]  # (B, N, 1)
+        return torch.where(use, picked, self.features[None])
 
     def merge(self, xyz: torch.Tensor, features: torch.Tensor, birth: int, voxel_size: float,
               winner: VoxelWinner) -> MergeCounts:
@@ -451,6 +492,8 @@ class PointStore:
         self.xyz = torch.cat([self.xyz, xyz[take].float()])
         self.features = torch.cat([self.features, features[take].to(self.features.dtype)])
         self.birth = torch.cat([self.birth, torch.full((take.shape[0],), birth, dtype=torch.long, device=dev)])
+        if self.slot_row is not None:  # written points have one feature: the kind of the slot they were made in
+            self.slot_row = torch.cat([self.slot_row, torch.full((take.shape[0],), -1, dtype=torch.long, device=dev)])
         added = int(take.shape[0]) - (n_occ if winner == VoxelWinner.NEWEST else 0)
         return MergeCounts(added=added, merged=n_intra + n_occ, replaced=replaced)
 
@@ -467,6 +510,8 @@ class PointStore:
 
     def _keep(self, mask: torch.Tensor) -> None:
         self.xyz, self.features, self.birth = self.xyz[mask], self.features[mask], self.birth[mask]
+        if self.slot_row is not None:  # rows of dropped points stay in slot_features (at most the init tokens')
+            self.slot_row = self.slot_row[mask]
 
     def bounds(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         if len(self) == 0:
@@ -491,6 +536,9 @@ def save_store(path: str | Path, store: PointStore, header: dict[str, Any]) -> N
         "features": store.features.detach().contiguous().cpu(),
         "birth": store.birth.detach().contiguous().cpu(),
     }
+    if store.slot_features is not None and store.slot_row is not None:
+        tensors["slot_features"] = store.slot_features.detach().contiguous().cpu()
+        tensors["slot_row"] = store.slot_row.detach().contiguous().cpu()
     data = save(tensors, metadata={"mirage": json.dumps(meta)})
     # written and synced by Python, so a full disk surfaces as an OSError (one line from atomic_path, exit code 1)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -516,7 +564,7 @@ def load_store(path: str | Path, device: torch.device | str = "cpu") -> tuple[Po
         header = json.loads(meta["mirage"])
     except (KeyError, json.JSONDecodeError):
         raise MemoryFileError(f"memory file {path}: no mirage header; it was not written by memory.save()") from None
-    if header.get("format") != MEMORY_FILE_FORMAT or header.get("version") != MEMORY_FILE_VERSION:
+    if header.get("format") != MEMORY_FILE_FORMAT or header.get("version") not in MEMORY_FILE_VERSIONS:
         raise MemoryFileError(
             f"memory file {path}: format {header.get('format')!r} v{header.get('version')} is not "
             f"{MEMORY_FILE_FORMAT!r} v{MEMORY_FILE_VERSION}; re-create the memory with this version"
@@ -535,7 +583,21 @@ def load_store(path: str | Path, device: torch.device | str = "cpu") -> tuple[Po
         if bad:  # NaN/inf features would render black frames without an error
             raise MemoryFileError(f"memory file {path}: tensor {name} holds {bad} NaN/inf values; the file is corrupt, "
                                   "re-create the memory with --save-memory")
-    return PointStore(xyz.to(device), feats.to(device), birth.to(device)), header
+    slot_feats, slot_row = tensors.get("slot_features"), tensors.get("slot_row")
+    if (slot_feats is None) != (slot_row is None):
+        raise MemoryFileError(f"memory file {path}: slot_features and slot_row go together, one is missing; the file is corrupt")
+    if slot_feats is not None and slot_row is not None:
+        m = slot_feats.shape[0]
+        if (slot_feats.ndim != 3 or slot_feats.shape[2] != feats.shape[1] or slot_row.shape != (n,)
+                or slot_row.dtype != torch.int64 or not slot_feats.is_floating_point()
+                or (n and (int(slot_row.min()) < -1 or int(slot_row.max()) >= m))):
+            raise MemoryFileError(f"memory file {path}: slot tensor shapes disagree; the file is corrupt")
+        bad = int((~torch.isfinite(slot_feats)).sum())
+        if bad:
+            raise MemoryFileError(f"memory file {path}: tensor slot_features holds {bad} NaN/inf values; the file is "
+                                  "corrupt, re-create the memory with --save-memory")
+        slot_feats, slot_row = slot_feats.to(device), slot_row.to(device)
+    return PointStore(xyz.to(device), feats.to(device), birth.to(device), slot_feats, slot_row), header
 
 
 def check_header(header: dict[str, Any], path: str | Path, expect: dict[str, Any]) -> None:
