@@ -148,7 +148,7 @@ class ChunkReport:
     added: int
     merged: int
     dropped: int
-    depth_scale: float | None = None  # alignment fit of the write-back depth (None if no write-back)
+    depth_scale: float | None = None  # alignment fit of the write-back depth (None: no write-back, or no view needed depth)
     # consistency scores (mirage.scores; docs/report.md); None where nothing was scored
     memory_agreement_psnr: float | None = None  # dB, generated vs the memory's view, where the memory saw
     memory_agreement_ssim: float | None = None  # [-1, 1], same pixels
