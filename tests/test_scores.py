@@ -259,7 +259,9 @@ def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
     _print(report)
     out = capsys.readouterr().out
     assert "consistency scores" in out and f"{psnr:.1f}" in out
-    assert "videos/h" in out and f"{vph['median']:.0f}" in out and "models loaded once" in " ".join(out.split())
+    flat = " ".join(out.split())  # the table may wrap its title at the terminal's width
+    assert "videos per hour = 3600 / end-to-end seconds" in flat and f"{vph['median']:.0f}" in out
+    assert f"{total_ms / 1e3:.3f}" in out
 
 
 def test_worst_first_orders_by_memory_agreement_then_change():
