@@ -30,7 +30,12 @@ logger = logging.getLogger("mirage")
 #: RGB memory, VACE conditioning, write-back with its depth estimates).
 CONDITIONING_STAGES = (Stage.MEMORY_READ, Stage.CONDITIONING, Stage.WRITE_DEPTH, Stage.MEMORY_WRITE)
 
-BENCH_SCHEMA_VERSION = 2  # 2: each run's consistency scores (``scores``) and their medians in the summary (issue 16)
+BENCH_SCHEMA_VERSION = 3  # 2: each run's consistency scores (``scores``) and their medians in the summary (issue 16)
+#                          3: ``videos_per_hour`` in each row's summary (issue 15)
+
+#: What a row's ``videos_per_hour`` means (printed under the table and kept in the JSON header).
+VIDEOS_PER_HOUR = ("videos per hour = 3600 / end-to-end seconds of one video (median), the models loaded once "
+                   "(loading not included), one video at a time")
 
 #: The consistency scores a row summarises (the render report's ``scores``, docs/report.md).
 SCORE_KEYS = ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change", "revisit_psnr")
@@ -89,10 +94,20 @@ class BenchRow:
         vals = [v for v in (_get(r, key) for r in self.runs) if v is not None]
         return (min(vals), max(vals)) if vals else None
 
+    def videos_per_hour(self) -> float | None:
+        """Batch throughput of this setting: 3600 / the median end-to-end seconds of one video (``total_ms``: the
+        models are loaded once, before the timed runs, so loading is not in it). None without a timed run."""
+        t = self.median("total_ms")
+        return 3.6e6 / t if t else None
+
     def summary(self) -> dict:
-        keys = ["total_ms", "conditioning_ms", "denoise_ms", "decode_ms", "memory_read_ms", "memory_write_ms",
-                "peak_vram_overall", "peak_vram_conditioning", "memory_bytes_final", *SCORE_KEYS]
-        return {k: {"median": self.median(k), "min_max": self.spread(k)} for k in keys}
+        keys = ["total_ms", "conditioning_ms", "denoise_ms", "decode_ms", "write_depth_ms", "memory_read_ms",
+                "memory_write_ms", "peak_vram_overall", "peak_vram_conditioning", "memory_bytes_final", *SCORE_KEYS]
+        out = {k: {"median": self.median(k), "min_max": self.spread(k)} for k in keys}
+        sp = self.spread("total_ms")  # the slowest run is the fewest videos per hour
+        out["videos_per_hour"] = {"median": self.videos_per_hour(),
+                                  "min_max": (3.6e6 / sp[1], 3.6e6 / sp[0]) if sp and sp[0] > 0 else None}
+        return out
 
 
 def _get(r: RunMeasure, key: str) -> float | None:
@@ -183,6 +198,7 @@ def _header(cfg: BenchConfig, pipe: Pipeline) -> dict:
         "repeats": cfg.repeats,
         "warmup": cfg.warmup,
         "conditioning_stages": [s.value for s in CONDITIONING_STAGES],
+        "videos_per_hour": VIDEOS_PER_HOUR,
         "timing": "cuda-events" if dev.type == "cuda" else "perf_counter",
         "compile": rc.compile,
         "fp8": rc.fp8.value,

@@ -488,14 +488,20 @@ class Pipeline:
         return imgs[read_groups(n_frames, ts, device=imgs.device)]
 
     def _write_back(self, memory, read: MemoryRead, frames, latents, K, c2w, timer: StageTimer):
-        idx = memory.write_frame_indices(frames.shape[0])
+        """Write what the chunk revealed into ``memory``. The memory asks for the depth of only the frames that add
+        something (``WriteStats.depth_views``); those depth-model calls are timed as ``write_depth`` (paused out of
+        ``memory_write``)."""
         # the generated frames' cameras are known exactly: give their FoV to models that use one (Depth Pro)
-        fov = float(fov_x_from_intrinsics(K[idx[0]], frames.shape[-1]))
-        with timer.stage(Stage.WRITE_DEPTH):
-            depth_new = self.depth_model().estimate_batch(frames[idx].to(self.dtype), fov_x_deg=fov)  # (T, H, W)
+        fov = float(fov_x_from_intrinsics(K[memory.write_frame_indices(frames.shape[0])[0]], frames.shape[-1]))
+        model = self.depth_model()
+
+        def depth_of(frame_indices: list[int]) -> torch.Tensor:  # (n, H, W) raw depth of those pixel frames
+            with timer.stage(Stage.WRITE_DEPTH):
+                return model.estimate_batch(frames[frame_indices].to(self.dtype), fov_x_deg=fov)
+
         with timer.stage(Stage.MEMORY_WRITE):
             region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
-            return memory.write(frames=frames, latents=latents, depth=depth_new, K=K, c2w=c2w, region=region)
+            return memory.write(frames=frames, latents=latents, depth=depth_of, K=K, c2w=c2w, region=region)
 
     def sampling_record(self, s: SamplingSettings) -> dict:
         """The report's ``sampling``: the settings the denoiser used, the flow shift resolved to a number (the

@@ -47,45 +47,61 @@ STAGES = tuple(s.value for s in Stage)
 class StageTimer:
     """Accumulates time and peak VRAM per named stage.
 
+    Stages may nest: a stage opened inside another is timed on its own and the outer stage is paused meanwhile
+    (exclusive times, so the stages still add up to no more than the run; e.g. the write-back's depth calls,
+    ``write_depth``, run inside ``memory_write``).
+
     Args:
         device: the device the work runs on; CUDA devices are timed with CUDA events.
     """
 
     def __init__(self, device: torch.device | str = "cpu", on_stage=None):
         self.device = torch.device(device)
-        self.on_stage = on_stage  # called with the stage name as each stage begins (error messages name it)
+        self.on_stage = on_stage  # called with the stage name as each stage begins or resumes (errors name it)
         self.cuda = self.device.type == "cuda"
         self._events: dict[str, list[tuple[object, object]]] = {}
         self._cpu_ms: dict[str, float] = {}
+        self._open: list[tuple[str, object, int]] = []  # the open stages, innermost last: (name, start, base bytes)
         self.peak_bytes: dict[str, int] = {}  # absolute peak (resident weights included)
-        self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began
+        self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began (resumed)
 
     @contextlib.contextmanager
     def stage(self, name: Stage | str) -> Iterator[None]:
-        """Time the enclosed block as (part of) stage ``name``; nested stages are allowed but double count."""
+        """Time the enclosed block as (part of) stage ``name``; an enclosing stage is paused while it runs."""
         name = str(getattr(name, "value", name))  # the report's keys are the plain names
+        if self._open:  # pause the enclosing stage
+            self._record(*self._open[-1])
+        self._open.append(self._begin(name))
+        try:
+            yield
+        finally:
+            self._record(*self._open.pop())
+            if self._open:  # resume the enclosing stage
+                self._open[-1] = self._begin(self._open[-1][0])
+
+    def _begin(self, name: str) -> tuple[str, object, int]:
+        """Open a timing segment of ``name``: (name, start event or perf_counter, allocated bytes)."""
         if self.on_stage is not None:
             self.on_stage(name)
-        if self.cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-            base = torch.cuda.memory_allocated(self.device)
-            start = torch.cuda.Event(enable_timing=True)
-            end = torch.cuda.Event(enable_timing=True)
-            start.record()
-            try:
-                yield
-            finally:
-                end.record()
-                self._events.setdefault(name, []).append((start, end))
-                peak = torch.cuda.max_memory_allocated(self.device)
-                self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), int(peak))
-                self.peak_extra_bytes[name] = max(self.peak_extra_bytes.get(name, 0), int(peak - base))
-        else:
-            t0 = time.perf_counter()
-            try:
-                yield
-            finally:
-                self._cpu_ms[name] = self._cpu_ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+        if not self.cuda:
+            return name, time.perf_counter(), 0
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = int(torch.cuda.memory_allocated(self.device))
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
+        return name, start, base
+
+    def _record(self, name: str, start, base: int) -> None:
+        """Close a segment opened by :meth:`_begin`: add its time and peak VRAM to stage ``name``."""
+        if not self.cuda:
+            self._cpu_ms[name] = self._cpu_ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+            return
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        self._events.setdefault(name, []).append((start, end))
+        peak = int(torch.cuda.max_memory_allocated(self.device))
+        self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), peak)
+        self.peak_extra_bytes[name] = max(self.peak_extra_bytes.get(name, 0), peak - base)
 
     def times_ms(self) -> dict[str, float]:
         """Milliseconds per stage (synchronises CUDA once)."""
@@ -132,7 +148,7 @@ class ChunkReport:
     added: int
     merged: int
     dropped: int
-    depth_scale: float | None = None  # alignment fit of the write-back depth (None if no write-back)
+    depth_scale: float | None = None  # alignment fit of the write-back depth (None: no write-back, or no view needed depth)
     # consistency scores (mirage.scores; docs/report.md); None where nothing was scored
     memory_agreement_psnr: float | None = None  # dB, generated vs the memory's view, where the memory saw
     memory_agreement_ssim: float | None = None  # [-1, 1], same pixels

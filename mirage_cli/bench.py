@@ -155,6 +155,8 @@ def bench(
 
 
 def _print(report) -> None:
+    from mirage.bench import VIDEOS_PER_HOUR
+
     h = report.header
     title = (f"mirage bench on {h.get('gpu') or h['device']} | preset {h['preset']}"
              + (" (random weights)" if h["random_weights"] else "") + f" | {h['size'][0]}x{h['size'][1]}"
@@ -163,6 +165,10 @@ def _print(report) -> None:
     for col in ("memory", "frames", "steps", "total ms", "(min-max)", "cond. path ms", "denoise ms", "decode ms",
                 "peak VRAM MiB", "cond. VRAM MiB", "cache MiB"):
         t.add_column(col, justify="right")
+    # batch throughput of each setting, and the write-back depth (the lever of issue 15)
+    tp = Table(title=f"batch throughput: {VIDEOS_PER_HOUR}")
+    for col in ("memory", "frames", "steps", "end to end s", "write-back depth ms", "videos per hour"):
+        tp.add_column(col, justify="right")
     # the same renders' consistency scores (docs/report.md), median over the repeats
     st = Table(title="consistency scores, median (memory agreement: higher is better; change: lower)")
     for col in ("memory", "frames", "steps", "agreement dB", "agreement SSIM", "temporal change", "revisit dB"):
@@ -176,10 +182,14 @@ def _print(report) -> None:
                   f"{sp[0]:,.0f}-{sp[1]:,.0f}" if sp else "-", _ms(r.median("conditioning_ms")),
                   _ms(r.median("denoise_ms")), _ms(r.median("decode_ms")), _mb(r.median("peak_vram_overall")),
                   _mb(r.median("peak_vram_conditioning")), _mb(r.median("memory_bytes_final")))
+        total = r.median("total_ms")
+        tp.add_row(r.memory, str(r.frames), str(r.steps), _num(None if total is None else total / 1e3, 3),
+                   _ms(r.median("write_depth_ms")), _num(r.videos_per_hour(), 0))
         st.add_row(r.memory, str(r.frames), str(r.steps), _num(r.median("memory_agreement_psnr"), 1),
                    _num(r.median("memory_agreement_ssim"), 3), _num(r.median("temporal_change"), 4),
                    _num(r.median("revisit_psnr"), 1))
     console.print(t)
+    console.print(tp)
     console.print(st)
     rt = Table(title="rgb / latent")
     for col in ("frames", "steps", "end to end", "cond. path", "cond. VRAM", "cache bytes"):

@@ -106,9 +106,10 @@ def test_token_budget_drops_oldest():
 
 def test_alignment_fallback_is_visible():
     mem, _ = _memory(MemoryConfig(align_min_valid=1000))
-    st = _write_view(mem, torch.eye(4), torch.zeros(C, h, w), torch.full((1, H, W), 1.0),
-                     torch.zeros(2, h, w, dtype=torch.bool))
-    assert st.scales == (1.0, 1.0)
+    region = torch.zeros(2, h, w, dtype=torch.bool)
+    region[1] = True  # only the last view has a region: only its depth is asked for and fitted
+    st = _write_view(mem, torch.eye(4), torch.zeros(C, h, w), torch.full((1, H, W), 1.0), region)
+    assert st.depth_views == (1,) and st.scales == (1.0,) and st.added == 0  # the identity view reveals nothing
     assert st.warning is not None and "kept scale 1" in st.warning
 
 

@@ -247,12 +247,21 @@ def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
                       frames=(5,), steps=(1,), repeats=1, warmup=0, memories=(MemoryKind.LATENT,))
     report = run_bench(cfg, pipeline=pipe)
     row = report.to_dict()["rows"][0]
-    assert report.schema_version == BENCH_SCHEMA_VERSION == 2 and set(row["runs"][0]["scores"]) == set(SCORE_KEYS)
+    assert report.schema_version == BENCH_SCHEMA_VERSION == 3 and set(row["runs"][0]["scores"]) == set(SCORE_KEYS)
     psnr = row["summary"]["memory_agreement_psnr"]["median"]
     assert isinstance(psnr, float) and 0 < psnr < scores.PSNR_CAP_DB
+    # batch throughput: 3600 / end-to-end seconds of one video, the models loaded once
+    total_ms = row["runs"][0]["total_ms"]
+    vph = row["summary"]["videos_per_hour"]
+    assert vph["median"] == pytest.approx(3.6e6 / total_ms) and vph["min_max"] == pytest.approx((vph["median"],) * 2)
+    assert report.header["videos_per_hour"].startswith("videos per hour = 3600 / end-to-end seconds")
+    assert report.to_dict()["header"]["videos_per_hour"] == report.header["videos_per_hour"]
     _print(report)
     out = capsys.readouterr().out
     assert "consistency scores" in out and f"{psnr:.1f}" in out
+    flat = " ".join(out.split())  # the table may wrap its title at the terminal's width
+    assert "videos per hour = 3600 / end-to-end seconds" in flat and f"{vph['median']:.0f}" in out
+    assert f"{total_ms / 1e3:.3f}" in out
 
 
 def test_worst_first_orders_by_memory_agreement_then_change():

@@ -29,13 +29,11 @@ from mirage._check import check_shape
 from mirage.camera import (
     check_poses,
     intrinsics_to_latent,
-    invert_rigid,
     pixel_grid,
     transform_points,
     unproject_to_cam,
 )
 from mirage.errors import InputError, MemoryFileError
-from mirage.memory.align import fit_depth
 from mirage.memory.splat import (
     MemoryConfig,
     PointStore,
@@ -54,6 +52,7 @@ from mirage.memory.splat import (
     write_ply,
 )
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
+from mirage.memory.writeback import DepthSource, ViewDepth, integrate_views, view_depth
 
 logger = logging.getLogger("mirage")
 
@@ -303,18 +302,21 @@ class LatentMemory:
         self,
         frames: torch.Tensor,
         latents: torch.Tensor,
-        depth: torch.Tensor,
+        depth: torch.Tensor | DepthSource,
         K: torch.Tensor,
         c2w: torch.Tensor,
         region: torch.Tensor,
     ) -> WriteStats:
-        """Add the tokens of newly revealed regions of a generated chunk (uses its latent frames).
+        """Add the tokens of newly revealed regions of a generated chunk (uses its latent frames; the order and which
+        frames get depth: :func:`~mirage.memory.writeback.integrate_views`).
 
         Args:
             frames: (F, 3, H, W) decoded pixels in [-1, 1] (shape-checked only; the latent memory stores latents).
             latents: (T, C, h, w) latents of the chunk, T = len(latent_frame_indices(F, temporal_stride)).
-            depth: (F, H, W) RAW depth-model output of the pixel frames, or (T, H, W) of the written frames only
-                (:meth:`write_frame_indices`); aligned to the memory here.
+            depth: RAW depth-model output, aligned to the memory here: (F, H, W) of the pixel frames, (T, H, W) of
+                the written frames only (:meth:`write_frame_indices`), or a
+                :data:`~mirage.memory.writeback.DepthSource` called (at most twice) with the pixel frames whose
+                depth is needed: only the views that add something.
             K: (F, 3, 3) pixel intrinsics; c2w: (F, 4, 4) camera-to-world, OpenCV.
             region: (F, H, W) or (T, h, w) bool, where content is newly revealed (a latent cell is in the region
                 when any of its pixels is).
@@ -327,12 +329,7 @@ class LatentMemory:
         check_shape(frames, ("F", 3, H, W), "frames")
         idx = latent_frame_indices(F, self.temporal_stride)
         T = len(idx)
-        if depth.ndim == 3 and depth.shape[0] == T and T != F:
-            check_shape(depth, (T, H, W), "depth")  # given for the written frames only
-            depth_sel = depth
-        else:
-            check_shape(depth, (F, H, W), "depth")
-            depth_sel = depth[idx]
+        depth_of = view_depth(depth, idx, F, (H, W))
         check_shape(latents, (T, self.channels, h, w), "latents")
         check_shape(K, (F, 3, 3), "K")
         check_shape(c2w, (F, 4, 4), "c2w")
@@ -342,77 +339,35 @@ class LatentMemory:
             region_grid = region.bool()
         else:
             raise InputError(f"region: expected shape {(F, H, W)} or {(T, h, w)}, got {tuple(region.shape)}")
-        return self.integrate_views(latents, depth_sel, K[idx], c2w[idx], region_grid)
+        return self.integrate_views(latents, depth_of, K[idx], c2w[idx], region_grid)
 
     def write_frame_indices(self, num_frames: int) -> list[int]:
-        """The pixel frames of a chunk whose depth :meth:`write` uses (its latent frames' poses)."""
+        """The pixel frames of a chunk that :meth:`write` may ask depth for (its latent frames' poses); a write asks
+        only for those that add something (``WriteStats.depth_views``)."""
         return latent_frame_indices(num_frames, self.temporal_stride)
 
     def integrate_views(
         self,
         features_grid: torch.Tensor,
-        depth_raw: torch.Tensor,
+        depth_raw: torch.Tensor | ViewDepth,
         K: torch.Tensor,
         c2w: torch.Tensor,
         region_grid: torch.Tensor,
     ) -> WriteStats:
-        """Write B views into the store (shared by both memories; may sync, runs once per chunk).
-
-        1. the raw depth of each view is pooled to the token grid (footprint depth) and fitted to the memory's
-           rendered depth where the memory is not a hole (:func:`~mirage.memory.align.fit_depth`, one fit per view);
-        2. views are added in order: view 0 adds every cell of its region; view b > 0 adds the cells of its region
-           that are *still* holes after views < b were added (consecutive poses do not add the same surface twice);
-        3. candidates go through voxel de-duplication (:meth:`PointStore.merge`), then the token budget is applied.
+        """Write B views into the store (shared by both memories; may sync, runs once per chunk):
+        :func:`mirage.memory.writeback.integrate_views`.
 
         Args:
             features_grid: (B, C, h, w) features of the views on the token grid.
-            depth_raw: (B, H, W) raw depth; K: (B, 3, 3) pixel intrinsics; c2w: (B, 4, 4).
+            depth_raw: (B, H, W) raw depth, or view indices -> (n, H, W) raw depth of those views.
+            K: (B, 3, 3) pixel intrinsics; c2w: (B, 4, 4).
             region_grid: (B, h, w) bool.
         """
-        B = features_grid.shape[0]
-        H, W = self.image_size
-        check_intrinsics(K, H, W, "K")
-        check_poses(c2w.double().cpu(), "c2w")
-        dev = self.store.xyz.device
-        c = self.config
-        C = self.channels
-        K_grid = intrinsics_to_latent(K.to(dev).double(), self.stride).float()  # (B, 3, 3)
-        c2w = c2w.to(dev).float()
-        w2c = invert_rigid(c2w.double()).float()
-        region_grid = region_grid.to(dev)
-        raw = footprint_depth(depth_raw.to(dev), self.stride, c.footprint_depth)  # (B, h, w), NaN invalid
-        ref = self.render_grid(K_grid, w2c, features=False)
-        fits = [
-            fit_depth(raw[b], ref.depth[b], ~ref.holes[b], mode=c.align, min_valid=c.align_min_valid, trim=c.align_trim)
-            for b in range(B)
-        ]
-        aligned = torch.stack([f.apply(raw[b]) for b, f in enumerate(fits)])  # (B, h, w)
-        warnings = [f"view {b}: {f.warning}" for b, f in enumerate(fits) if f.warning]
-        self.writes += 1
-        added = merged = replaced = rejected = 0
-        feats = features_grid.to(dev).permute(0, 2, 3, 1).reshape(B, -1, C)  # (B, h*w, C)
-        for b in range(B):
-            cand = region_grid[b]
-            if b > 0:
-                cand = cand & self.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False).holes[0]
-            bad = invalid_depth(aligned[b])
-            rejected += int((cand & bad).sum())
-            m = (cand & ~bad).reshape(-1)  # (h*w,)
-            xyz = grid_to_world(aligned[b : b + 1], K_grid[b : b + 1], c2w[b : b + 1])[0]  # (h*w, 3)
-            counts = self.store.merge(xyz[m], feats[b][m], self.writes, self.voxel_size, c.voxel_winner)
-            added, merged, replaced = added + counts.added, merged + counts.merged, replaced + counts.replaced
-        over = self.store.trim(c.max_tokens)
-        if rejected:
-            warnings.append(f"{rejected} revealed cell(s) had no valid depth and were not stored")
-        warning = "; ".join(warnings) if warnings else None
-        if warning:
-            logger.warning("memory write: %s", warning)
-        return WriteStats(
-            added=added, merged=merged, dropped=over + rejected, tokens=len(self.store), bytes=self.store.nbytes,
-            rejected=rejected, replaced=replaced,
-            scales=tuple(f.scale for f in fits), shifts=tuple(f.shift for f in fits),
-            residuals=tuple(f.residual for f in fits), warning=warning,
-        )
+        if isinstance(depth_raw, torch.Tensor):
+            check_shape(depth_raw, (features_grid.shape[0], *self.image_size), "depth")
+            raw = depth_raw
+            depth_raw = lambda views: raw[views]  # noqa: E731
+        return integrate_views(self, features_grid, depth_raw, K, c2w, region_grid)
 
     # ----------------------------------------------------------------------------------------------------------
     def stats(self) -> MemoryStats:

@@ -30,6 +30,7 @@ from mirage.memory.splat import (
     write_ply,
 )
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
+from mirage.memory.writeback import DepthSource, view_depth
 
 logger = logging.getLogger("mirage")
 
@@ -151,22 +152,23 @@ class RGBMemory:
         self,
         frames: torch.Tensor,
         latents: torch.Tensor,
-        depth: torch.Tensor,
+        depth: torch.Tensor | DepthSource,
         K: torch.Tensor,
         c2w: torch.Tensor,
         region: torch.Tensor,
     ) -> WriteStats:
         """Add points from the decoded pixel frames where content is newly revealed.
 
-        Only the frames of :meth:`write_frame_indices` are written (the latent frames' poses, the same frames the
-        latent memory writes), so both memories pay for the same depth estimates and differ only in what they store:
-        a full image of coloured points per written frame here, a latent map of tokens there.
+        The frames of :meth:`write_frame_indices` are the candidates (the latent frames' poses, the same frames the
+        latent memory writes, in the same order: :func:`~mirage.memory.writeback.integrate_views`), so both memories
+        pay for the same depth estimates and differ only in what they store: a full image of coloured points per
+        written frame here, a latent map of tokens there.
 
         Args:
             frames: (F, 3, H, W) decoded pixels in [-1, 1] (the colours stored).
             latents: (T, C, h, w), shape-checked only.
-            depth: (F, H, W) RAW depth-model output (aligned to the memory per frame), or only the written frames'
-                (T, H, W).
+            depth: RAW depth-model output (aligned to the memory per frame): (F, H, W), only the written frames'
+                (T, H, W), or a :data:`~mirage.memory.writeback.DepthSource` asked for the frames that add something.
             K: (F, 3, 3) pixel intrinsics; c2w: (F, 4, 4).
             region: (F, H, W) bool, or (T, h, w) bool expanded to the pixels of each latent cell.
         """
@@ -175,11 +177,7 @@ class RGBMemory:
         check_shape(frames, ("F", 3, H, W), "frames")
         idx = self.write_frame_indices(F)
         T = len(idx)
-        if depth.ndim == 3 and depth.shape[0] == T and T != F:
-            depth_sel = depth
-        else:
-            check_shape(depth, (F, H, W), "depth")
-            depth_sel = depth[idx]
+        depth_of = view_depth(depth, idx, F, (H, W))
         s = self.stride
         check_shape(latents, (T, self.latent_channels, H // s, W // s), "latents")
         check_shape(K, (F, 3, 3), "K")
@@ -190,7 +188,7 @@ class RGBMemory:
             region_px = region.bool().repeat_interleave(s, 1).repeat_interleave(s, 2)  # (T, H, W)
         else:
             raise InputError(f"region: expected shape {(F, H, W)} or {(T, H // s, W // s)}, got {tuple(region.shape)}")
-        return self.points.integrate_views(frames[idx].float(), depth_sel, K[idx], c2w[idx], region_px)
+        return self.points.integrate_views(frames[idx].float(), depth_of, K[idx], c2w[idx], region_px)
 
     def write_frame_indices(self, num_frames: int) -> list[int]:
         """The pixel frames of a chunk that :meth:`write` stores: the latent frames' poses (as the latent memory)."""

@@ -47,10 +47,11 @@ class WriteStats:
     bytes: int  # cache size after the write
     rejected: int = 0  # revealed cells/pixels not stored because their (aligned) depth was invalid (part of dropped)
     replaced: int = 0  # stored tokens removed because a newer one took their voxel (VoxelWinner.NEWEST)
-    scales: tuple[float, ...] = ()  # depth-alignment scale per written view
-    shifts: tuple[float, ...] = ()  # depth-alignment shift per written view
-    residuals: tuple[float, ...] = ()  # median relative depth error per view after the fit (NaN: no overlap)
+    scales: tuple[float, ...] = ()  # depth-alignment scale per view of depth_views
+    shifts: tuple[float, ...] = ()  # depth-alignment shift per view of depth_views
+    residuals: tuple[float, ...] = ()  # median relative depth error per view of depth_views (NaN: no overlap)
     warning: str | None = None  # one line when something was not as asked (alignment fell back, depth masked)
+    depth_views: tuple[int, ...] = ()  # the written views whose depth was asked (scales etc. are theirs, this order)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,171 @@
+"""Write-back: add what the views of a generated chunk newly reveal to a memory's store, asking for the depth of
+only the views that add something.
+
+Both memories write through :func:`integrate_views` (the latent memory on its token grid, the RGB memory on the
+pixel grid of the :class:`~mirage.memory.latent.LatentMemory` it composes). The depth of the written frames comes
+from a *depth source*: a tensor already computed, or a callable that runs the depth model on the frames it is given
+(:data:`DepthSource`), which this module calls at most twice per write. See ``docs/memory.md``, section Write-back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from mirage._check import check_shape
+from mirage.camera import check_poses, intrinsics_to_latent, invert_rigid
+from mirage.errors import InputError
+from mirage.memory.align import DepthFit, fit_depth
+from mirage.memory.splat import check_intrinsics, footprint_depth, grid_to_world, invalid_depth
+from mirage.memory.types import WriteStats
+
+if TYPE_CHECKING:
+    from mirage.memory.latent import LatentMemory
+
+logger = logging.getLogger("mirage")
+
+#: Raw depth on demand: ``depth_of(frames)`` gets a list of pixel-frame indices of the chunk (a subset of the
+#: memory's ``write_frame_indices``, ascending) and returns their (n, H, W) raw depth-model output.
+DepthSource = Callable[[list[int]], torch.Tensor]
+
+#: The same, indexed by the views of one :func:`integrate_views` call: view indices in, (n, H, W) raw depth out.
+ViewDepth = Callable[[list[int]], torch.Tensor]
+
+
+def view_depth(depth: torch.Tensor | DepthSource, frames: Sequence[int], num_frames: int, size: tuple[int, int]) -> ViewDepth:
+    """The depth of the written views of a chunk, from whatever ``write`` was given.
+
+    Args:
+        depth: (F, H, W) raw depth of every pixel frame, (T, H, W) of the written frames only, or a
+            :data:`DepthSource` (called with pixel-frame indices).
+        frames: the written views' pixel frames (``write_frame_indices(F)``, T of them).
+        num_frames: F, the chunk's pixel frames. size: (H, W).
+    Returns:
+        a :data:`ViewDepth`: view indices (into ``frames``) -> (n, H, W) raw depth.
+    """
+    H, W = size
+    frames = list(frames)
+    T = len(frames)
+    if callable(depth):
+        def asked(views: list[int]) -> torch.Tensor:
+            d = depth([frames[v] for v in views])
+            if not isinstance(d, torch.Tensor):
+                raise InputError(f"depth: the depth source returned {type(d).__name__}, expected a (n, H, W) tensor")
+            check_shape(d, (len(views), H, W), "depth (returned by the depth source)")
+            return d
+
+        return asked
+    if depth.ndim == 3 and depth.shape[0] == T and T != num_frames:
+        check_shape(depth, (T, H, W), "depth")  # given for the written frames only
+        sel = depth
+    else:
+        check_shape(depth, (num_frames, H, W), "depth")
+        sel = depth[frames]
+    return lambda views: sel[views]
+
+
+def integrate_views(
+    mem: LatentMemory,
+    features_grid: torch.Tensor,
+    depth: ViewDepth,
+    K: torch.Tensor,
+    c2w: torch.Tensor,
+    region_grid: torch.Tensor,
+) -> WriteStats:
+    """Write B views of a chunk into ``mem.store`` (may sync, a few times; runs once per chunk).
+
+    1. **Order.** View 0 first when its region is not empty (it adds every cell of its region); then the *last* view
+       b_L with a region (for a monotonic move it sees most of what the chunk revealed); then the views between, in
+       order. Every view after the first written adds only the cells of its region that are *still holes* after the
+       views written before it (a depth-only render of the store per view).
+    2. **Depth on demand.** ``depth`` is asked for view 0 (if its region is not empty) and b_L in one call; then the
+       views between are rendered in one batch after b_L was written and only those whose region still has a hole are
+       asked for, in one more call. A view whose region is empty, or fully covered by then, never gets depth.
+    3. **Alignment.** The raw depth of each asked view is pooled to the grid (footprint depth) and fitted to the
+       store's depth as rendered *before* this write (:func:`~mirage.memory.align.fit_depth`, one fit per view).
+    4. Candidates go through voxel de-duplication (:meth:`PointStore.merge`: the first written keeps a voxel with
+       ``VoxelWinner.EXISTING``), then the token budget is applied.
+
+    Args:
+        mem: the memory whose store is written (its grid: ``mem.grid_size``, ``mem.stride``).
+        features_grid: (B, C, h, w) features of the views on the grid.
+        depth: view indices -> (n, H, W) raw depth (:func:`view_depth`).
+        K: (B, 3, 3) pixel intrinsics; c2w: (B, 4, 4) camera-to-world, OpenCV.
+        region_grid: (B, h, w) bool, where content is newly revealed.
+    Returns:
+        :class:`WriteStats`; ``depth_views`` names the views whose depth was asked, and the per-view ``scales``,
+        ``shifts`` and ``residuals`` are theirs, in that order.
+    """
+    B = features_grid.shape[0]
+    H, W = mem.image_size
+    check_intrinsics(K, H, W, "K")
+    check_poses(c2w.double().cpu(), "c2w")
+    dev = mem.store.xyz.device
+    c = mem.config
+    C = mem.channels
+    K_grid = intrinsics_to_latent(K.to(dev).double(), mem.stride).float()  # (B, 3, 3)
+    c2w = c2w.to(dev).float()
+    w2c = invert_rigid(c2w.double()).float()
+    region_grid = region_grid.to(dev).bool()
+    feats = features_grid.to(dev).permute(0, 2, 3, 1).reshape(B, -1, C)  # (B, h*w, C)
+    mem.writes += 1
+    has = region_grid.flatten(1).any(1).tolist()  # (B,) host sync: which views have a region at all
+    views = [b for b in range(B) if has[b]]
+    ref = mem.render_grid(K_grid[views], w2c[views], features=False) if views else None  # before any write
+    slot = {b: i for i, b in enumerate(views)}  # view -> its index in ref
+    fits: dict[int, DepthFit] = {}
+    added = merged = replaced = rejected = 0
+
+    def write_views(asked: list[int], holes_now: torch.Tensor | None) -> None:
+        """Fit and write ``asked`` views in order; ``holes_now`` (len(asked), h, w): the store's holes at the first
+        of them, rendered since the last write (None: render it)."""
+        nonlocal added, merged, replaced, rejected
+        raw = footprint_depth(depth(asked).to(dev), mem.stride, c.footprint_depth)  # (n, h, w), NaN invalid
+        for i, b in enumerate(asked):
+            j = slot[b]
+            fit = fit_depth(raw[i], ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
+                            trim=c.align_trim)
+            fits[b] = fit
+            aligned = fit.apply(raw[i])  # (h, w)
+            cand = region_grid[b]  # view 0, written first, adds its whole region
+            if b > 0 and i == 0 and holes_now is not None:
+                cand = cand & holes_now[0]
+            elif b > 0:
+                cand = cand & mem.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False).holes[0]
+            bad = invalid_depth(aligned)
+            rejected += int((cand & bad).sum())
+            m = (cand & ~bad).reshape(-1)  # (h*w,)
+            xyz = grid_to_world(aligned[None], K_grid[b : b + 1], c2w[b : b + 1])[0]  # (h*w, 3)
+            counts = mem.store.merge(xyz[m], feats[b][m], mem.writes, mem.voxel_size, c.voxel_winner)
+            added, merged, replaced = added + counts.added, merged + counts.merged, replaced + counts.replaced
+
+    if views:
+        last = views[-1]
+        first = [0, last] if has[0] and last != 0 else [last]
+        write_views(first, None if first[0] == 0 else ref.holes[slot[last]][None])
+        between = [b for b in views if b not in first]
+        if between:
+            now = mem.render_grid(K_grid[between], w2c[between], features=False).holes  # (n, h, w), after b_L
+            left = (region_grid[between] & now).flatten(1).sum(1).tolist()  # host sync: who still adds something
+            still = dict(zip(between, left, strict=True))  # view -> region cells still holes
+            asked = [b for b in between if still[b]]
+            logger.debug("memory write: view %d written first; region cells still holes per view: %s", last, still)
+            if asked:
+                write_views(asked, now[between.index(asked[0])][None])
+    over = mem.store.trim(c.max_tokens)
+    order = sorted(fits)
+    warnings = [f"view {b}: {fits[b].warning}" for b in order if fits[b].warning]
+    if rejected:
+        warnings.append(f"{rejected} revealed cell(s) had no valid depth and were not stored")
+    warning = "; ".join(warnings) if warnings else None
+    if warning:
+        logger.warning("memory write: %s", warning)
+    return WriteStats(
+        added=added, merged=merged, dropped=over + rejected, tokens=len(mem.store), bytes=mem.store.nbytes,
+        rejected=rejected, replaced=replaced,
+        scales=tuple(fits[b].scale for b in order), shifts=tuple(fits[b].shift for b in order),
+        residuals=tuple(fits[b].residual for b in order), warning=warning, depth_views=tuple(order),
+    )
