@@ -13,6 +13,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from mirage.errors import InputError, RuntimeFailure
+from mirage.memory.types import MemoryKind
 from mirage.precision import Fp8Mode
 from mirage_cli.options import DTypeChoice, DTypeOpt, VaeDTypeChoice, VaeDTypeOpt
 
@@ -78,6 +79,8 @@ def bench(
     offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
     fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="FP8 transformer on Hopper GPUs: attention, or attention + linear layers (all)."),
+    memory: list[MemoryKind] | None = typer.Option(
+        None, "--memory", help="A memory to run (repeatable; default: latent and rgb, side by side)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the full results as JSON."),
     context_parallel: bool = typer.Option(
         False, "--context-parallel",
@@ -119,7 +122,8 @@ def bench(
     check_render_options(options)  # bad --guidance, --flow-shift, ...
     cfg = BenchConfig(config=config, options=options, image=image, depth_file=depth, traj=traj,
                       frames=parse_int_list(frames, "--frames"), steps=parse_int_list(steps, "--steps"),
-                      repeats=repeats, warmup=warmup, random_weights=random_weights)
+                      repeats=repeats, warmup=warmup, random_weights=random_weights,
+                      **({"memories": tuple(dict.fromkeys(memory))} if memory else {}))
     if not on_gpu:
         err_console.print("[yellow]note:[/] no GPU: running on the CPU with the tiny preset; figures are not "
                           "representative of GPU speed")

@@ -376,6 +376,9 @@ def test_bench_sampling_flags_reach_the_library(monkeypatch, capsys):
     assert r.scores is True
     run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--no-scores")
     assert got["cfg"].options.scores is False
+    assert [m.value for m in got["cfg"].memories] == ["latent", "rgb"]  # both, side by side, by default
+    run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--memory", "latent", "--memory", "latent")
+    assert [m.value for m in got["cfg"].memories] == ["latent"]
 
 
 def test_bench_bad_flow_shift_is_one_line_before_any_model(monkeypatch, capsys):
