@@ -287,6 +287,8 @@ def default_variants() -> tuple[LatentVariant, ...]:
         LatentVariant("latent-closest", MemoryConfig(splat=SplatMode.CLOSEST)),
         LatentVariant("latent-poly2", MemoryConfig(splat=SplatMode.CLOSEST, phases=2)),
         LatentVariant("latent-poly4", MemoryConfig(splat=SplatMode.CLOSEST, phases=4)),
+        LatentVariant("latent-poly2-tent", MemoryConfig(splat=SplatMode.TENT, phases=2)),
+        LatentVariant("latent-poly4-tent", MemoryConfig(splat=SplatMode.TENT, phases=4)),
     )
 
 
@@ -299,7 +301,8 @@ def extra_variants() -> tuple[LatentVariant, ...]:
     )
 
 
-VARIANT_NAMES = ("nearest", "bilinear", "closest", "poly2", "poly4", "poly4-bilinear", "poly4-min")
+VARIANT_NAMES = ("nearest", "bilinear", "closest", "poly2", "poly4", "poly2-tent", "poly4-tent", "poly4-bilinear",
+                 "poly4-min")
 
 
 def variants_by_name(names: list[str] | tuple[str, ...]) -> tuple[LatentVariant, ...]:
@@ -494,7 +497,7 @@ def run_fidelity(
 
 
 def run_fidelity_folder(
-    folder: str | Path,
+    folder: str | Path | FidelityScene,
     vae_path: str | Path,
     *,
     device: str | torch.device = "cpu",
@@ -503,10 +506,11 @@ def run_fidelity_folder(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> FidelityReport:
     """:func:`load_scene` + load the VAE (:func:`mirage.hub.load_vae`, float32) + :func:`run_fidelity`.
-    The scene is validated before the VAE loads."""
+    The scene is validated before the VAE loads. ``folder`` may be a ready :class:`FidelityScene` (e.g.
+    :func:`mirage.fidelity_stereo.make_stereo_scene`)."""
     from mirage.hub import load_vae
 
-    scene = load_scene(folder)
+    scene = folder if isinstance(folder, FidelityScene) else load_scene(folder)
     vae = load_vae(vae_path, device=device, dtype=torch.float32)
     if vae.temporal_stride != 1:
         raise InputError(f"--vae {vae_path}: a video VAE (temporal stride {vae.temporal_stride}); the fidelity bench "

@@ -458,8 +458,9 @@ class Pipeline:
         if o.memory_phases > 1:
             from mirage.memory import SplatMode, encode_phases
 
-            # polyphase reads pick the nearest-centre token (a bilinear blend of phases is a blur: docs/fidelity.md)
-            config = MemoryConfig(phases=o.memory_phases, splat=SplatMode.CLOSEST)
+            # polyphase reads interpolate between the phases nearest each cell centre (a tent of the token spacing;
+            # a bilinear blend of all phases is a blur; measured in docs/fidelity.md)
+            config = MemoryConfig(phases=o.memory_phases, splat=SplatMode.TENT)
             phase_latents = encode_phases(vae, image.to(vae.dtype), o.memory_phases, clip_frames=clip_frames)
         return create_memory(
             o.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0, space=space,

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mirage.data import example_dir, taesd_dir
+from mirage.errors import InputError
 from mirage.fidelity import (
     VARIANT_NAMES,
     FidelityReport,
@@ -31,6 +32,10 @@ def fidelity_command(
         [v.name.removeprefix("latent-") for v in default_variants()], "--variant",
         help=f"Latent memory variant(s) to score (repeat): {', '.join(VARIANT_NAMES)}.",
     ),
+    stereo_motorcycle: bool = typer.Option(
+        False, "--stereo-motorcycle",
+        help="Score the real Middlebury 2014 Motorcycle stereo pair (scikit-image's copy, built at run time, "
+             "736x496: left = source with true depth, right = target) instead of a scene folder."),
     no_rgb: bool = typer.Option(False, "--no-rgb", help="Do not score the RGB point-cloud memory."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON here."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
@@ -39,6 +44,12 @@ def fidelity_command(
     import torch
 
     variants = variants_by_name(variant)  # validated before anything loads
+    if stereo_motorcycle:
+        if scene is not None:
+            raise InputError(f"fidelity: pass either a SCENE folder ({scene}) or --stereo-motorcycle, not both")
+        from mirage.fidelity_stereo import make_stereo_scene
+
+        scene = make_stereo_scene()
     scene = scene if scene is not None else example_dir("fidelity")
     vae = vae if vae is not None else taesd_dir()
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

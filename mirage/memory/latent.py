@@ -274,7 +274,7 @@ class LatentMemory:
         return splat_points(
             self.store.xyz, feats, K_grid.to(dev).float(), w2c.to(dev).float(),
             h, w, mode=c.splat, depth_tolerance=c.depth_tolerance, min_coverage=c.min_coverage, near=c.near,
-            weights=weights, strong_weight=strong,
+            weights=weights, strong_weight=strong, tent_radius=1.0 / c.phases,
         )
 
     def read(self, K: torch.Tensor, w2c: torch.Tensor) -> MemoryRead:

@@ -44,6 +44,9 @@ class SplatMode(str, Enum):
     CLOSEST = "closest"  # coverage and z-buffer as BILINEAR, but each cell takes the features of the one accepted
     #                      (front-surface) point whose projection is nearest its centre: no blending (the read of
     #                      a polyphase memory, see MemoryConfig.phases)
+    TENT = "tent"  # as CLOSEST, but each cell takes the tent-weighted mean of the accepted points within the token
+    #                spacing of its centre (radius 1 / phases cell): linear interpolation between the sub-stride phases
+    #                of a polyphase memory; the closest point where none is that near (docs/fidelity.md)
 
 
 class FootprintDepth(str, Enum):
@@ -77,7 +80,7 @@ class MemoryConfig:
     align_trim: float = 0.2  # fraction of outlier cells the depth fit drops
     voxel_winner: VoxelWinner = VoxelWinner.EXISTING  # see VoxelWinner
     phases: int = 1  # polyphase init: 1, 2 or 4 sub-stride offsets per axis (phases**2 x the init tokens); > 1
-    #                  needs the latents of the shifted images (mirage.fidelity.encode_phases); read with CLOSEST
+    #                  needs the latents of the shifted images (mirage.fidelity.encode_phases); read with TENT
 
     def __post_init__(self) -> None:
         if self.voxel_size is not None and not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
@@ -167,6 +170,7 @@ def splat_points(
     valid: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     strong_weight: float | None = None,
+    tent_radius: float = 1.0,
 ) -> Splat:
     """Render points into B cameras at once with a deterministic soft z-buffer. No host sync, fixed shapes.
 
@@ -183,7 +187,10 @@ def splat_points(
        lower point index; an exact int64 ``scatter_reduce(amin)`` of (quantised squared distance, index) keys, so
        the choice is order-independent and deterministic); its coverage is the *largest* accepted splat weight (a
        cell is covered when some front-surface point lies within about half a cell of its centre), so a dense
-       polyphase cloud neither over- nor under-counts.
+       polyphase cloud neither over- nor under-counts;
+    5. ``TENT`` only: as ``CLOSEST``, then a cell with accepted points closer than ``tent_radius`` to its centre
+       (per axis) takes their mean weighted by ``(1 - |dx| / r) (1 - |dy| / r)`` instead of the closest one's
+       features (a partition of unity on a lattice of spacing r: linear interpolation between polyphase tokens).
 
     Args:
         xyz_world: (N, 3) float world points.
@@ -201,6 +208,8 @@ def splat_points(
         strong_weight: splat weight a contribution needs to claim a cell's z-buffer (default ``min_coverage``); a
             polyphase read passes ``(1 - 0.5 / phases)**2``: only a point within half the token spacing of the cell
             centre can occlude it.
+        tent_radius: ``TENT`` only: the kernel's half-width in cells (a polyphase read passes ``1 / phases``, the
+            token spacing).
     Returns:
         :class:`Splat` on the points' device.
     """
@@ -215,6 +224,8 @@ def splat_points(
         check_shape(valid, (N,), "valid")
     if weights is not None:
         check_shape(weights, (N,), "weights")
+    if mode == SplatMode.TENT and not (math.isfinite(tent_radius) and tent_radius > 0):
+        raise InputError(f"splat tent_radius: {tent_radius} must be a positive number of cells")
     HW = height * width
     dev = xyz_world.device
     xyz_cam = transform_points(w2c.float(), xyz_world.float())  # (B, N, 3)
@@ -255,18 +266,19 @@ def splat_points(
     z_strong = inf.scatter_reduce(0, flat.reshape(-1), torch.where(strong, zc, float("inf")).reshape(-1), "amin")
     zmin = torch.where(torch.isinf(z_strong), z_all, z_strong)  # (B*HW + _DUMP_SLOTS,)
     accept = ok & (zc <= zmin[flat] * (1.0 + depth_tolerance))  # (B, N, S)
-    if weights is not None and mode != SplatMode.CLOSEST:
+    pick = mode in (SplatMode.CLOSEST, SplatMode.TENT)  # one point's features per cell (or a narrow blend)
+    if weights is not None and not pick:
         w = w * weights.float()[None, :, None]
     wa = torch.where(accept, w, 0.0)
     cov = torch.zeros(B * HW + _DUMP_SLOTS, dtype=torch.float32, device=dev)
-    if mode == SplatMode.CLOSEST:
+    if pick:
         cov = cov.scatter_reduce(0, flat.reshape(-1), wa.reshape(-1), "amax")  # the nearest accepted point's weight
     else:
         cov = cov.index_add_(0, flat.reshape(-1), wa.reshape(-1))
     holes = cov[: B * HW] < min_coverage  # (B*HW,)
     depth = torch.where(holes, 0.0, zmin[: B * HW])
     feats_out = None
-    if features is not None and mode == SplatMode.CLOSEST:
+    if features is not None and pick:
         C = features.shape[-1]
         d2 = (corner - uv[:, :, None, :]).square().sum(-1)  # (B, N, 4) squared distance to the cell centre, <= 2
         big = torch.iinfo(torch.int64).max
@@ -279,6 +291,18 @@ def splat_points(
         if features.ndim == 3:  # per camera: cell b*HW + k picks row b*N + winner of the flattened (B*N, C)
             winner = winner + torch.arange(B, device=dev).repeat_interleave(HW) * N
         picked = features.reshape(-1, C)[winner].float() if N else torch.zeros(B * HW, C, device=dev)  # (B*HW, C)
+        if mode == SplatMode.TENT:
+            t = 1.0 - (corner - uv[:, :, None, :]).abs() / tent_radius  # (B, N, 4, 2)
+            k = torch.where(accept, torch.where(t < _SNAP, 0.0, t).prod(-1), 0.0)  # (B, N, 4) tent weights
+            ksum = torch.zeros(B * HW + _DUMP_SLOTS, dtype=torch.float32, device=dev).index_add_(
+                0, flat.reshape(-1), k.reshape(-1))
+            acc = torch.zeros(B * HW + _DUMP_SLOTS, C, dtype=torch.float32, device=dev)
+            f32 = features.float()  # (N, C) or (B, N, C)
+            for s in range(4):  # the 4 corners: bounds the peak memory to B*N*C
+                acc.index_add_(0, flat[:, :, s].reshape(-1),
+                               (k[:, :, s, None] * (f32 if f32.ndim == 3 else f32[None])).reshape(-1, C))
+            near = ksum[: B * HW] > 0  # (B*HW,): some accepted point within the tent
+            picked = torch.where(near[:, None], acc[: B * HW] / ksum[: B * HW, None].clamp_min(1e-12), picked)
         picked = torch.where(holes[:, None] | (best == big)[:, None], 0.0, picked)
         feats_out = picked.reshape(B, height, width, C).permute(0, 3, 1, 2)  # (B, C, H, W)
     elif features is not None:
