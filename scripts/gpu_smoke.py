@@ -12,7 +12,9 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
    against the bf16 forward (bands of a few 1e-2); mirage's channels-last VAE decode against diffusers' own;
 6. the whole tiny-preset render on CUDA (float32) vs the CPU: frames within 2/255 on average;
 7. ``--lora``: a LoRA (original Wan keys) fused through diffusers' loaders into the real 1.3B architecture on the GPU
-   equals W + alpha/rank * B @ A, and with ``--fp8 all`` the fused model's forward stays in the FP8 band.
+   equals W + alpha/rank * B @ A, and with ``--fp8 all`` the fused model's forward stays in the FP8 band;
+8. latent slots: for a still camera the latent memory's VACE stream (real Wan VAE architecture, bf16) equals
+   ``WanVACEPipeline.prepare_video_latents`` of the repeated image slot by slot, within bf16 rounding (< 8e-3).
 """
 
 from __future__ import annotations
@@ -197,6 +199,34 @@ def main() -> int:
             assert r.ok, r.failed
             vids[d] = torch.from_numpy(read_mp4(out)[0]).float()
         check("tiny_render_cuda_vs_cpu_mean_abs_255", float((vids["cuda"] - vids["cpu"]).abs().mean()), 2.0)
+
+    # 8: latent slots (issue 16 part 2): a still camera's VACE stream from the latent memory vs diffusers'
+    # WanVACEPipeline from the repeated image, at the real Wan VAE architecture in bf16 on the GPU, slot by slot
+    if "slots" not in skip:
+        from diffusers import AutoencoderKLWan, WanVACEPipeline
+
+        from mirage.denoise import conditioning_from_latents
+        from mirage.memory import MemoryConfig, create_memory, encode_static_clip
+        from mirage.vae import VAE
+
+        torch.manual_seed(0)
+        vae = VAE(AutoencoderKLWan().to("cuda", torch.bfloat16).eval(), source="random Wan 2.1 VAE")
+        Hs, Ws, Fs = 240, 416, 33
+        img = torch.rand(3, Hs, Ws, device="cuda") * 2 - 1
+        clip = encode_static_clip(vae, img[None].to(torch.bfloat16), Fs)[0]  # (9, 16, h, w)
+        K0 = torch.tensor([[300.0, 0, Ws / 2 - 0.5], [0, 300.0, Hs / 2 - 0.5], [0, 0, 1]], device="cuda")
+        mem = create_memory("latent", image=img, latents=clip, depth=torch.full((Hs, Ws), 2.0, device="cuda"), K=K0,
+                            c2w=torch.eye(4, device="cuda"), space=vae.latent_space, config=MemoryConfig(),
+                            dtype=torch.bfloat16, device="cuda")
+        read = mem.read(K0.expand(Fs, 3, 3), torch.eye(4, device="cuda").expand(Fs, 4, 4))
+        ours = conditioning_from_latents(vae, read.latents, read.holes, Fs).video_latents  # (9, 96, h, w)
+        ref = WanVACEPipeline(vae=vae.model, transformer=None, text_encoder=None, tokenizer=None, scheduler=None)
+        video = img[None, :, None].expand(1, 3, Fs, Hs, Ws).to(torch.bfloat16)
+        mask = torch.zeros(1, 3, Fs, Hs, Ws, device="cuda", dtype=torch.bfloat16)
+        want = ref.prepare_video_latents(video, mask, [[]], None, torch.device("cuda"))[0].transpose(0, 1)  # no reference image
+        for t in range(want.shape[0]):  # inactive + reactive streams, slot by slot (the mask is all zeros on both)
+            check(f"slots_still_camera_slot{t}_vs_wan_vace_pipeline", rel(ours[t, :32], want[t]), 8e-3)
+        check("slots_still_camera_mask_zero", float(ours[:, 32:].abs().max()), 0.0)
 
     ok = all(v["ok"] for v in res.values())
     print(json.dumps(res, indent=1))
