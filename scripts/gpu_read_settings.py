@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from gpu_levers import capture_graph  # scripts/ is on sys.path when run as a script
 
 
 def timed(fn, device: str, repeats: int = 20, warmup: int = 3) -> float:
@@ -41,20 +42,6 @@ def timed(fn, device: str, repeats: int = 20, warmup: int = 3) -> float:
             fn()
             times.append(1e3 * (time.perf_counter() - t))
     return statistics.median(times)
-
-
-def graph_replay(fn):
-    """Capture ``fn`` into a CUDA graph (after a warm-up on a side stream); returns its replay."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def main() -> None:
@@ -104,7 +91,7 @@ def main() -> None:
                "read_ms_eager": timed(lambda m=mem: m.read(Ks, w2cs), dev, args.repeats)}
         if dev.startswith("cuda"):
             try:
-                row["read_ms_graph"] = timed(graph_replay(lambda m=mem: m.read(Ks, w2cs)), dev, args.repeats)
+                row["read_ms_graph"] = timed(capture_graph(lambda m=mem: m.read(Ks, w2cs))[0].replay, dev, args.repeats)
             except Exception as e:  # noqa: BLE001
                 row["read_graph_error"] = f"{type(e).__name__}: {e}"[:300]
         res["settings"][name] = row
