@@ -256,18 +256,25 @@ class Pipeline:
         if not bool(valid.any()):
             raise InputError(f"depth of {plan.name}: no valid pixel; check --depth or the depth model")
         clip = self._slot_clip_frames(plan, options, chunk_frames)
+        phase_latents = None
         with timer.stage(Stage.ENCODE):
-            if clip > 1:  # the image as a static clip: slot 0 is its image latent, slots >= 1 the steady kind
+            img = image.to(self.vae.dtype)
+            if options.memory_phases > 1 and plan.memory_from is None:  # every sub-stride shift, (0, 0) included
+                from mirage.memory import encode_phases
+
+                phase_latents = encode_phases(self.vae, img, options.memory_phases, clip_frames=clip)
+                slot_latents = phase_latents[(0, 0)]  # (C, h, w), or (T, C, h, w) with clip > 1
+            elif clip > 1:  # the image as a static clip: slot 0 is its image latent, slots >= 1 the steady kind
                 from mirage.memory import encode_static_clip
 
-                slot_latents = encode_static_clip(self.vae, image[None].to(self.vae.dtype), clip)[0]  # (T, C, h, w)
-                latents = slot_latents[0]
+                slot_latents = encode_static_clip(self.vae, img[None], clip)[0]  # (T, C, h, w)
             else:
-                latents = slot_latents = self.vae.encode_image(image.to(self.vae.dtype))  # (C, h, w)
+                slot_latents = self.vae.encode_image(img)  # (C, h, w)
+            latents = slot_latents[0] if slot_latents.ndim == 4 else slot_latents
         K = K.to(self.device, torch.float32)
         with timer.stage(Stage.MEMORY_INIT):
             memory = self._make_memory(plan, options, image, slot_latents, depth, valid, K,
-                                       c2w.to(self.device, torch.float32), clip_frames=clip)
+                                       c2w.to(self.device, torch.float32), phase_latents=phase_latents)
         init_report = getattr(memory, "init_report", None)
         if init_report is not None and getattr(init_report, "warning", None):
             warnings.append(init_report.warning)
@@ -434,9 +441,9 @@ class Pipeline:
         return chunk_frames
 
     def _make_memory(self, plan: InputPlan, o: RenderOptions, image, image_latents, depth, valid, K_img, c2w0, *,
-                     clip_frames: int = 1):
-        """The memory of the input view; ``image_latents``: (C, h, w), or (T, C, h, w) of a static clip of
-        ``clip_frames`` frames (a latent memory keeps every slot)."""
+                     phase_latents: dict | None = None):
+        """The memory of the input view; ``image_latents``: (C, h, w), or (T, C, h, w) of a static clip (a latent
+        memory keeps every slot); ``phase_latents``: with ``--memory-phases`` > 1, every shift's (encode_phases)."""
         from mirage.memory import MemoryConfig, create_memory, load_memory
 
         vae = self.vae
@@ -454,14 +461,13 @@ class Pipeline:
                                  f"{o.memory.value}; pass --memory {mem.kind.value}")
             return mem
         depth_in = torch.where(valid, depth, torch.full_like(depth, float("nan")))
-        config, phase_latents = MemoryConfig(), None
+        config = MemoryConfig()
         if o.memory_phases > 1:
-            from mirage.memory import SplatMode, encode_phases
+            from mirage.memory import SplatMode
 
             # polyphase reads interpolate between the phases nearest each cell centre (a tent of the token spacing;
             # a bilinear blend of all phases is a blur; measured in docs/fidelity.md)
             config = MemoryConfig(phases=o.memory_phases, splat=SplatMode.TENT)
-            phase_latents = encode_phases(vae, image.to(vae.dtype), o.memory_phases, clip_frames=clip_frames)
         return create_memory(
             o.memory, image=image.float(), latents=image_latents, depth=depth_in, K=K_img, c2w=c2w0, space=space,
             config=config, encode_video=self._memory_encoder(), dtype=vae.dtype, device=self.device,
@@ -494,11 +500,9 @@ class Pipeline:
         ``memory_write``)."""
         # the generated frames' cameras are known exactly: give their FoV to models that use one (Depth Pro)
         fov = float(fov_x_from_intrinsics(K[memory.write_frame_indices(frames.shape[0])[0]], frames.shape[-1]))
-        model = self.depth_model()
-
         def depth_of(frame_indices: list[int]) -> torch.Tensor:  # (n, H, W) raw depth of those pixel frames
-            with timer.stage(Stage.WRITE_DEPTH):
-                return model.estimate_batch(frames[frame_indices].to(self.dtype), fov_x_deg=fov)
+            with timer.stage(Stage.WRITE_DEPTH):  # the model loads here on first use (a render with --depth FILE)
+                return self.depth_model().estimate_batch(frames[frame_indices].to(self.dtype), fov_x_deg=fov)
 
         with timer.stage(Stage.MEMORY_WRITE):
             region = dilate(read.holes, 1)  # (T, h, w): revealed cells, dilated by one token
@@ -523,9 +527,12 @@ class Pipeline:
             return
         if num_latent_frames - 1 > store.slots:
             world._slots_noted = True
+            need = self._space.num_pixel_frames(num_latent_frames)
+            fix = (f"re-create {Path(world.plan.memory_from).name} with --chunk-frames >= {need}"
+                   if world.plan.memory_from is not None else f"open the world with chunk_frames >= {need}")
             msg = (f"memory: this chunk reads {num_latent_frames - 1} steady latent slots, the memory keeps "
-                   f"{store.slots}; slots past {store.slots} read slot {store.slots}'s features (open the world or "
-                   f"render with chunk_frames >= {self._space.num_pixel_frames(num_latent_frames)} to keep them all)")
+                   f"{store.slots}; slots past {store.slots} read slot {store.slots}'s features ({fix} to keep them "
+                   "all)")
             logger.warning(msg)
             world.warnings.append(msg)
 

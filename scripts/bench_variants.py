@@ -51,8 +51,11 @@ def main() -> None:
             json.dump(report.to_dict(), f, indent=1, default=str)
         for row in report.rows:
             r = row.runs[0] if row.runs else None
-            print(name, row.memory, row.steps, row.error or round(r.total_ms), r and {k: round(v) for k, v in r.stages_ms.items()},
-                  r and r and round(r.peak_vram_bytes.get("overall", 0) / 2**30, 2), "GiB", flush=True)
+            if r is None:
+                print(name, row.memory, row.steps, "error:", row.error, flush=True)
+                continue
+            print(name, row.memory, row.steps, round(r.total_ms), {k: round(v) for k, v in r.stages_ms.items()},
+                  round(r.peak_vram_bytes.get("overall", 0) / 2**30, 2), "GiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -223,4 +223,64 @@ def test_rgb_memory_ignores_slots_and_create_memory_takes_a_clip(real_vae, image
     assert lat.store.slots == 1
     rgb = create_memory(MemoryKind.RGB, image=img, latents=clip, depth=depth, K=K, c2w=torch.eye(4), space=space,
                         config=MemoryConfig(), encode_video=real_vae.encode_video)
-    assert rgb.kind is MemoryKind.RGB
+    rgb_one = create_memory(MemoryKind.RGB, image=img, latents=clip[0], depth=depth, K=K, c2w=torch.eye(4),
+                            space=space, config=MemoryConfig(), encode_video=real_vae.encode_video)
+    w2c = torch.eye(4).repeat(5, 1, 1)
+    w2c[:, 0, 3] = torch.linspace(0, 0.2, 5)
+    a, b = rgb.read(K.expand(5, 3, 3), w2c), rgb_one.read(K.expand(5, 3, 3), w2c)
+    assert rgb.stats().bytes == rgb_one.stats().bytes  # the RGB memory keeps colours, no slots
+    torch.testing.assert_close(a.latents, b.latents, rtol=0, atol=0)  # its read encodes its render
+
+
+def test_polyphase_memory_keeps_the_slots_of_every_phase():
+    """phases > 1 with static clips: each phase's tokens keep their own slots; the init view reads back exactly."""
+    from mirage.memory import SplatMode, phase_offsets
+
+    g = torch.Generator().manual_seed(4)
+    lat = {o: torch.randn(3, 4, 6, 8, generator=g) for o in phase_offsets(8, 2)}  # (T=3, C, h, w) per shift
+    cfg = MemoryConfig(phases=2, splat=SplatMode.TENT)
+    mem = LatentMemory.from_view(lat[(0, 0)], torch.full((48, 64), 2.0), K_MEM, torch.eye(4), stride=8,
+                                 temporal_stride=4, config=cfg, phase_latents=lat)
+    assert mem.store.slots == 2 and mem.store.slot_features.shape[0] == len(mem.store)
+    read = mem.read(K_MEM.expand(9, 3, 3), torch.eye(4).expand(9, 4, 4))  # slots 0, 1, 2 at the init pose
+    torch.testing.assert_close(read.latents, lat[(0, 0)], rtol=0, atol=0)
+
+
+def test_replaced_and_trimmed_init_tokens_give_back_their_slot_rows(tmp_path):
+    """NEWEST voxel winners and the token budget drop init tokens: their slot rows go with them (bytes stay true)
+    and every remaining token still reads its own slot features."""
+    from mirage.memory import VoxelWinner
+
+    mem, lat = _memory_with_slots()
+    store = mem.store
+    n0, per_token = len(store), store.slot_features[0].numel() * store.slot_features.element_size()
+    own = {tuple(p.tolist()): lat[2].reshape(4, -1).T[i] for i, p in enumerate(store.xyz)}  # init token -> slot 2
+    # two written tokens exactly on init tokens 5 and 9: with NEWEST they replace them
+    rep = store.merge(store.xyz[[5, 9]].clone(), torch.full((2, 4), 3.0), birth=1, voxel_size=mem.voxel_size,
+                      winner=VoxelWinner.NEWEST)
+    assert rep.replaced == 2 and len(store) == n0 and store.slot_features.shape[0] == n0 - 2
+    bytes_before_trim = store.nbytes
+    store.trim(20)  # drops the 28 oldest: init tokens; 18 of them stay with the 2 written
+    assert store.slot_features.shape[0] == 18 and int((store.slot_row >= 0).sum()) == 18
+    per_point = 12 + 4 * 4 + 8 + 8  # xyz, 4 float32 features, birth, slot_row
+    assert store.nbytes == bytes_before_trim - 28 * (per_token + per_point)
+    feats = store.features_at(torch.tensor([2]))[0]  # (20, C)
+    for p, f, row in zip(store.xyz, feats, store.slot_row, strict=True):
+        if int(row) >= 0:
+            torch.testing.assert_close(f, own[tuple(p.tolist())], rtol=0, atol=0)
+        else:
+            assert torch.equal(f, torch.full((4,), 3.0))
+    mem.save(tmp_path / "m.safetensors")
+    assert load_memory(tmp_path / "m.safetensors").store.nbytes == store.nbytes
+
+
+def test_a_memory_without_slots_is_saved_as_a_version_1_file(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    mem, _ = _memory_with_slots(T=1)
+    assert mem.store.slots == 0
+    mem.save(tmp_path / "m.safetensors")
+    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
+        assert json.loads(f.metadata()["mirage"])["version"] == 1

@@ -97,8 +97,9 @@ def create_memory(
         config: :class:`MemoryConfig`.
         encode_video: RGB memory only (required there): (F, 3, H, W) in [-1, 1] -> latents (T, C, h, w).
         dtype: latent dtype (default ``latents.dtype``); device: where the cloud lives (default ``latents.device``).
-        phase_latents: latent memory with ``config.phases`` > 1 only: ``{(dy, dx): (C, h, w)}`` latents of the image
-            shifted by sub-stride offsets (:func:`mirage.fidelity.encode_phases`; see
+        phase_latents: latent memory with ``config.phases`` > 1 only: ``{(dy, dx): (C, h, w)}`` (or (T, C, h, w),
+            static clips shaped like ``latents``) latents of the image shifted by sub-stride offsets
+            (:func:`encode_phases`; see
             :meth:`LatentMemory.from_view`). The RGB memory has no phases: it builds with ``phases = 1`` (logged).
     """
     kind = MemoryKind(kind)

@@ -5,7 +5,7 @@ stride x stride pixel footprint (:class:`~mirage.memory.splat.FootprintDepth`) a
 ``stride * j + (stride - 1) / 2`` (``intrinsics_to_latent``), back-projected with the frame-0 camera.
 
 Polyphase init (``MemoryConfig.phases`` p > 1): the image is also encoded shifted by every multiple of
-``stride / p`` pixels along each axis (``phase_latents``, from :func:`mirage.fidelity.encode_phases`); the token of
+``stride / p`` pixels along each axis (``phase_latents``, from :func:`mirage.memory.encode_phases`); the token of
 cell (i, j) of the image shifted by (dy, dx) pixels sits at pixel ``stride * j + (stride - 1) / 2 + dx`` (and the
 same in y), so every token's features match its exact 3D position; p**2 x the tokens.
 
@@ -161,7 +161,7 @@ class LatentMemory:
             device: where the cloud lives (default: ``latents.device``).
             phase_latents: polyphase only (required iff ``config.phases`` > 1): ``{(dy, dx): (C, h, w)}`` (or
                 (T, C, h, w), static clips, shaped like ``latents``), the latents of the image shifted up/left by (dy, dx) pixels (crop + replicate the bottom/right edge,
-                :func:`mirage.fidelity.encode_phases`), for every dy, dx in ``0, stride/p, ..., stride - stride/p``
+                :func:`mirage.memory.encode_phases`), for every dy, dx in ``0, stride/p, ..., stride - stride/p``
                 except (0, 0) (that is ``latents``; if present it is ignored). Depth is shifted the same way; a
                 token whose centre falls outside the image (offsets > stride / 2, last row/column) is left out.
         """
@@ -178,7 +178,7 @@ class LatentMemory:
             if phase_latents is None:
                 raise InputError(
                     f"phase_latents: memory phases is {config.phases}, so the latents of the shifted images are "
-                    "needed; compute them with mirage.fidelity.encode_phases(vae, image, phases)"
+                    "needed; compute them with mirage.memory.encode_phases(vae, image, phases)"
                 )
             missing = [o for o in offsets if o != (0, 0) and o not in phase_latents]
             if missing:
@@ -294,7 +294,7 @@ class LatentMemory:
         ts = self.temporal_stride  # latent frames are pixel frames 0, ts, 2 ts, ...: a strided view, no index copy
         K_grid = intrinsics_to_latent(K[::ts].float(), self.stride)
         # latent slot t of the chunk reads slot-t features: slot 0 the single-image kind, t >= 1 the steady kind
-        sp = self.render_grid(K_grid, w2c.to(K.device)[::ts], slots=torch.arange(K_grid.shape[0], device=K.device))
+        sp = self.render_grid(K_grid, w2c.to(K.device)[::ts], slots=torch.arange(K_grid.shape[0], device=self.store.xyz.device))
         return MemoryRead(latents=sp.features.to(self.store.features.dtype), holes=sp.holes, depth=sp.depth)
 
     # ----------------------------------------------------------------------------------------------------------

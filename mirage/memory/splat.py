@@ -80,7 +80,7 @@ class MemoryConfig:
     align_trim: float = 0.2  # fraction of outlier cells the depth fit drops
     voxel_winner: VoxelWinner = VoxelWinner.EXISTING  # see VoxelWinner
     phases: int = 1  # polyphase init: 1, 2 or 4 sub-stride offsets per axis (phases**2 x the init tokens); > 1
-    #                  needs the latents of the shifted images (mirage.fidelity.encode_phases); read with TENT
+    #                  needs the latents of the shifted images (mirage.memory.encode_phases); read with TENT
 
     def __post_init__(self) -> None:
         if self.voxel_size is not None and not (math.isfinite(self.voxel_size) and self.voxel_size > 0):
@@ -474,8 +474,7 @@ class PointStore:
         S = self.slots
         has = self.slot_row >= 0  # (N,)
         k = slots.to(self.xyz.device).long().clamp(max=S) - 1  # (B,) column of slot_features, -1 = slot 0
-        bank = self.slot_features[self.slot_row.clamp(min=0)]  # (N, S, C)
-        picked = bank[:, k.clamp(min=0)].transpose(0, 1)  # (B, N, C)
+        picked = self.slot_features[self.slot_row.clamp(min=0)[None, :], k.clamp(min=0)[:, None]]  # (B, N, C)
         use = has[None, :, None] & (k >= 0)[:, None, None]  # (B, N, 1)
         return torch.where(use, picked, self.features[None])
 
@@ -534,8 +533,18 @@ class PointStore:
 
     def _keep(self, mask: torch.Tensor) -> None:
         self.xyz, self.features, self.birth = self.xyz[mask], self.features[mask], self.birth[mask]
-        if self.slot_row is not None:  # rows of dropped points stay in slot_features (at most the init tokens')
-            self.slot_row = self.slot_row[mask]
+        if self.slot_row is not None and self.slot_features is not None:
+            rows = self.slot_row[mask]
+            used = rows >= 0
+            live = rows[used]  # each row belongs to one point: drop the rows of dropped points (write time: may sync)
+            if live.numel() < self.slot_features.shape[0]:
+                order = torch.argsort(live)
+                self.slot_features = self.slot_features[live[order]]
+                rows = rows.clone()
+                remap = torch.empty_like(live)
+                remap[order] = torch.arange(live.numel(), device=live.device)
+                rows[used] = remap
+            self.slot_row = rows
 
     def bounds(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         if len(self) == 0:
@@ -554,7 +563,9 @@ def save_store(path: str | Path, store: PointStore, header: dict[str, Any]) -> N
     key ``"mirage"``, atomically (temp file + rename)."""
     from safetensors.torch import save
 
-    meta = {"format": MEMORY_FILE_FORMAT, "version": MEMORY_FILE_VERSION, **header}
+    # a store without slot features is exactly a v1 file: readers of v1 keep reading it
+    version = MEMORY_FILE_VERSION if store.slot_features is not None else 1
+    meta = {"format": MEMORY_FILE_FORMAT, "version": version, **header}
     tensors = {
         "xyz": store.xyz.detach().contiguous().cpu(),
         "features": store.features.detach().contiguous().cpu(),
