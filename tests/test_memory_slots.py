@@ -78,9 +78,11 @@ def _diffusers_streams(pipe, image_file) -> torch.Tensor:
                           tokenizer=None, scheduler=None)
     frame = Image.open(image_file).convert("RGB")
     black = Image.new("RGB", frame.size, (0, 0, 0))
-    video, mask, refs = ref.preprocess_conditions([frame] * F, [black] * F, None, 1, H, W, F, torch.float32, "cpu")
-    latents = ref.prepare_video_latents(video, mask, refs, None, "cpu")
-    packed = ref.prepare_masks(mask, refs, None)
+    video, mask, refs = ref.preprocess_conditions(
+        video=[frame] * F, mask=[black] * F, reference_images=None, batch_size=1, height=H, width=W, num_frames=F,
+        dtype=torch.float32, device=torch.device("cpu"))
+    latents = ref.prepare_video_latents(video, mask, refs, generator=None, device=torch.device("cpu"))
+    packed = ref.prepare_masks(mask, refs, generator=None)
     return torch.cat([latents, packed], dim=1)[0].permute(1, 0, 2, 3)  # (1, 96, T, h, w) -> (T, 96, h, w)
 
 
