@@ -23,6 +23,7 @@ from mirage._check import check_shape
 from mirage.errors import InputError
 from mirage.latent_space import LatentSpace
 from mirage.memory.align import AlignMode, DepthFit, fit_depth
+from mirage.memory.files import load_store
 from mirage.memory.latent import InitReport, LatentMemory, phase_offsets, shift_image
 from mirage.memory.rgb import RGBMemory
 from mirage.memory.splat import (
@@ -31,7 +32,6 @@ from mirage.memory.splat import (
     SplatMode,
     VoxelWinner,
     latent_frame_indices,
-    load_store,
     splat_points,
 )
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats

@@ -34,22 +34,18 @@ from mirage.camera import (
     unproject_to_cam,
 )
 from mirage.errors import InputError, MemoryFileError
+from mirage.memory.files import check_header, load_store, save_store, to_uint8, write_ply
 from mirage.memory.splat import (
     MemoryConfig,
     PointStore,
     Splat,
-    check_header,
     check_intrinsics,
     footprint_depth,
     grid_to_world,
     invalid_depth,
     latent_frame_indices,
-    load_store,
     pool_any,
-    save_store,
     splat_points,
-    to_uint8,
-    write_ply,
 )
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
 from mirage.memory.writeback import DepthSource, ViewDepth, integrate_views, view_depth

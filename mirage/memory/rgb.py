@@ -19,15 +19,11 @@ import torch.nn.functional as Fnn
 
 from mirage._check import check_shape
 from mirage.errors import InputError, MemoryFileError, ModelError
+from mirage.memory.files import check_header, load_store, save_store, to_uint8, write_ply
 from mirage.memory.latent import InitReport, LatentMemory
 from mirage.memory.splat import (
     MemoryConfig,
-    check_header,
     latent_frame_indices,
-    load_store,
-    save_store,
-    to_uint8,
-    write_ply,
 )
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
 from mirage.memory.writeback import DepthSource, view_depth
