@@ -206,12 +206,12 @@ def test_traj_convert_never_overwrites_its_input(tmp_path, monkeypatch, capsys):
 
 
 def test_full_disk_while_saving_the_memory_is_one_line_and_leaves_nothing(tiny, tmp_path, monkeypatch, capsys):
-    import mirage.memory.splat as splat
+    import mirage.memory.files as files
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(splat.os, "fsync", full)
+    monkeypatch.setattr(files.os, "fsync", full)
     img = _image(tmp_path / "a.png")
     out = tmp_path / "out"
     code, _, err = run_main(monkeypatch, capsys, "render", img, "--traj", "orbit", *FAST, "-o", out / "v.mp4",
