@@ -413,6 +413,7 @@ class Pipeline:
             tokens=st.tokens, bytes=st.bytes, added=wstats.added if wstats else 0,
             merged=wstats.merged if wstats else 0, dropped=wstats.dropped if wstats else 0,
             depth_scale=float(statistics.median(wstats.scales)) if wstats and wstats.scales else None,
+            depth_frames=len(wstats.depth_views) if wstats else 0,
             warnings=[wstats.warning] if wstats is not None and wstats.warning else [], **sc.summary(),
         )
         world.chunks.append(report)

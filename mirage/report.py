@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-REPORT_SCHEMA_VERSION = 3  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
+REPORT_SCHEMA_VERSION = 4  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
 #                           3: consistency ``scores`` at the top level and in every chunk; the ``scores`` stage (issue 16)
+#                           4: each chunk's ``depth_frames`` (write-back depth on demand, issue 15)
 
 
 class Stage(str, Enum):
@@ -149,6 +150,7 @@ class ChunkReport:
     merged: int
     dropped: int
     depth_scale: float | None = None  # alignment fit of the write-back depth (None: no write-back, or no view needed depth)
+    depth_frames: int = 0  # frames the depth model ran on for the write-back (only views that add something)
     # consistency scores (mirage.scores; docs/report.md); None where nothing was scored
     memory_agreement_psnr: float | None = None  # dB, generated vs the memory's view, where the memory saw
     memory_agreement_ssim: float | None = None  # [-1, 1], same pixels

@@ -101,7 +101,7 @@ def check_report_schema(rep: dict) -> None:
     for k, t in TOP.items():
         assert k in rep, f"report lacks {k!r}"
         assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
-    assert rep["schema_version"] == 3
+    assert rep["schema_version"] == 4
     assert set(rep["inputs"]) == set(INPUTS), set(rep["inputs"]) ^ set(INPUTS)  # documented == written
     assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
     for name, m in rep["models"].items():
@@ -235,7 +235,8 @@ def test_write_back_between_chunks_grows_the_memory(tiny, tmp_path):
     assert sum(c["added"] for c in chunks) > 0
     assert chunks[-1]["added"] == 0 and chunks[-1]["depth_scale"] is None  # nothing written after the last chunk
     # a chunk that added tokens had depth estimated and fitted; one whose views revealed nothing asked for no depth
-    assert all(c["depth_scale"] is not None for c in chunks if c["added"] > 0)
+    assert all(c["depth_scale"] is not None and c["depth_frames"] > 0 for c in chunks if c["added"] > 0)
+    assert chunks[-1]["depth_frames"] == 0 and all(c["depth_frames"] <= c["latent_frames"] - 1 for c in chunks)
     assert all(c["depth_scale"] is None for c in chunks[:-1] if c["added"] == 0 and c["merged"] == 0)
     assert rep["memory"]["tokens"] == tokens[-1]
     # without write-back the memory is what the input image gave, whatever the chunks revealed

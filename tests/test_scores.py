@@ -211,7 +211,7 @@ def pipe():
 def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video(pipe, tmp_path):
     res = pipe.render(ROOM / "image.png", TrajectoryOptions("orbit", frames=9), OPTIONS, depth_file=ROOM / "depth.png")
     rep = res.report.to_dict()
-    assert rep["schema_version"] == 3 and len(rep["chunks"]) == 2
+    assert rep["schema_version"] == 4 and len(rep["chunks"]) == 2
     for c in rep["chunks"]:
         for k in ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change"):
             assert isinstance(c[k], float) and math.isfinite(c[k]), (k, c)
