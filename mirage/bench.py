@@ -72,6 +72,7 @@ class RunMeasure:
     peak_vram_bytes: dict[str, int]  # absolute per stage, and "overall"
     peak_vram_extra_bytes: dict[str, int]  # per stage, above what was allocated when the stage began
     memory_bytes: list[int]  # cache size after each chunk
+    depth_frames: list[int] = field(default_factory=list)  # frames the depth model ran on for each chunk's write-back
     scores: dict = field(default_factory=dict)  # the render's consistency scores (SCORE_KEYS; null: not scored)
 
 
@@ -293,6 +294,7 @@ def run_bench(
                             peak_vram_bytes=dict(rep.peak_vram_bytes),
                             peak_vram_extra_bytes=dict(rep.peak_vram_extra_bytes),
                             memory_bytes=[c["bytes"] for c in rep.chunks],
+                            depth_frames=[c.get("depth_frames", 0) for c in rep.chunks],
                             scores={k: rep.scores.get(k) for k in SCORE_KEYS},
                         )
                     )

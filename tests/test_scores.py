@@ -250,6 +250,7 @@ def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
     assert report.schema_version == BENCH_SCHEMA_VERSION == 3 and set(row["runs"][0]["scores"]) == set(SCORE_KEYS)
     psnr = row["summary"]["memory_agreement_psnr"]["median"]
     assert isinstance(psnr, float) and 0 < psnr < scores.PSNR_CAP_DB
+    assert row["runs"][0]["depth_frames"] == [0]  # one chunk: the last one, never written back
     # batch throughput: 3600 / end-to-end seconds of one video, the models loaded once
     total_ms = row["runs"][0]["total_ms"]
     vph = row["summary"]["videos_per_hour"]
