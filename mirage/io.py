@@ -10,8 +10,10 @@ import glob
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,13 +40,21 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         except OSError as e:
             raise InputError(f"output {path}: cannot create folder {parent} ({e.strerror}); choose a writable path") from None
     # the temp name keeps the real suffix last (PyAV, PIL and safetensors pick formats by it)
+    tmp_path: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-", suffix=suffix if suffix is not None else path.suffix,
-                                   dir=parent)
-    except OSError as e:
-        raise InputError(f"output {path}: cannot write in {parent} ({e.strerror}); choose a writable path") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
+        with interrupts_deferred():  # a Ctrl-C while the temp file is made arrives once it is, and removes it
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.part-",
+                                           suffix=suffix if suffix is not None else path.suffix, dir=parent)
+            except OSError as e:
+                raise InputError(f"output {path}: cannot write in {parent} ({e.strerror}); "
+                                 "choose a writable path") from None
+            os.close(fd)
+            tmp_path = Path(tmp)
+    except KeyboardInterrupt:
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        raise
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give outputs the usual permissions
@@ -55,6 +65,27 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) back for a few statements that must not be cut in two (a temp file made but not yet
+    owned by a ``try``): a SIGINT in the block is delivered when it ends. Only in the main thread (elsewhere signals
+    are not delivered anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple] = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(*caught[0])
+            else:
+                raise KeyboardInterrupt
 
 
 def _umask() -> int:
@@ -118,6 +149,26 @@ def _holder(lock: Path) -> dict | None:
     return d if isinstance(d, dict) and isinstance(d.get("pid"), int) else None
 
 
+def _link_lock(lock: Path, me: dict, path: Path) -> bool:
+    """Create ``lock`` holding ``me`` atomically (a temp file hard-linked onto it); False if it exists already."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-", dir=lock.parent)
+    except OSError as e:
+        raise InputError(f"output {path}: cannot write in {lock.parent} ({e.strerror or e}); "
+                         "choose a writable path") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        try:
+            os.link(tmp, lock)  # atomic create-with-content: fails if the lock exists
+            return True
+        except FileExistsError:
+            return False
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def claim(path: str | Path) -> Iterator[Path]:
     """Hold the lock ``.NAME.lock`` beside output ``path`` for the block, so that two mirage processes never
@@ -131,22 +182,16 @@ def claim(path: str | Path) -> Iterator[Path]:
     created = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]  # removed again if left empty
     me = {"pid": os.getpid(), "host": socket.gethostname()}
     for _ in range(3):
+        taken = False
         try:
-            lock.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-", dir=lock.parent)
-        except OSError as e:
-            raise InputError(f"output {path}: cannot write in {lock.parent} ({e.strerror or e}); "
-                             "choose a writable path") from None
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(me, f)
-            try:
-                os.link(tmp, lock)  # atomic create-with-content: fails if the lock exists
-                break
-            except FileExistsError:
-                pass
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+            with interrupts_deferred():  # the temp file and the lock appear and the temp goes, uncut by a Ctrl-C
+                taken = _link_lock(lock, me, path)
+        except KeyboardInterrupt:  # delivered as the block ended: a lock just taken is not held by anyone yet
+            if taken:
+                lock.unlink(missing_ok=True)
+            raise
+        if taken:
+            break
         held = _holder(lock)
         if held is not None and held.get("host") != me["host"]:
             raise OutputBusy(f"output {path}: locked by pid {held['pid']} on host {held.get('host')} ({lock}); "

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -277,3 +278,36 @@ def test_limits_are_lifted_by_their_environment_variable(monkeypatch, capsys):
     monkeypatch.setenv("MIRAGE_MAX_FRAMES", "12")
     code, out, _ = run_main(monkeypatch, capsys, *args)
     assert code == 0 and "12" in out
+
+
+def test_ctrl_c_inside_a_deferred_block_arrives_when_it_ends():
+    from mirage.io import interrupts_deferred
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # Python runs signal handlers between bytecodes: here, had it not been deferred
+        reached.append(True)
+    assert reached == [True]
+
+
+def test_ctrl_c_while_the_lock_is_taken_leaves_no_lock_and_no_temp_file(tmp_path, monkeypatch):
+    """The CI flake this fixes: a Ctrl-C right after the lock's temp file was made (before the code that removes it
+    runs) left the temp behind. The Ctrl-C is sent from inside mkstemp, just after the file exists."""
+    import mirage.io as mio
+
+    real = tempfile.mkstemp
+
+    def mkstemp_then_ctrl_c(*args, **kwargs):
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # undeferred, the KeyboardInterrupt is raised here, with the temp file made
+        return made
+
+    monkeypatch.setattr(mio.tempfile, "mkstemp", mkstemp_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt), mio.claim(tmp_path / "out" / "a.mp4"):
+        pytest.fail("the block must not run: the Ctrl-C came while claiming")
+    assert _leftovers(tmp_path) == []
+    with pytest.raises(KeyboardInterrupt), mio.atomic_path(tmp_path / "b.mp4"):
+        pytest.fail("the block must not run: the Ctrl-C came while making the temp file")
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "b.mp4").exists()
