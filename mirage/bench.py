@@ -294,7 +294,7 @@ def run_bench(
                             peak_vram_bytes=dict(rep.peak_vram_bytes),
                             peak_vram_extra_bytes=dict(rep.peak_vram_extra_bytes),
                             memory_bytes=[c["bytes"] for c in rep.chunks],
-                            depth_frames=[c.get("depth_frames", 0) for c in rep.chunks],
+                            depth_frames=[c["depth_frames"] for c in rep.chunks],
                             scores={k: rep.scores.get(k) for k in SCORE_KEYS},
                         )
                     )

@@ -32,7 +32,7 @@ from mirage.config import (
 from mirage.errors import InputError, RuntimeFailure
 from mirage.holefill import push_pull_fill
 from mirage.inputs import InputPlan, TrajectoryOptions, check_input
-from mirage.memory.types import MemoryRead
+from mirage.memory.types import MemoryKind, MemoryRead
 from mirage.offload import OffloadMode, apply_offload, offload_denoiser
 from mirage.precision import Fp8Mode, apply_fp8
 from mirage.report import ChunkReport, RunReport, Stage, StageTimer, build_report, stats_dict
@@ -255,11 +255,14 @@ class Pipeline:
         valid = dres.valid.to(self.device)
         if not bool(valid.any()):
             raise InputError(f"depth of {plan.name}: no valid pixel; check --depth or the depth model")
-        clip = self._slot_clip_frames(plan, options, chunk_frames)
+        # a latent memory built here keeps every latent slot of a chunk (docs/memory.md, "Latent slots") and, with
+        # --memory-phases, every sub-stride shift; a loaded memory keeps its own, the RGB memory needs neither
+        builds_latent = options.memory is MemoryKind.LATENT and plan.memory_from is None
+        clip = chunk_frames if builds_latent and self._space.temporal_stride > 1 else 1
         phase_latents = None
         with timer.stage(Stage.ENCODE):
             img = image.to(self.vae.dtype)
-            if options.memory_phases > 1 and plan.memory_from is None:  # every sub-stride shift, (0, 0) included
+            if builds_latent and options.memory_phases > 1:  # every sub-stride shift, (0, 0) included
                 from mirage.memory import encode_phases
 
                 phase_latents = encode_phases(self.vae, img, options.memory_phases, clip_frames=clip)
@@ -431,15 +434,6 @@ class Pipeline:
     def _memory_encoder(self):
         """(F, 3, H, W) -> (T, C, h, w): how the RGB memory encodes its renders."""
         return self.vae.encode_video if self._space.temporal_stride > 1 else self.vae.encode_images
-
-    def _slot_clip_frames(self, plan: InputPlan, o: RenderOptions, chunk_frames: int) -> int:
-        """Frames of the static clip whose latent slots the memory keeps: the chunk length for a latent memory built
-        here under a video VAE (``docs/memory.md``, "Latent slots"); 1 (the image latent only) otherwise."""
-        from mirage.memory import MemoryKind
-
-        if self._space.temporal_stride == 1 or o.memory is not MemoryKind.LATENT or plan.memory_from is not None:
-            return 1
-        return chunk_frames
 
     def _make_memory(self, plan: InputPlan, o: RenderOptions, image, image_latents, depth, valid, K_img, c2w0, *,
                      phase_latents: dict | None = None):

@@ -20,27 +20,20 @@ import statistics
 import time
 
 import torch
-from gpu_levers import capture_graph  # scripts/ is on sys.path when run as a script
+from gpu_levers import capture_graph, cuda_time  # scripts/ is on sys.path when run as a script
 
 
 def timed(fn, device: str, repeats: int = 20, warmup: int = 3) -> float:
-    """Median milliseconds of ``fn()`` (CUDA events on a GPU, wall-clock on the CPU)."""
+    """Median milliseconds of ``fn()``: CUDA events on a GPU (``gpu_levers.cuda_time``), wall-clock on the CPU."""
+    if device.startswith("cuda"):
+        return cuda_time(fn, repeats=repeats, warmup=warmup)
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            torch.cuda.synchronize()
-            times.append(s.elapsed_time(e))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        fn()
+        times.append(1e3 * (time.perf_counter() - t))
     return statistics.median(times)
 
 
