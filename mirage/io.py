@@ -149,11 +149,22 @@ def _holder(lock: Path) -> dict | None:
     return d if isinstance(d, dict) and isinstance(d.get("pid"), int) else None
 
 
+def _remove_dead_lock_temps(lock: Path, host: str) -> None:
+    """Remove the temporary files of ``lock`` (``.NAME.lock.part-PID@HOST-XXXX``) whose maker on this host is no
+    longer running: a SIGKILL between making one and linking it leaves it (no handler runs). Live makers' are kept."""
+    for p in part_files(lock):
+        owner = p.name[len(f".{lock.name}.part-"):].rpartition("-")[0]  # "PID@HOST"
+        pid, _, where = owner.partition("@")
+        if pid.isdigit() and where == host and not _pid_alive(int(pid)):
+            p.unlink(missing_ok=True)
+
+
 def _link_lock(lock: Path, me: dict, path: Path) -> bool:
     """Create ``lock`` holding ``me`` atomically (a temp file hard-linked onto it); False if it exists already."""
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-", dir=lock.parent)
+        # the temp names its owner, so that one left by a killed process is known dead (_remove_dead_lock_temps)
+        fd, tmp = tempfile.mkstemp(prefix=f".{lock.name}.part-{me['pid']}@{me['host']}-", dir=lock.parent)
     except OSError as e:
         raise InputError(f"output {path}: cannot write in {lock.parent} ({e.strerror or e}); "
                          "choose a writable path") from None
@@ -191,6 +202,7 @@ def claim(path: str | Path) -> Iterator[Path]:
                 lock.unlink(missing_ok=True)
             raise
         if taken:
+            _remove_dead_lock_temps(lock, me["host"])
             break
         held = _holder(lock)
         if held is not None and held.get("host") != me["host"]:

@@ -311,3 +311,21 @@ def test_ctrl_c_while_the_lock_is_taken_leaves_no_lock_and_no_temp_file(tmp_path
     with pytest.raises(KeyboardInterrupt), mio.atomic_path(tmp_path / "b.mp4"):
         pytest.fail("the block must not run: the Ctrl-C came while making the temp file")
     assert _leftovers(tmp_path) == [] and not (tmp_path / "b.mp4").exists()
+
+
+def test_a_lock_temp_left_by_a_killed_process_is_removed_by_the_next_claim(tmp_path):
+    """SIGKILL between making the lock's temp file and linking it leaves the temp (no handler runs): the next claim
+    of that output removes it, as its maker is dead; a live maker's temp is left alone."""
+    import socket
+
+    import mirage.io as mio
+
+    out = tmp_path / "b.mp4"
+    host = socket.gethostname()
+    dead = tmp_path / f"..b.mp4.lock.part-{2**22 + 12345}@{host}-abcd1234"
+    live = tmp_path / f"..b.mp4.lock.part-{os.getppid()}@{host}-efgh5678"
+    other_host = tmp_path / f"..b.mp4.lock.part-{2**22 + 12345}@not-{host}-ijkl9012"
+    for p in (dead, live, other_host):
+        p.write_text("{}")
+    with mio.claim(out):
+        assert not dead.exists() and live.exists() and other_host.exists()
