@@ -54,7 +54,7 @@ class PipelineConfig:
     dtype: DType = DType.FLOAT32  # model dtype: float32, bfloat16 or float16 (a plain string is accepted too)
     vae_dtype: VaeDType = VaeDType.FLOAT32  # VAE dtype: float32 (as diffusers' Wan examples) or model (the model's)
     offload: OffloadMode = OffloadMode.NONE  # CPU offload of the models
-    compile: bool = False  # torch.compile the transformer (first chunk pays the compile time)
+    compile: bool = False  # torch.compile the transformer, the VAE and the depth model (first calls pay the compile)
     fp8: Fp8Mode = Fp8Mode.NONE  # FP8 transformer (Hopper GPUs): attention, or attention + linear layers
     loras: tuple[LoraSpec, ...] = ()  # LoRAs fused into the transformer at load (mirage.hub.lora; --lora SOURCE[:SCALE])
     distill: bool = False  # also fuse the preset's step-distilled LoRA (--distilled; render with the DISTILLED profile)

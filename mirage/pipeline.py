@@ -112,6 +112,8 @@ class Pipeline:
                 if config.compile:
                     denoiser.transformer = torch.compile(denoiser.transformer, fullgraph=False)
                 self.denoiser = offload_denoiser(denoiser, config.offload, self.device)
+            if self._compile_coders:
+                self.vae.compile()  # the depth model is compiled when it loads (depth_model)
         self.preset = str(getattr(components.preset, "value", components.preset))
         self._prompt_cache: dict[tuple[str, str | None], tuple] = {}
 
@@ -146,7 +148,16 @@ class Pipeline:
         """The depth estimator (loaded on first use)."""
         if self.components.depth is None:
             raise InputError("depth: this preset has no depth model; pass --depth FILE")
-        return self.components.depth()
+        model = self.components.depth()
+        if self._compile_coders:
+            model.compile()
+        return model
+
+    @property
+    def _compile_coders(self) -> bool:
+        """``--compile`` compiles the VAE and the depth model too, unless they are offloaded (their weights then
+        move between devices on every call, which a compiled graph would not follow)."""
+        return self.config.compile and self.config.offload is OffloadMode.NONE
 
     def prompt_embeds(self, prompt: str, negative: str | None) -> tuple:
         """(prompt_embeds (L, D), negative (L, D) or None), from the on-disk cache when possible."""

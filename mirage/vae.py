@@ -57,6 +57,7 @@ class VAE:
         self.source = source
         self._empty_cache: dict[tuple, torch.Tensor] = {}
         self._decoder_channels_last = False
+        self._compiled = False
         self._stats_cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
         if self.kind is VaeKind.WAN:
             cfg = model.config
@@ -140,6 +141,29 @@ class VAE:
 
     def disable_slicing(self) -> None:
         self.model.disable_slicing()
+
+    # ------------------------------------------------------------------ speed
+
+    def compile(self) -> None:
+        """``torch.compile`` the encoder's and decoder's per-frame calls, once (``--compile``).
+
+        diffusers runs the Wan VAE one latent frame at a time (``AutoencoderKLWan._decode``: a latent frame per
+        decoder call, a causal feature cache between calls); the compiled call fuses the RMS norms (float32 inside),
+        SiLUs, causal pads and cache copies around cuDNN's convolutions, which run at full resolution and are
+        memory-bound in eager mode. Each call's input is first copied to a fresh tensor of its memory format: the
+        slice diffusers passes has strides that depend on the clip's length, and the compiled code would otherwise
+        be rebuilt for every length (a handful of graphs, then: the first call, the second, the steady state).
+        Same math as eager, the sums in another order (differences at the VAE dtype's rounding; checked by
+        ``scripts/gpu_smoke.py``). TAESD (:attr:`VaeKind.TINY`) is left as it is: it is already a few ms a frame.
+        """
+        if self.kind is not VaeKind.WAN or self._compiled:
+            return
+        if self.device.type == "cuda":
+            self._channels_last_decoder()  # settle the layout before the compiled code is traced
+        dec_format = torch.channels_last_3d if self._decoder_channels_last else torch.contiguous_format
+        for part, fmt in ((self.model.decoder, dec_format), (self.model.encoder, torch.contiguous_format)):
+            part.forward = _fresh_input(torch.compile(part.forward), fmt)
+        self._compiled = True
 
     # ------------------------------------------------------------------ normalisation (the one place)
 
@@ -280,3 +304,14 @@ class VAE:
             zeros = torch.zeros(num_frames, 3, height, width, device=self.device, dtype=self.dtype)
             self._empty_cache[key] = self.encode_video(zeros)
         return self._empty_cache[key].clone()
+
+
+def _fresh_input(fn: Any, memory_format: torch.memory_format) -> Any:
+    """``fn(x, ...)`` called with ``x`` copied to a new tensor in ``memory_format`` (strides that depend only on its
+    shape, so a compiled ``fn`` sees the same strides for every slice of every clip length)."""
+
+    def call(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return fn(x.clone(memory_format=memory_format), *args, **kwargs)
+
+    return call
+

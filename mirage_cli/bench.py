@@ -77,7 +77,7 @@ def bench(
     dtype: DTypeOpt = DTypeChoice.AUTO,
     vae_dtype: VaeDTypeOpt = VaeDTypeChoice.AUTO,
     offload: str = typer.Option("none", "--offload", help="none, model or sequential."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (compile time reported apart)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer, VAE and depth model (compile time reported apart)."),
     fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="FP8 transformer on Hopper GPUs: attention, or attention + linear layers (all)."),
     memory: list[MemoryKind] | None = typer.Option(
         None, "--memory", help="A memory to run (repeatable; default: latent and rgb, side by side)."),

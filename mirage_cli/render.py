@@ -127,7 +127,7 @@ def render_command(
     dtype: DTypeOpt = DTypeChoice.AUTO,
     offload: OffloadMode = typer.Option(OffloadMode.NONE, "--offload", help="CPU offload for small GPUs: model (~8 GB) or sequential (~6 GB)."),
     vae_dtype: VaeDTypeOpt = VaeDTypeChoice.AUTO,
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer (pays a few minutes once per process)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the transformer, VAE and depth model (pays a few minutes once per process)."),
     fp8: Fp8Mode = typer.Option(Fp8Mode.NONE, "--fp8", help="Hopper GPUs: FP8 attention, or attention + linear layers (all); faster, a few % less exact."),
     depth: Path | None = typer.Option(None, "--depth", help="Depth map for the image (.npy metres or 16-bit PNG millimetres)."),
     fov: float | None = typer.Option(None, "--fov", help="Horizontal field of view of the image, degrees."),

@@ -427,3 +427,43 @@ def test_bad_files_are_errors(tmp_path):
         read_depth_file(tmp_path / "d.exr", 4, 4)
     with pytest.raises(DepthError, match="not found"):
         read_depth_file(tmp_path / "missing.npy", 4, 4)
+
+
+def test_estimate_batch_with_a_fov_skips_the_fov_encoder_and_gives_the_same_depth(tiny_dirs):
+    """Write-back depth (``estimate_batch`` with the generated frames' known FoV) does not run Depth Pro's FoV
+    encoder, whose prediction the FoV would replace: the depth is the same, to the bit, and the encoder is not
+    called; without a FoV (the input image) it still runs."""
+    est = _load(tiny_dirs["pro"])
+    calls = []
+    est.model.fov_model.register_forward_hook(lambda *a: calls.append(1))
+    frames = torch.stack([_photo(), _photo().flip(-1)])
+    full = est.estimate_frames(frames, fov_x_deg=60.0)
+    assert len(calls) == 2 and all(f is not None for f in full.fov_x_deg)  # one call per frame (max_batch 1)
+    fast = est.estimate_batch(frames, fov_x_deg=60.0)
+    assert len(calls) == 2  # not called again
+    assert torch.equal(fast, full.depth)
+    assert est.model.use_fov_model  # switched back on
+    est.estimate_batch(frames)
+    assert len(calls) == 4
+
+
+def test_compiled_depth_model_gives_the_same_depth(tiny_dirs, monkeypatch):
+    """``DepthEstimator.compile`` (``--compile``): same depth; one graph per FoV-encoder setting, reused."""
+    from torch._dynamo.testing import CompileCounter
+
+    est = _load(tiny_dirs["pro"])
+    frames = torch.stack([_photo(), _photo().flip(-1), _photo().flip(-2)])
+    ref = est.estimate_batch(frames, fov_x_deg=60.0)
+    counter = CompileCounter()
+    real = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: real(self, backend=counter, **kw))
+    torch._dynamo.reset()
+    est.compile()
+    est.compile()
+    got = est.estimate_batch(frames, fov_x_deg=60.0)  # 3 calls of batch 1
+    n = counter.frame_count
+    assert 1 <= n <= 2
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    est.estimate_batch(frames[:1].flip(-1), fov_x_deg=50.0)
+    assert counter.frame_count == n  # another frame, another FoV: the same graph
+    torch._dynamo.reset()

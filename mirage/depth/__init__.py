@@ -1,6 +1,6 @@
 """Depth: monocular depth models, user depth files, and the intrinsics of the input image.
 
-- :mod:`mirage.depth.estimator`: :func:`load_depth_model` gives a :class:`DepthEstimator` (a transformers depth
+- :mod:`mirage.depth.estimator` / :mod:`mirage.depth.load`: :func:`load_depth_model` gives a :class:`DepthEstimator` (a transformers depth
   model with its own transformers image processor, both on the model's device); :meth:`DepthEstimator.estimate`
   gives a :class:`DepthResult` for one image, :meth:`DepthEstimator.estimate_batch` depth for many frames.
 - :mod:`mirage.depth.files`: :func:`read_depth_file` reads a user's depth map (``.npy`` metres or 16-bit PNG
@@ -32,7 +32,6 @@ from mirage.depth.estimator import (
     DepthKind,
     DepthResult,
     _disparity_to_depth,
-    load_depth_model,
 )
 from mirage.depth.files import PNG_DEPTH_SCALE, read_depth_file, save_depth_png16
 from mirage.depth.intrinsics import (
@@ -41,6 +40,7 @@ from mirage.depth.intrinsics import (
     ResolvedIntrinsics,
     resolve_intrinsics,
 )
+from mirage.depth.load import load_depth_model
 from mirage.depth.tiny import build_tiny_depth_model, depth_pro_config, depth_pro_processor
 
 __all__ = [
