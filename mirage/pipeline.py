@@ -110,7 +110,10 @@ class Pipeline:
                 denoiser = Denoiser(components.transformer, components.scheduler_config,
                                     space=components.vae.latent_space)
                 if config.compile:
-                    denoiser.transformer = torch.compile(denoiser.transformer, fullgraph=False)
+                    # diffusers' regional compilation: each repeated block class (WanTransformerBlock,
+                    # WanVACETransformerBlock) is compiled once and reused by all its blocks; minutes less to compile
+                    # than the whole model, at the same speed a step (BENCHMARKS.md)
+                    denoiser.transformer.compile_repeated_blocks()
                 self.denoiser = offload_denoiser(denoiser, config.offload, self.device)
             if self._compile_coders:
                 self.vae.compile()  # the depth model is compiled when it loads (depth_model)

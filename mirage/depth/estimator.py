@@ -167,7 +167,7 @@ class DepthEstimator:
         self.dtype = dtype
         self.max_batch = max_batch
         self.predicts_fov = family is DepthFamily.DEPTH_PRO and getattr(model, "fov_model", None) is not None
-        self._compiled = False
+        self._compiled: torch.nn.Module | None = None  # compile(): the model under torch.compile
 
     def __repr__(self) -> str:
         return (
@@ -178,12 +178,15 @@ class DepthEstimator:
     # ---- public
 
     def compile(self) -> None:
-        """``torch.compile`` the model, once (``--compile``). Its input is always the processor's fixed size
-        (Depth Pro: 1536 x 1536) in batches of :attr:`max_batch`, so a compiled graph is reused by every call of
-        that batch size (a last, smaller batch gets its own); the processor and the post-processing stay eager."""
-        if not self._compiled:
-            self.model.compile()
-            self._compiled = True
+        """``torch.compile`` the model, once (``--compile``), for the calls that skip Depth Pro's FoV encoder: the
+        write-back's frames (and every call of a model without one). A call that predicts the FoV (the input image,
+        once a video) stays eager: its own graph would cost about a minute of compile for ~25 ms a video.
+
+        The input is always the processor's fixed size (Depth Pro: 1536 x 1536) in batches of :attr:`max_batch`, so
+        one graph serves every call of that batch size (a last, smaller batch gets its own); the processor and the
+        post-processing stay eager. On an H200, Depth Pro goes from ~71 to ~45 ms a frame (BENCHMARKS.md)."""
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model)
 
     def estimate(self, image: torch.Tensor, *, fov_x_deg: float | None = None) -> DepthResult:
         """Depth of one image at its own resolution.
@@ -313,8 +316,10 @@ class DepthEstimator:
         """Depth (B, H, W) float32, valid (B, H, W) bool, predicted FoVs and warnings of B frames.
         ``fov_head=False``: Depth Pro's FoV encoder does not run (a FoV is given)."""
         b, _, height, width = frames.shape
-        with torch.inference_mode(), _fov_model_on(self.model, fov_head and self.predicts_fov):
-            out = self.model(pixel_values=self.pixel_values(frames))
+        fov_on = fov_head and self.predicts_fov
+        model = self._compiled if self._compiled is not None and not fov_on else self.model
+        with torch.inference_mode(), _fov_model_on(self.model, fov_on):
+            out = model(pixel_values=self.pixel_values(frames))
         raw = out.predicted_depth.float()  # (B, h', w') at the model's resolution
         warnings: list[str] = []
         fovs: list[float | None] = [None] * b
