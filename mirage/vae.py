@@ -14,7 +14,6 @@ read at (0, then ``4t``, the last frame of its group).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from enum import Enum
 from typing import Any
@@ -37,10 +36,6 @@ class VaeKind(str, Enum):
 
 _CLASS_TO_KIND = {"AutoencoderKLWan": VaeKind.WAN, "AutoencoderTiny": VaeKind.TINY}
 VAE_CLASSES = tuple(_CLASS_TO_KIND)  # the diffusers classes a VAE may be (``mirage.hub.load_vae`` loads them)
-_COMPILED_BLOCKS = ("WanResidualBlock",)  # AutoencoderKLWan's repeated blocks, compiled by VAE.compile
-#: Compiled graphs allowed per block class while the VAE runs (torch's default is 8 for all instances of a class
-#: together): the Wan 2.1 VAE's 24 residual blocks of ~10 shapes, each in 3 cache states, need ~75.
-_VAE_RECOMPILE_LIMIT = 128
 
 
 class VAE:
@@ -150,37 +145,32 @@ class VAE:
     # ------------------------------------------------------------------ speed
 
     def compile(self) -> None:
-        """``torch.compile`` the Wan VAE's repeated blocks, once (``--compile``): regional compilation, as diffusers'
-        ``compile_repeated_blocks`` does for transformers.
+        """``torch.compile`` the encoder's and decoder's per-frame calls, once (``--compile``).
 
         diffusers runs the Wan VAE one latent frame at a time (``AutoencoderKLWan._decode``: a latent frame per
-        decoder call, a causal feature cache between calls). Each ``WanResidualBlock`` (and the heads' RMS norms) is
-        compiled: its RMS norms (float32 inside), SiLUs, causal pads and residual adds, memory-bound passes at full
-        resolution in eager mode, fuse around cuDNN's convolutions. Block by block rather than the whole decoder:
-        a compiled call holds its input caches and the new ones together until it returns, which for the whole
-        decoder is ~1.9 GB more at 832x480 (measured: decode peak +2.4 GB), for one block two caches at most.
-        Every block's input is made inside the VAE, so its strides do not depend on the clip's length and one set
-        of compiled calls (the first frame, the second, the steady state) serves every length.
-        Same math as eager, the sums in another order (differences at the VAE dtype's rounding; checked by
-        ``scripts/gpu_smoke.py``). TAESD (:attr:`VaeKind.TINY`) is left as it is: a few ms a frame already.
+        decoder call, a causal feature cache between calls); the compiled call fuses the RMS norms (float32 inside),
+        SiLUs, causal pads and cache copies around cuDNN's convolutions, which run at full resolution and are
+        memory-bound in eager mode. Each call's input is first copied to a fresh tensor of its memory format: the
+        slice diffusers passes has strides that depend on the clip's length, and the compiled code would otherwise
+        be rebuilt for every length (a handful of graphs, then: the first call, the second, the steady state).
+        Same math as eager, the sums in another order (H200, bf16: relative difference 1.4e-2 on the decode, 4e-4 on
+        the encode; checked by ``scripts/gpu_smoke.py``). TAESD (:attr:`VaeKind.TINY`) is left as it is: it is
+        already a few ms a frame.
+
+        Measured on an H200 at 832x480 (BENCHMARKS.md, fifth session): decode of 81 frames 1.65 -> 1.05 s, encode
+        of a 33-frame clip 0.46 -> 0.34 s, ~3 minutes of compile once. The price is memory: a compiled call holds
+        the decoder's old feature caches and the new ones at once (~1.9 GB at 832x480), so the decode's peak grows
+        by 2.4 GB. Compiling block by block would bound that, but its ~75 graphs did not finish compiling in 8
+        minutes on the H200; not used.
         """
         if self.kind is not VaeKind.WAN or self._compiled:
             return
         if self.device.type == "cuda":
             self._channels_last_decoder()  # settle the layout before the compiled code is traced
-        for m in self.model.modules():
-            if type(m).__name__ in _COMPILED_BLOCKS:
-                m.compile()
-        for part in (self.model.encoder, self.model.decoder):
-            part.norm_out.compile()
+        dec_format = torch.channels_last_3d if self._decoder_channels_last else torch.contiguous_format
+        for part, fmt in ((self.model.decoder, dec_format), (self.model.encoder, torch.contiguous_format)):
+            part.forward = _fresh_input(torch.compile(part.forward), fmt)
         self._compiled = True
-
-    def _calls(self) -> contextlib.AbstractContextManager:
-        """The context the model's encode/decode run in: when compiled, dynamo may keep a graph for every shape
-        and cache state of a block (:data:`_VAE_RECOMPILE_LIMIT`) instead of falling back to eager after 8."""
-        if not self._compiled:
-            return contextlib.nullcontext()
-        return torch._dynamo.config.patch(recompile_limit=_VAE_RECOMPILE_LIMIT)
 
     # ------------------------------------------------------------------ normalisation (the one place)
 
@@ -229,8 +219,7 @@ class VAE:
         x = video.to(self.device, self.dtype)
         if self.kind is VaeKind.WAN:
             x = x.permute(1, 0, 2, 3).unsqueeze(0)  # (1, 3, F, H, W)
-            with self._calls():
-                raw = self.model.encode(x).latent_dist.mode()  # (1, C, T, h, w)
+            raw = self.model.encode(x).latent_dist.mode()  # (1, C, T, h, w)
             return self.normalize(raw)[0].permute(1, 0, 2, 3).contiguous()  # (T, C, h, w)
         raw = self.model.encode(x).latents  # (F, C, h, w)
         return self.normalize(raw)
@@ -270,8 +259,7 @@ class VAE:
             if z.device.type == "cuda":
                 self._channels_last_decoder()
                 z = z.contiguous(memory_format=torch.channels_last_3d)
-            with self._calls():
-                out = self.model.decode(z).sample  # (1, 3, F, H, W)
+            out = self.model.decode(z).sample  # (1, 3, F, H, W)
             return out[0].permute(1, 0, 2, 3).contiguous()  # (F, 3, H, W)
         return self.model.decode(self.denormalize(z)).sample.clamp(-1.0, 1.0)  # (T, 3, H, W)
 
@@ -323,4 +311,14 @@ class VAE:
             zeros = torch.zeros(num_frames, 3, height, width, device=self.device, dtype=self.dtype)
             self._empty_cache[key] = self.encode_video(zeros)
         return self._empty_cache[key].clone()
+
+
+def _fresh_input(fn: Any, memory_format: torch.memory_format) -> Any:
+    """``fn(x, ...)`` called with ``x`` copied to a new tensor in ``memory_format`` (strides that depend only on its
+    shape, so a compiled ``fn`` sees the same strides for every slice of every clip length)."""
+
+    def call(x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return fn(x.clone(memory_format=memory_format), *args, **kwargs)
+
+    return call
 

@@ -144,32 +144,29 @@ def test_channels_last_decoder_is_the_same_math(tmp_path):
     assert torch.allclose(vae.decode(z), ref[0].permute(1, 0, 2, 3), atol=1e-5)
 
 
-def test_compiled_wan_vae_is_the_same_math_and_compiles_once(tmp_path, monkeypatch):
-    """``VAE.compile`` (``--compile``): the Wan VAE's blocks under ``torch.compile`` give the eager result, and clips
-    of other lengths reuse the compiled blocks. The backend here is dynamo's frame counter
+def test_compiled_wan_vae_is_the_same_math_and_compiles_once_per_call_kind(tmp_path, monkeypatch):
+    """``VAE.compile`` (``--compile``): the encoder's and decoder's per-frame calls under ``torch.compile`` give the
+    eager result, and clips of other lengths reuse the compiled calls. The backend here is dynamo's frame counter
     (graphs run as traced, no inductor): what is checked is the tracing and its guards, which decide recompiles."""
     from torch._dynamo.testing import CompileCounter
+
+    import mirage.vae as vae_mod
 
     vae = load_vae(hub.build_tiny(tmp_path) / "vae", device="cpu", dtype=torch.float32)
     videos = [_video(f, seed=f) for f in (9, 5, 13)]
     eager_z = [vae.encode_video(v) for v in videos]
     eager_x = [vae.decode(z) for z in eager_z]
     counter = CompileCounter()
-    real_compile = torch.nn.Module.compile
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda m, **kw: real_compile(m, backend=counter, **kw))
+    real_compile = torch.compile
+    monkeypatch.setattr(vae_mod.torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, **kw))
     torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
     vae.compile()
     vae.compile()  # once only
     got_z = [vae.encode_video(videos[0])]
     got_x = [vae.decode(got_z[0])]
     after_first = counter.frame_count
-    # more graphs than torch's default limit of 8 per block class: without the VAE's own limit dynamo would warn
-    # and run the remaining blocks eagerly
-    assert after_first > 8
-    frames = torch._dynamo.utils.counters["frames"]
-    assert frames["total"] == frames["ok"], dict(torch._dynamo.utils.counters["unimplemented"])
-    for v in videos[1:]:  # other lengths: the same compiled blocks
+    assert 0 < after_first <= 8  # the first call, the second, the steady state (encoder and decoder)
+    for v in videos[1:]:  # other lengths: the slices diffusers passes have other strides, copied to fresh ones
         got_z.append(vae.encode_video(v))
         got_x.append(vae.decode(got_z[-1]))
     assert counter.frame_count == after_first
