@@ -159,8 +159,8 @@ class VAE:
 
         Measured on an H200 at 832x480 (BENCHMARKS.md, fifth session): decode of 81 frames 1.65 -> 1.05 s, encode
         of a 33-frame clip 0.46 -> 0.34 s, ~3 minutes of compile once. The price is memory: a compiled call holds
-        the decoder's old feature caches and the new ones at once (~1.9 GB at 832x480), so the decode's peak grows
-        by 2.4 GB. Compiling block by block would bound that, but its ~75 graphs did not finish compiling in 8
+        the decoder's old feature caches and the new ones at once (about 1.9 GB of caches at 832x480, computed), and
+        the decode's peak grows by 2.4 GB (measured). Compiling block by block would bound that, but its ~75 graphs did not finish compiling in 8
         minutes on the H200; not used.
         """
         if self.kind is not VaeKind.WAN or self._compiled:

@@ -7,7 +7,8 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. ``--compile``: the transformer (diffusers' regional compile) vs eager, one forward at the real 1.3B architecture,
-   and the Wan VAE's compiled blocks vs eager, decode and encode: < 2e-2;
+   the Wan VAE's compiled encoder and decoder calls vs eager: < 2e-2; the depth model's compiled write-back call
+   vs eager (real-size Depth Pro): < 1e-2;
 5. group offload (--offload sequential) vs resident weights, one forward: equal to float tolerance;
    the FP8 levers (--fp8): cuDNN FP8 attention and the FP8 linear layer against float64, and FP8 forwards
    against the bf16 forward (bands of a few 1e-2); mirage's channels-last VAE decode against diffusers' own;
@@ -132,6 +133,13 @@ def main() -> int:
         check("vae_encode_compiled_vs_eager", rel(vc.encode_video(clip).float(), comps.vae.encode_video(clip).float()),
               2e-2)
         del vc
+        # the write-back depth (FoV given): Depth Pro at its real size, compiled against eager
+        est = comps.depth()
+        frames = clip.float().clamp(-1, 1)
+        depth_eager = est.estimate_batch(frames, fov_x_deg=60.0)
+        est.compile()
+        check("depth_compiled_vs_eager", rel(est.estimate_batch(frames, fov_x_deg=60.0), depth_eager), 1e-2)
+        del est
     if "fp8" not in skip:
         # FP8 levers (--fp8): the kernel alone, then whole forwards; e4m3 keeps 3 mantissa bits, so the bands are
         # a few 1e-2 (measured at 81 frames: attention 6.0e-2, step 3.3e-2 / 5.5e-2)
