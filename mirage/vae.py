@@ -154,8 +154,12 @@ class VAE:
         slice diffusers passes has strides that depend on the clip's length, and the compiled code would otherwise
         be rebuilt for every length (a handful of graphs, then: the first call, the second, the steady state).
         Same math as eager, the sums in another order (H200, bf16: relative difference 1.4e-2 on the decode, 4e-4 on
-        the encode; checked by ``scripts/gpu_smoke.py``). TAESD (:attr:`VaeKind.TINY`) is left as it is: it is
-        already a few ms a frame.
+        the encode, measured by ``scripts/gpu_coders.py``; ``scripts/gpu_smoke.py`` checks both). TAESD
+        (:attr:`VaeKind.TINY`) is left as it is: it is already a few ms a frame.
+
+        A second frame size (``--size``, or another aspect in a batch of images) compiles the calls once more with
+        the size made dynamic (dynamo's automatic dynamic shapes); every later size reuses those graphs
+        (``tests/test_vae.py``).
 
         Measured on an H200 at 832x480 (BENCHMARKS.md, fifth session): decode of 81 frames 1.65 -> 1.05 s, encode
         of a 33-frame clip 0.46 -> 0.34 s, ~3 minutes of compile once. The price is memory: a compiled call holds

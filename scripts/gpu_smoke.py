@@ -117,7 +117,7 @@ def main() -> int:
                      control_hidden_states_scale=sc, return_dict=False)[0].float()
 
     plain = fwd(tr)
-    if "compile" not in skip:  # --compile: diffusers' regional compile of the transformer; the VAE's blocks
+    if "compile" not in skip:  # --compile: diffusers' regional compile of the transformer, the VAE, the depth model
         import copy
 
         from mirage.vae import VAE

@@ -152,7 +152,9 @@ def test_compiled_wan_vae_is_the_same_math_and_compiles_once_per_call_kind(tmp_p
 
     import mirage.vae as vae_mod
 
-    vae = load_vae(hub.build_tiny(tmp_path) / "vae", device="cpu", dtype=torch.float32)
+    root = hub.build_tiny(tmp_path)
+    vae = load_vae(root / "vae", device="cpu", dtype=torch.float32)
+    eager_vae = load_vae(root / "vae", device="cpu", dtype=torch.float32)
     videos = [_video(f, seed=f) for f in (9, 5, 13)]
     eager_z = [vae.encode_video(v) for v in videos]
     eager_x = [vae.decode(z) for z in eager_z]
@@ -172,4 +174,15 @@ def test_compiled_wan_vae_is_the_same_math_and_compiles_once_per_call_kind(tmp_p
     assert counter.frame_count == after_first
     for a, b in zip(got_z + got_x, eager_z + eager_x, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # a batch of images of other aspects: the second size recompiles with the size dynamic, later sizes reuse it
+    torch._dynamo.utils.counters.clear()
+    counts = []
+    for h, w in ((48, 32), (24, 64), (40, 40), (16, 80)):
+        v = _video(5, h=h, w=w)
+        torch.testing.assert_close(vae.decode(vae.encode_video(v)), eager_vae.decode(eager_vae.encode_video(v)),
+                                   rtol=1e-5, atol=1e-5)
+        counts.append(counter.frame_count)
+    assert counts[0] > after_first and counts[1:] == [counts[0]] * 3, counts
+    frames = torch._dynamo.utils.counters["frames"]
+    assert frames["total"] == frames["ok"], dict(torch._dynamo.utils.counters["unimplemented"])
     torch._dynamo.reset()

@@ -17,6 +17,7 @@ import contextlib
 import enum
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -168,6 +169,7 @@ class DepthEstimator:
         self.max_batch = max_batch
         self.predicts_fov = family is DepthFamily.DEPTH_PRO and getattr(model, "fov_model", None) is not None
         self._compiled: torch.nn.Module | None = None  # compile(): the model under torch.compile
+        self._lock = threading.Lock()  # one model call at a time (it may switch the FoV encoder off for the call)
 
     def __repr__(self) -> str:
         return (
@@ -182,9 +184,9 @@ class DepthEstimator:
         write-back's frames (and every call of a model without one). A call that predicts the FoV (the input image,
         once a video) stays eager: its own graph would cost about a minute of compile for ~25 ms a video.
 
-        The input is always the processor's fixed size (Depth Pro: 1536 x 1536) in batches of :attr:`max_batch`, so
-        one graph serves every call of that batch size (a last, smaller batch gets its own); the processor and the
-        post-processing stay eager. On an H200, Depth Pro goes from ~71 to ~45 ms a frame (BENCHMARKS.md)."""
+        Depth Pro's input is always the processor's 1536 x 1536 in batches of :attr:`max_batch`, so one graph serves
+        every call of that batch size (a last, smaller batch gets its own; Depth Anything, which keeps the aspect,
+        one per frame size); the processor and the post-processing stay eager. On an H200, Depth Pro goes from ~71 to ~45 ms a frame (BENCHMARKS.md)."""
         if self._compiled is None:
             self._compiled = torch.compile(self.model)
 
@@ -318,7 +320,8 @@ class DepthEstimator:
         b, _, height, width = frames.shape
         fov_on = fov_head and self.predicts_fov
         model = self._compiled if self._compiled is not None and not fov_on else self.model
-        with torch.inference_mode(), _fov_model_on(self.model, fov_on):
+        # the switch and the call under one lock: two threads must not interleave its set and restore
+        with self._lock, torch.inference_mode(), _fov_model_on(self.model, fov_on):
             out = model(pixel_values=self.pixel_values(frames))
         raw = out.predicted_depth.float()  # (B, h', w') at the model's resolution
         warnings: list[str] = []
