@@ -111,8 +111,8 @@ class Pipeline:
                                     space=components.vae.latent_space)
                 if config.compile:
                     # diffusers' regional compilation: each repeated block class (WanTransformerBlock,
-                    # WanVACETransformerBlock) is compiled once and reused by all its blocks: ~100 s of compile
-                    # instead of ~365 s for the whole model, a step 1.7% slower (H200, BENCHMARKS.md)
+                    # WanVACETransformerBlock) is compiled once and reused by all its blocks: minutes less to compile
+                    # than the whole model, a step 1.7% slower (H200, BENCHMARKS.md, fifth session)
                     denoiser.transformer.compile_repeated_blocks()
                 self.denoiser = offload_denoiser(denoiser, config.offload, self.device)
             if self._compile_coders:

@@ -14,12 +14,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from gpu_levers import cuda_time, peak_extra  # scripts/ is on sys.path when run as a script
+from gpu_levers import cuda_time, peak_extra, write_report  # scripts/ is on sys.path when run as a script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
@@ -133,7 +132,7 @@ def main() -> None:
     if "kernels" not in skip:
         res["attention"] = attention_kernels(T, h, w, dev)
     if "profile" in skip and "vae" in skip:
-        _write(res, args.out)
+        write_report(res, args.out)
         return
     from mirage.random_weights import random_components
 
@@ -202,14 +201,7 @@ def main() -> None:
             res["decode_peak_extra_gb_cudnn_benchmark"] = peak_extra(lambda: vae.decode(z)) / 2**30
             torch.backends.cudnn.benchmark = False
         print({k: v for k, v in res.items() if "decode" in k}, flush=True)
-    _write(res, args.out)
-
-
-def _write(res: dict, out: str | None) -> None:
-    print(json.dumps(res, indent=1))
-    if out:
-        with open(out, "w") as f:
-            json.dump(res, f, indent=1)
+    write_report(res, args.out)
 
 
 if __name__ == "__main__":

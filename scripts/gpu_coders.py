@@ -23,11 +23,7 @@ import json
 import time
 
 import torch
-from gpu_levers import cuda_time  # scripts/ is on sys.path when run as a script
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
+from gpu_levers import cuda_time, rel, write_report  # scripts/ is on sys.path when run as a script
 
 
 def timed_once(fn) -> float:
@@ -147,10 +143,7 @@ def main() -> None:
     if "depth" not in skip:
         report["depth_pro"] = depth_part(comps.depth(), height, width, "profile" not in skip)
         print(json.dumps(report["depth_pro"], indent=1), flush=True)
-    text = json.dumps(report, indent=1)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text + "\n")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

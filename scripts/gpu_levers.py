@@ -36,6 +36,20 @@ def cuda_time(fn, repeats=5, warmup=2):
     return statistics.median(times)
 
 
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||, in float64 on the CPU."""
+    a, b = a.double().cpu(), b.double().cpu()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def write_report(res: dict, out: str | None) -> None:
+    """Print ``res`` as JSON, and write it to ``out`` when given (the scripts' ``--out``)."""
+    print(json.dumps(res, indent=1))
+    if out:
+        with open(out, "w") as f:
+            json.dump(res, f, indent=1)
+
+
 def capture_graph(fn, warmup: int = 3):
     """Warm ``fn`` up on a side stream, then capture it into a CUDA graph. Returns (graph, output): each
     ``graph.replay()`` recomputes ``output`` in place."""
@@ -167,10 +181,7 @@ def main():
         except Exception as e:  # noqa: BLE001
             res["read_graph_10wb_error"] = f"{type(e).__name__}: {e}"[:300]
         print({k: v for k, v in res.items() if k.startswith("read") or k.startswith("after")}, flush=True)
-    print(json.dumps(res, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+    write_report(res, args.out)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ fidelity`` reports it. On the CPU the times are wall-clock and only a smoke test
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
-from gpu_levers import capture_graph, cuda_time  # scripts/ is on sys.path when run as a script
+from gpu_levers import capture_graph, cuda_time, write_report  # scripts/ is on sys.path when run as a script
 
 
 def timed(fn, device: str, repeats: int = 20, warmup: int = 3) -> float:
@@ -89,10 +88,7 @@ def main() -> None:
                 row["read_graph_error"] = f"{type(e).__name__}: {e}"[:300]
         res["settings"][name] = row
         print(name, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-    print(json.dumps(res, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+    write_report(res, args.out)
 
 
 if __name__ == "__main__":

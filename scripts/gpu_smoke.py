@@ -28,12 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from gpu_levers import capture_graph  # scripts/ is on sys.path when run as `python scripts/gpu_smoke.py`
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().cpu(), b.double().cpu()
-    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+from gpu_levers import capture_graph, rel  # scripts/ is on sys.path when run as `python scripts/gpu_smoke.py`
 
 
 def main() -> int:

@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from gpu_levers import cuda_time  # scripts/ is on sys.path when run as a script
+from gpu_levers import cuda_time, write_report  # scripts/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -33,10 +32,7 @@ def main() -> None:
         out = vae.decode(zc).sample
         res["decode_ms_channels_last_3d"] = cuda_time(lambda: vae.decode(zc), repeats=3, warmup=1)
         res["rel_err"] = float((out.float() - ref.float()).norm() / ref.float().norm())
-    print(json.dumps(res, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
+    write_report(res, args.out)
 
 
 if __name__ == "__main__":
