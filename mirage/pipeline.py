@@ -152,6 +152,8 @@ class Pipeline:
         if self.components.depth is None:
             raise InputError("depth: this preset has no depth model; pass --depth FILE")
         model = self.components.depth()
+        if self.config.offload is OffloadMode.NONE and self.device.type == "cuda":
+            model.offload_fov_model()  # Depth Pro's FoV model on the GPU only while it predicts a FoV (~0.6 GB)
         if self._compile_coders:
             model.compile()
         return model

@@ -15,6 +15,7 @@ read at (0, then ``4t``, the last frame of its group).
 from __future__ import annotations
 
 import logging
+import types
 from enum import Enum
 from typing import Any
 
@@ -145,35 +146,39 @@ class VAE:
     # ------------------------------------------------------------------ speed
 
     def compile(self) -> None:
-        """``torch.compile`` the encoder's and decoder's per-frame calls, once (``--compile``).
+        """``torch.compile`` the encoder's per-frame call and the decoder by regions, once (``--compile``).
 
         diffusers runs the Wan VAE one latent frame at a time (``AutoencoderKLWan._decode``: a latent frame per
-        decoder call, a causal feature cache between calls); the compiled call fuses the RMS norms (float32 inside),
+        decoder call, a causal feature cache between calls); compiled code fuses the RMS norms (float32 inside),
         SiLUs, causal pads and cache copies around cuDNN's convolutions, which run at full resolution and are
-        memory-bound in eager mode. Each call's input is first copied to a fresh tensor of its memory format: the
-        slice diffusers passes has strides that depend on the clip's length, and the compiled code would otherwise
-        be rebuilt for every length (a handful of graphs, then: the first call, the second, the steady state).
-        Same math as eager, the sums in another order (H200, bf16: relative difference 1.4e-2 on the decode, 4e-4 on
-        the encode, measured by ``scripts/gpu_coders.py``; ``scripts/gpu_smoke.py`` checks both). TAESD
-        (:attr:`VaeKind.TINY`) is left as it is: it is already a few ms a frame.
+        memory-bound in eager mode. Same math as eager, the sums in another order (H200, bf16: relative difference
+        1.4e-2 on the decode, 4e-4 on the encode, measured by ``scripts/gpu_coders.py``; ``scripts/gpu_smoke.py``
+        checks both). TAESD (:attr:`VaeKind.TINY`) is left as it is: it is already a few ms a frame.
 
-        A second frame size (``--size``, or another aspect in a batch of images) compiles the calls once more with
-        the size made dynamic (dynamo's automatic dynamic shapes); every later size reuses those graphs
+        - The encoder's call is compiled whole. Its input is first copied to a fresh tensor: the slice diffusers
+          passes has strides that depend on the clip's length, and the compiled code would otherwise be rebuilt
+          for every length.
+        - The decoder is compiled by regions (:func:`decoder_regions`): its mid block, each up block but the last,
+          and the last (full-resolution) up block's residual blocks one by one. A compiled call holds the feature
+          caches it reads and the ones it writes at once (dynamo applies the cache list's updates when the graph
+          returns), so a whole-call compile held all ~1.9 GB of the decoder's caches twice at 832x480 (+2.4 GB of
+          peak, measured); a region holds only its own twice (at most ~0.46 GB, computed).
+
+        A second frame size (``--size``, or another aspect in a batch of images) compiles each region once more
+        with the size made dynamic (dynamo's automatic dynamic shapes); every later size reuses those graphs
         (``tests/test_vae.py``).
 
-        Measured on an H200 at 832x480 (BENCHMARKS.md, fifth session): decode of 81 frames 1.65 -> 1.05 s, encode
-        of a 33-frame clip 0.46 -> 0.34 s, ~3 minutes of compile once. The price is memory: a compiled call holds
-        the decoder's old feature caches and the new ones at once (about 1.9 GB of caches at 832x480, computed), and
-        the decode's peak grows by 2.4 GB (measured). Compiling block by block would bound that, but its ~75 graphs did not finish compiling in 8
-        minutes on the H200; not used.
+        Measured on an H200 at 832x480 (BENCHMARKS.md): decode of 81 frames 1.65 -> 1.05 s compiled whole, encode
+        of a 33-frame clip 0.46 -> 0.34 s; the regional decoder's figures are in BENCHMARKS.md, sixth session.
         """
         if self.kind is not VaeKind.WAN or self._compiled:
             return
         if self.device.type == "cuda":
             self._channels_last_decoder()  # settle the layout before the compiled code is traced
-        dec_format = torch.channels_last_3d if self._decoder_channels_last else torch.contiguous_format
-        for part, fmt in ((self.model.decoder, dec_format), (self.model.encoder, torch.contiguous_format)):
-            part.forward = _fresh_input(torch.compile(part.forward), fmt)
+        for i, region in enumerate(decoder_regions(self.model.decoder)):
+            region.forward = torch.compile(_own_forward(region, f"region{i}"))
+        enc = self.model.encoder
+        enc.forward = _fresh_input(torch.compile(enc.forward), torch.contiguous_format)
         self._compiled = True
 
     # ------------------------------------------------------------------ normalisation (the one place)
@@ -315,6 +320,30 @@ class VAE:
             zeros = torch.zeros(num_frames, 3, height, width, device=self.device, dtype=self.dtype)
             self._empty_cache[key] = self.encode_video(zeros)
         return self._empty_cache[key].clone()
+
+
+def decoder_regions(decoder: torch.nn.Module) -> list[torch.nn.Module]:
+    """The parts of a Wan decoder (diffusers' ``WanDecoder3d``) that :meth:`VAE.compile` compiles one by one: the mid
+    block, each up block but the last, the last up block's residual blocks and the output norm. The input
+    convolution, the last up block's loop and the output SiLU and convolution stay eager (single passes).
+
+    Feature caches each region holds twice during its call, at 832x480 in bf16 (computed: channels x 2 frames x
+    pixels x 2 bytes per causal convolution): mid 38 MB, up blocks 68, 250 and 460 MB, a full-resolution
+    residual block 307 MB; the whole decoder ~1.9 GB."""
+    *ups, last = decoder.up_blocks
+    return [decoder.mid_block, *ups, *last.resnets, decoder.norm_out]
+
+
+def _own_forward(module: torch.nn.Module, tag: str) -> Any:
+    """``module.forward`` bound, its code object copied under a name of its own.
+
+    dynamo keeps compiled graphs, the recompile limit and the automatic-dynamic size records per code object
+    (its name, file and line): regions that share a class (the up blocks, the residual blocks) would otherwise
+    count as one function whose sizes change, and be recompiled with dynamic shapes."""
+    fn = type(module).forward
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
+    own = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    return own.__get__(module)
 
 
 def _fresh_input(fn: Any, memory_format: torch.memory_format) -> Any:

@@ -1,6 +1,6 @@
 """Speed levers outside the transformer (issue 15): the Wan VAE and Depth Pro, eager against ``--compile``.
 
-    python scripts/gpu_coders.py [--size 832x480] [--frames 81] [--clip 33] [--skip vae,depth,profile] [--out F]
+    python scripts/gpu_coders.py [--size 832x480] [--frames 81] [--clip 33] [--skip vae,fov,depth,profile] [--out F]
 
 On the random-weight models ``mirage bench --random-weights`` renders with (``random_components``: the real Wan
 VAE and Depth Pro architectures, bf16, on CUDA), one lever at a time, each timed with CUDA events (median after a
@@ -8,11 +8,14 @@ warm-up) and compared with the eager output:
 
 - the Wan VAE decode of a whole video (``--frames``, what a render decodes) and the encode of the static clip of
   the latent slots (``--clip`` frames of one image), eager (decoder channels-last, as rendered) and after
-  :meth:`mirage.vae.VAE.compile`; the compile's one-time cost apart;
+  :meth:`mirage.vae.VAE.compile` (the decoder by regions); the compile's one-time cost apart; each one's peak VRAM
+  above what was allocated before it;
 - Depth Pro on 8 frames (write-back depth, ``estimate_batch`` with a known FoV): with its FoV encoder (as before)
   and without it (:meth:`~mirage.depth.DepthEstimator.estimate_batch` now), batches of 1 and of 8, weights in
   channels-last, compiled (:meth:`~mirage.depth.DepthEstimator.compile`), and compiled with the ViT encoders'
   linear layers in FP8 (:class:`mirage.precision.Fp8Linear`, measured here only);
+- Depth Pro's FoV model kept in host memory (:meth:`~mirage.depth.DepthEstimator.offload_fov_model`): the VRAM
+  freed, and the input image's call (which predicts the FoV) with the model resident and offloaded;
 - with ``profile`` not skipped: the top CUDA kernels of one eager Depth Pro frame and one eager decode.
 """
 
@@ -56,6 +59,7 @@ def vae_part(vae, height: int, width: int, frames: int, clip: int, profile: bool
     ref_dec = vae.decode(z)
     ref_enc = vae.encode_video(clip_video)
     out["decode_ms_eager"] = round(cuda_time(lambda: vae.decode(z), repeats=3, warmup=1), 1)
+    out["decode_peak_extra_GiB_eager"] = peak_extra_gib(lambda: vae.decode(z))
     out["encode_clip_ms_eager"] = round(cuda_time(lambda: vae.encode_video(clip_video), repeats=3, warmup=1), 1)
     if profile:
         out["decode_top_kernels_eager"] = top_kernels(lambda: vae.decode(z[:3]))
@@ -68,9 +72,36 @@ def vae_part(vae, height: int, width: int, frames: int, clip: int, profile: bool
     out["encode_rel_err"] = rel(vae.encode_video(clip_video), ref_enc)
     # a length the warm-up did not see: the compiled calls must be reused (no new compile)
     out["decode_9_latent_frames_s_after_compile"] = round(timed_once(lambda: vae.decode(z[:9])), 3)
+    out["decode_peak_extra_GiB_compiled"] = peak_extra_gib(lambda: vae.decode(z))
+    return out
+
+
+def peak_extra_gib(fn) -> float:
+    """Peak VRAM of ``fn()`` above what was allocated before it, GiB (the render's ``peak_vram_extra_bytes``)."""
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    vae.decode(z)
-    out["decode_peak_GiB_compiled"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    fn()
+    torch.cuda.synchronize()
+    return round((torch.cuda.max_memory_allocated() - base) / 2**30, 3)
+
+
+def fov_offload_part(est, height: int, width: int) -> dict:
+    """Depth Pro's FoV model in host memory between calls (``DepthEstimator.offload_fov_model``, the render's
+    default on CUDA): the VRAM it frees and what a call that predicts the FoV (the input image) pays for it."""
+    g = torch.Generator(device="cuda").manual_seed(2)
+    image = (torch.rand(3, height, width, device="cuda", generator=g) * 2 - 1).to(est.dtype)
+    ref = est.estimate(image)
+    out = {"image_ms_resident": round(cuda_time(lambda: est.estimate(image), repeats=5, warmup=2), 1)}
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    est.offload_fov_model()
+    torch.cuda.empty_cache()
+    out["freed_GiB"] = round((before - torch.cuda.memory_allocated()) / 2**30, 3)
+    out["image_ms_offloaded"] = round(cuda_time(lambda: est.estimate(image), repeats=5, warmup=2), 1)
+    got = est.estimate(image)
+    out["same_fov"] = got.fov_x_deg == ref.fov_x_deg
+    out["depth_max_abs_diff"] = float((got.depth - ref.depth).abs().max())
     return out
 
 
@@ -140,6 +171,9 @@ def main() -> None:
     if "vae" not in skip:
         report["wan_vae"] = vae_part(comps.vae, height, width, args.frames, args.clip, "profile" not in skip)
         print(json.dumps(report["wan_vae"], indent=1), flush=True)
+    if "fov" not in skip:  # before depth_part, which compiles and swaps layers of the same model
+        report["fov_offload"] = fov_offload_part(comps.depth(), height, width)
+        print(json.dumps(report["fov_offload"], indent=1), flush=True)
     if "depth" not in skip:
         report["depth_pro"] = depth_part(comps.depth(), height, width, "profile" not in skip)
         print(json.dumps(report["depth_pro"], indent=1), flush=True)

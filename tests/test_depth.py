@@ -472,3 +472,24 @@ def test_compiled_depth_model_gives_the_same_depth(tiny_dirs, monkeypatch):
     assert counter.frame_count == 1  # another frame, another FoV: the same graph; the input image not compiled
     assert torch.equal(image.depth, ref_image.depth) and image.fov_x_deg == ref_image.fov_x_deg
     torch._dynamo.reset()
+
+
+def test_offloaded_fov_model_lives_in_host_memory_and_gives_the_same_estimate(tiny_dirs):
+    """``DepthEstimator.offload_fov_model`` (the pipeline's default on CUDA): Depth Pro's FoV model holds no weights
+    on the device between calls (accelerate's ``cpu_offload`` leaves them on the meta device there), the FoV and
+    depth it predicts are the ones of the resident model, and the write-back's calls, which skip it, are unchanged.
+    On the CPU the execution device is the CPU, but the hooks and the meta weights are the same."""
+    est = _load(tiny_dirs["pro"])
+    frames = torch.stack([_photo(), _photo().flip(-1)])
+    ref = est.estimate(frames[0])
+    ref_batch = est.estimate_batch(frames, fov_x_deg=60.0)
+    fov_params = lambda: {p.device.type for p in est.model.fov_model.parameters()}  # noqa: E731
+    assert fov_params() == {"cpu"}
+    est.offload_fov_model()
+    est.offload_fov_model()  # once
+    assert fov_params() == {"meta"}
+    assert {p.device.type for p in est.model.depth_pro.parameters()} == {"cpu"}  # the rest stays where it was
+    got = est.estimate(frames[0])  # predicts the FoV: the weights visit the execution device for the call
+    assert fov_params() == {"meta"}
+    assert got.fov_x_deg == ref.fov_x_deg and torch.equal(got.depth, ref.depth)
+    assert torch.equal(est.estimate_batch(frames, fov_x_deg=60.0), ref_batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -145,10 +146,10 @@ def test_channels_last_decoder_is_the_same_math(tmp_path):
 
 
 def test_compiled_wan_vae_is_the_same_math_and_compiles_once_per_call_kind(tmp_path, monkeypatch):
-    """``VAE.compile`` (``--compile``): the encoder's and decoder's per-frame calls under ``torch.compile`` give the
-    eager result, and clips of other lengths reuse the compiled calls. The backend here is dynamo's frame counter
-    (graphs run as traced, no inductor): what is checked is the tracing and its guards, which decide recompiles."""
-    from torch._dynamo.testing import CompileCounter
+    """``VAE.compile`` (``--compile``): the encoder's call and the decoder's regions under ``torch.compile`` give the
+    eager result, and clips of other lengths reuse the compiled code. The backend here records the graphs and runs
+    them as traced (no inductor): what is checked is the tracing and its guards, which decide recompiles."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
     import mirage.vae as vae_mod
 
@@ -158,20 +159,33 @@ def test_compiled_wan_vae_is_the_same_math_and_compiles_once_per_call_kind(tmp_p
     videos = [_video(f, seed=f) for f in (9, 5, 13)]
     eager_z = [vae.encode_video(v) for v in videos]
     eager_x = [vae.decode(z) for z in eager_z]
-    counter = CompileCounter()
+    graphs: list[tuple[str, bool]] = []  # (compiled function's name, all its input sizes static)
+
+    def recording(fn):
+        def backend(gm, example_inputs):
+            static = all(is_concrete_int(d) for t in example_inputs if isinstance(t, torch.Tensor) for d in t.shape)
+            graphs.append((fn.__name__, static))
+            return gm.forward
+        return backend
+
     real_compile = torch.compile
-    monkeypatch.setattr(vae_mod.torch, "compile", lambda fn, **kw: real_compile(fn, backend=counter, **kw))
+    monkeypatch.setattr(vae_mod.torch, "compile", lambda fn, **kw: real_compile(fn, backend=recording(fn), **kw))
     torch._dynamo.reset()
     vae.compile()
     vae.compile()  # once only
+    regions = vae_mod.decoder_regions(vae.model.decoder)
     got_z = [vae.encode_video(videos[0])]
     got_x = [vae.decode(got_z[0])]
-    after_first = counter.frame_count
-    assert 0 < after_first <= 8  # the first call, the second, the steady state (encoder and decoder)
+    after_first = len(graphs)
+    per_fn = collections.Counter(name for name, _ in graphs)
+    # the encoder and every decoder region: the first call, the second, the steady state; each region on its own
+    # code object, so none sees another's sizes as a change of size: every graph of the first size is static
+    assert len(per_fn) == len(regions) + 1 and max(per_fn.values()) <= 3, per_fn
+    assert all(static for _, static in graphs), graphs
     for v in videos[1:]:  # other lengths: the slices diffusers passes have other strides, copied to fresh ones
         got_z.append(vae.encode_video(v))
         got_x.append(vae.decode(got_z[-1]))
-    assert counter.frame_count == after_first
+    assert len(graphs) == after_first
     for a, b in zip(got_z + got_x, eager_z + eager_x, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # a batch of images of other aspects: the second size recompiles with the size dynamic, later sizes reuse it
@@ -181,7 +195,7 @@ def test_compiled_wan_vae_is_the_same_math_and_compiles_once_per_call_kind(tmp_p
         v = _video(5, h=h, w=w)
         torch.testing.assert_close(vae.decode(vae.encode_video(v)), eager_vae.decode(eager_vae.encode_video(v)),
                                    rtol=1e-5, atol=1e-5)
-        counts.append(counter.frame_count)
+        counts.append(len(graphs))
     assert counts[0] > after_first and counts[1:] == [counts[0]] * 3, counts
     frames = torch._dynamo.utils.counters["frames"]
     assert frames["total"] == frames["ok"], dict(torch._dynamo.utils.counters["unimplemented"])

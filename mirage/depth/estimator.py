@@ -169,6 +169,7 @@ class DepthEstimator:
         self.max_batch = max_batch
         self.predicts_fov = family is DepthFamily.DEPTH_PRO and getattr(model, "fov_model", None) is not None
         self._compiled: torch.nn.Module | None = None  # compile(): the model under torch.compile
+        self._fov_offloaded = False  # offload_fov_model(): the FoV model kept in host memory between calls
         self._lock = threading.Lock()  # one model call at a time (it may switch the FoV encoder off for the call)
 
     def __repr__(self) -> str:
@@ -178,6 +179,23 @@ class DepthEstimator:
         )
 
     # ---- public
+
+    def offload_fov_model(self) -> None:
+        """Keep Depth Pro's FoV model in host memory; it visits :attr:`device` only inside a call that predicts a FoV
+        (accelerate's ``cpu_offload``: its weights are copied in before its forward and dropped after). Once; a no-op
+        for models without one (the pipeline calls it on CUDA devices).
+
+        The FoV model is a fourth ViT-L (~0.6 GB of the 952 M-parameter Depth Pro in bf16) that most calls skip: the
+        write-back's frames come with their known FoV, and a render given ``--fov``, ``--intrinsics`` or ``--depth``
+        never asks. A call that predicts a FoV (the input image, once a video) pays the copy (BENCHMARKS.md, sixth
+        session). The estimate is unchanged (``tests/test_depth.py``)."""
+        if not self.predicts_fov or self._fov_offloaded:
+            return
+        from accelerate import cpu_offload
+
+        with self._lock:
+            cpu_offload(self.model.fov_model, execution_device=self.device)
+            self._fov_offloaded = True
 
     def compile(self) -> None:
         """``torch.compile`` the model, once (``--compile``), for the calls that skip Depth Pro's FoV encoder: the
