@@ -338,19 +338,22 @@ class Pipeline:
         # --- chunks: each one a step of the world
         chunks = plan_chunks(n, options.chunk_frames if self.denoiser is not None else n)
         c2w_all = traj.c2w.to(self.device, torch.float32)  # (N, 4, 4)
-        frames_out, reads_out = [], []
+        video = _host_frames(n, H, W, self.device)  # (N, 3, H, W) float32: each chunk's frames copied in as they come
+        reads_out = []
         for ci, (a, b) in enumerate(chunks):
             last = ci == len(chunks) - 1
             res = self._run_chunk(world, K_all[a:b], w2c_all[a:b], c2w_all[a:b],
                                   write_back=options.write_back and (not last or options.write_back_last),
                                   span=(a, b - 1), check_sees=plan.traj if ci == 0 else None)
             world.K, world.w2c = K_all[b - 1], w2c_all[b - 1]
-            frames_out.append((res.frames if ci == 0 else res.frames[1:]).cpu())  # chunks overlap by one frame
+            first = 0 if ci == 0 else 1  # chunks overlap by one frame
+            video[a + first:b].copy_(res.frames[first:], non_blocking=True)  # asynchronous from CUDA (pinned)
             if res.reads is not None:
                 reads_out.append((res.reads if ci == 0 else res.reads[1:]).cpu())
             if self.progress:
                 self.progress("chunk", ci + 1, len(chunks))
-        video = torch.cat(frames_out)  # (N, 3, H, W)
+        if video.is_pinned():
+            torch.cuda.current_stream(self.device).synchronize()  # the last copies have landed
         memory = world.memory
         revisits = None
         if options.scores:
@@ -553,6 +556,15 @@ class Pipeline:
     def _step_callback(self, step: int, total: int) -> None:
         if self.progress:
             self.progress("step", step, total)
+
+
+def _host_frames(n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """(n, 3, height, width) float32 host tensor a render's chunks copy their frames into. Pinned when they come from
+    CUDA: each chunk's copy then runs at full bus speed behind the next chunk's work, where a copy to pageable memory
+    stalled the GPU (three chunks at 832x480: ~260 ms of a 4-step render on an H200, BENCHMARKS.md, sixth session).
+    torch's caching host allocator keeps the pinned block for the next render of the same size."""
+    pin = device.type == "cuda"
+    return torch.empty(n, 3, height, width, dtype=torch.float32, pin_memory=pin)
 
 
 def _resize_depth_result(dres, width: int, height: int):

@@ -8,7 +8,8 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. ``--compile``: the transformer (diffusers' regional compile) vs eager, one forward at the real 1.3B architecture,
    the Wan VAE's compiled encoder and decoder calls vs eager: < 2e-2; the depth model's compiled write-back call
-   vs eager (real-size Depth Pro): < 1e-2;
+   vs eager (real-size Depth Pro): < 1e-2; the input image's call with Depth Pro's FoV model offloaded to host
+   memory (the render's default on CUDA) vs resident: identical;
 5. group offload (--offload sequential) vs resident weights, one forward: equal to float tolerance;
    the FP8 levers (--fp8): cuDNN FP8 attention and the FP8 linear layer against float64, and FP8 forwards
    against the bf16 forward (bands of a few 1e-2); mirage's channels-last VAE decode against diffusers' own;
@@ -132,6 +133,10 @@ def main() -> int:
         est = comps.depth()
         frames = clip.float().clamp(-1, 1)
         depth_eager = est.estimate_batch(frames, fov_x_deg=60.0)
+        image_eager = est.estimate(frames[0], fov_x_deg=60.0)  # the input image's call: the FoV head runs
+        est.offload_fov_model()  # the render's default on CUDA: the FoV model in host memory between calls
+        image_offloaded = est.estimate(frames[0], fov_x_deg=60.0)
+        check("depth_fov_offloaded_vs_resident", rel(image_offloaded.depth, image_eager.depth), 0.0)
         est.compile()
         check("depth_compiled_vs_eager", rel(est.estimate_batch(frames, fov_x_deg=60.0), depth_eager), 1e-2)
         del est
