@@ -182,23 +182,20 @@ class DepthEstimator:
 
     def offload_fov_model(self) -> None:
         """Keep Depth Pro's FoV model in host memory; it visits :attr:`device` only inside a call that predicts a FoV
-        (accelerate's ``cpu_offload``: its weights are copied in before its forward and dropped after). Once; a no-op
-        for models without one (the pipeline calls it on CUDA devices).
+        (diffusers' group offloading, leaf by leaf from pinned host memory, the next leaf's copy on a side stream
+        while the current one runs). Once; a no-op for models without one.
 
         The FoV model is a fourth ViT-L (~0.6 GB of the 952 M-parameter Depth Pro in bf16) that most calls skip: the
-        write-back's frames come with their known FoV, and a render given ``--fov``, ``--intrinsics`` or ``--depth``
-        never asks. A call that predicts a FoV (the input image, once a video) pays the copy (BENCHMARKS.md, sixth
-        session). The estimate is unchanged (``tests/test_depth.py``)."""
+        write-back's frames come with their known FoV, and a render given ``--depth`` never asks. A call that
+        predicts a FoV (the input image, once a video) pays the copies (BENCHMARKS.md, sixth session). The estimate
+        is unchanged (``tests/test_depth.py``, ``scripts/gpu_smoke.py``)."""
         if not self.predicts_fov or self._fov_offloaded:
             return
-        from accelerate import cpu_offload
+        from diffusers.hooks import apply_group_offloading
 
-        fov = self.model.fov_model
-        # the host copy pinned (on CUDA): copied in at bus speed; from pageable memory the copy took ~230 ms
-        pin = self.device.type == "cuda"
-        host = {k: (v.detach().cpu().pin_memory() if pin else v.detach().cpu()) for k, v in fov.state_dict().items()}
         with self._lock:
-            cpu_offload(fov, execution_device=self.device, state_dict=host)
+            apply_group_offloading(self.model.fov_model, onload_device=self.device, offload_device=torch.device("cpu"),
+                                   offload_type="leaf_level", use_stream=self.device.type == "cuda")
             self._fov_offloaded = True
 
     def compile(self) -> None:
