@@ -52,7 +52,7 @@ ProgressCallback = Callable[[str, int, int], None]
 class RenderResult:
     """What a render produced (tensors on the CPU)."""
 
-    frames: torch.Tensor  # (N, 3, H, W) float32 in [-1, 1]
+    frames: torch.Tensor  # (N, 3, H, W) float32 in [-1, 1]; in pinned (page-locked) memory when rendered on CUDA
     reads: torch.Tensor | None  # (N, 3, H, W) decoded memory reads, when ``keep_reads``
     trajectory: Trajectory
     image: torch.Tensor  # (3, H, W) the input image at the output size

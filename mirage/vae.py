@@ -162,14 +162,16 @@ class VAE:
           and the last (full-resolution) up block's residual blocks one by one. A compiled call holds the feature
           caches it reads and the ones it writes at once (dynamo applies the cache list's updates when the graph
           returns), so a whole-call compile held all ~1.9 GB of the decoder's caches twice at 832x480 (+2.4 GB of
-          peak, measured); a region holds only its own twice (at most ~0.46 GB, computed).
+          peak, measured); a region holds only its own twice (at most ~0.46 GB, computed; the decode's measured peak
+          falls by 1.2 GB, inductor keeping some fused intermediates to a region's end).
 
         A second frame size (``--size``, or another aspect in a batch of images) compiles each region once more
         with the size made dynamic (dynamo's automatic dynamic shapes); every later size reuses those graphs
         (``tests/test_vae.py``).
 
-        Measured on an H200 at 832x480 (BENCHMARKS.md): decode of 81 frames 1.65 -> 1.05 s compiled whole, encode
-        of a 33-frame clip 0.46 -> 0.34 s; the regional decoder's figures are in BENCHMARKS.md, sixth session.
+        Measured on an H200 at 832x480 (BENCHMARKS.md, fifth and sixth sessions): decode of 81 frames 1.65 s eager,
+        1.05 s compiled whole, 1.08 s by regions (compile 108 s), its peak above what it starts with 4.25 GB eager,
+        6.5 GB compiled whole, 5.3 GB by regions; encode of a 33-frame clip 0.46 -> 0.34 s.
         """
         if self.kind is not VaeKind.WAN or self._compiled:
             return

@@ -7,7 +7,7 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. ``--compile``: the transformer (diffusers' regional compile) vs eager, one forward at the real 1.3B architecture,
-   the Wan VAE's compiled encoder and decoder calls vs eager: < 2e-2; the depth model's compiled write-back call
+   the Wan VAE's compiled encoder call and decoder regions vs eager: < 2e-2; the depth model's compiled write-back call
    vs eager (real-size Depth Pro): < 1e-2; the input image's call with Depth Pro's FoV model offloaded to host
    memory (the render's default on CUDA) vs resident: identical;
 5. group offload (--offload sequential) vs resident weights, one forward: equal to float tolerance;
