@@ -52,7 +52,7 @@ ProgressCallback = Callable[[str, int, int], None]
 class RenderResult:
     """What a render produced (tensors on the CPU)."""
 
-    frames: torch.Tensor  # (N, 3, H, W) float32 in [-1, 1]; in pinned (page-locked) memory when rendered on CUDA
+    frames: torch.Tensor  # (N, 3, H, W) float32 in [-1, 1]; page-locked when rendered on CUDA (see _host_frames)
     reads: torch.Tensor | None  # (N, 3, H, W) decoded memory reads, when ``keep_reads``
     trajectory: Trajectory
     image: torch.Tensor  # (3, H, W) the input image at the output size
@@ -347,7 +347,7 @@ class Pipeline:
                                   span=(a, b - 1), check_sees=plan.traj if ci == 0 else None)
             world.K, world.w2c = K_all[b - 1], w2c_all[b - 1]
             first = 0 if ci == 0 else 1  # chunks overlap by one frame
-            video[a + first:b].copy_(res.frames[first:], non_blocking=True)  # asynchronous from CUDA (pinned)
+            video[a + first:b].copy_(res.frames[first:], non_blocking=video.is_pinned())  # asynchronous from CUDA
             if res.reads is not None:
                 reads_out.append((res.reads if ci == 0 else res.reads[1:]).cpu())
             if self.progress:
@@ -562,7 +562,9 @@ def _host_frames(n: int, height: int, width: int, device: torch.device) -> torch
     """(n, 3, height, width) float32 host tensor a render's chunks copy their frames into. Pinned when they come from
     CUDA: each chunk's copy then runs at full bus speed behind the next chunk's work, where a copy to pageable memory
     stalled the GPU (three chunks at 832x480: ~260 ms of a 4-step render on an H200, BENCHMARKS.md, sixth session).
-    torch's caching host allocator keeps the pinned block for the next render of the same size."""
+    torch's caching host allocator keeps the pinned block for the next render of the same size once the result is
+    dropped; it rounds the size up to a power of two (512 MiB for 81 frames at 832x480) and never returns it to the
+    OS. A caller that keeps many results holds a page-locked block each: ``frames.clone()`` keeps a pageable copy."""
     pin = device.type == "cuda"
     return torch.empty(n, 3, height, width, dtype=torch.float32, pin_memory=pin)
 

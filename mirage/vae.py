@@ -14,6 +14,7 @@ read at (0, then ``4t``, the last frame of its group).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import types
 from enum import Enum
@@ -161,24 +162,25 @@ class VAE:
         - The decoder is compiled by regions (:func:`decoder_regions`): its mid block, each up block but the last,
           and the last (full-resolution) up block's residual blocks one by one. A compiled call holds the feature
           caches it reads and the ones it writes at once (dynamo applies the cache list's updates when the graph
-          returns), so a whole-call compile held all ~1.9 GB of the decoder's caches twice at 832x480 (+2.4 GB of
-          peak, measured); a region holds only its own twice (at most ~0.46 GB, computed; the decode's measured peak
-          falls by 1.2 GB, inductor keeping some fused intermediates to a region's end).
+          returns), so a whole-call compile held all ~1.9 GB of the decoder's caches twice at 832x480; a region holds
+          only its own twice (at most ~0.46 GB, computed).
 
         A second frame size (``--size``, or another aspect in a batch of images) compiles each region once more
         with the size made dynamic (dynamo's automatic dynamic shapes); every later size reuses those graphs
         (``tests/test_vae.py``).
 
         Measured on an H200 at 832x480 (BENCHMARKS.md, fifth and sixth sessions): decode of 81 frames 1.65 s eager,
-        1.05 s compiled whole, 1.08 s by regions (compile 108 s), its peak above what it starts with 4.25 GB eager,
-        6.5 GB compiled whole, 5.3 GB by regions; encode of a 33-frame clip 0.46 -> 0.34 s.
+        1.05 s compiled whole, 1.08 s by regions (compile 108 s); the decode's peak above what the render held before
+        it (the default path, 81 frames) 4.13 GB eager, 6.51 GB compiled whole, 5.21 GB by regions; encode of a
+        33-frame clip 0.46 -> 0.34 s.
         """
         if self.kind is not VaeKind.WAN or self._compiled:
             return
         if self.device.type == "cuda":
             self._channels_last_decoder()  # settle the layout before the compiled code is traced
+        vae_id = next(_COMPILED_VAES)  # names of their own per VAE: dynamo's size records are kept by name
         for i, region in enumerate(decoder_regions(self.model.decoder)):
-            region.forward = torch.compile(_own_forward(region, f"region{i}"))
+            region.forward = torch.compile(_own_forward(region, f"vae{vae_id}_region{i}"))
         enc = self.model.encoder
         enc.forward = _fresh_input(torch.compile(enc.forward), torch.contiguous_format)
         self._compiled = True
@@ -324,6 +326,9 @@ class VAE:
         return self._empty_cache[key].clone()
 
 
+_COMPILED_VAES = itertools.count()  # VAE.compile's count, in this process
+
+
 def decoder_regions(decoder: torch.nn.Module) -> list[torch.nn.Module]:
     """The parts of a Wan decoder (diffusers' ``WanDecoder3d``) that :meth:`VAE.compile` compiles one by one: the mid
     block, each up block but the last, the last up block's residual blocks and the output norm. The input
@@ -345,6 +350,7 @@ def _own_forward(module: torch.nn.Module, tag: str) -> Any:
     fn = type(module).forward
     code = fn.__code__.replace(co_name=f"{fn.__name__}_{tag}")
     own = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+    own.__kwdefaults__ = fn.__kwdefaults__
     return own.__get__(module)
 
 

@@ -187,13 +187,14 @@ class DepthEstimator:
 
         The FoV model is a fourth ViT-L (~0.6 GB of the 952 M-parameter Depth Pro in bf16) that most calls skip: the
         write-back's frames come with their known FoV, and a render given ``--depth`` never asks. A call that
-        predicts a FoV (the input image, once a video) pays the copies (BENCHMARKS.md, sixth session). The estimate
-        is unchanged (``tests/test_depth.py``, ``scripts/gpu_smoke.py``)."""
-        if not self.predicts_fov or self._fov_offloaded:
-            return
+        predicts a FoV (the input image, once a video) pays the copies (BENCHMARKS.md, sixth session). The predicted
+        FoV and the depth are unchanged (``tests/test_depth.py``; ``scripts/gpu_smoke.py`` compares the FoV head's raw
+        output on the GPU)."""
         from diffusers.hooks import apply_group_offloading
 
         with self._lock:
+            if not self.predicts_fov or self._fov_offloaded:
+                return
             apply_group_offloading(self.model.fov_model, onload_device=self.device, offload_device=torch.device("cpu"),
                                    offload_type="leaf_level", use_stream=self.device.type == "cuda")
             self._fov_offloaded = True
