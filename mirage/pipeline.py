@@ -563,7 +563,7 @@ def _host_frames(n: int, height: int, width: int, device: torch.device) -> torch
     CUDA: each chunk's copy then runs at full bus speed behind the next chunk's work, where a copy to pageable memory
     stalled the GPU (three chunks at 832x480: ~260 ms of a 4-step render on an H200, BENCHMARKS.md, sixth session).
     torch's caching host allocator keeps the pinned block for the next render of the same size once the result is
-    dropped; it rounds the size up to a power of two (512 MiB for 81 frames at 832x480) and never returns it to the
+    dropped; it rounds the size up to a power of two (computed: 512 MiB for 81 frames at 832x480) and never returns it to the
     OS. A caller that keeps many results holds a page-locked block each: ``frames.clone()`` keeps a pageable copy."""
     pin = device.type == "cuda"
     return torch.empty(n, 3, height, width, dtype=torch.float32, pin_memory=pin)

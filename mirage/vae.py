@@ -160,7 +160,7 @@ class VAE:
           passes has strides that depend on the clip's length, and the compiled code would otherwise be rebuilt
           for every length.
         - The decoder is compiled by regions (:func:`decoder_regions`): its mid block, each up block but the last,
-          and the last (full-resolution) up block's residual blocks one by one. A compiled call holds the feature
+          the last (full-resolution) up block's residual blocks one by one, and the output norm. A compiled call holds the feature
           caches it reads and the ones it writes at once (dynamo applies the cache list's updates when the graph
           returns), so a whole-call compile held all ~1.9 GB of the decoder's caches twice at 832x480; a region holds
           only its own twice (at most ~0.46 GB, computed).
