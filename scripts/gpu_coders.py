@@ -26,7 +26,13 @@ import json
 import time
 
 import torch
-from gpu_levers import cuda_time, rel, write_report  # scripts/ is on sys.path when run as a script
+from gpu_levers import (  # scripts/ is on sys.path when run as a script
+    cuda_time,
+    fov_head_output,
+    peak_extra,
+    rel,
+    write_report,
+)
 
 
 def timed_once(fn) -> float:
@@ -59,7 +65,7 @@ def vae_part(vae, height: int, width: int, frames: int, clip: int, profile: bool
     ref_dec = vae.decode(z)
     ref_enc = vae.encode_video(clip_video)
     out["decode_ms_eager"] = round(cuda_time(lambda: vae.decode(z), repeats=3, warmup=1), 1)
-    out["decode_peak_extra_GiB_eager"] = peak_extra_gib(lambda: vae.decode(z))
+    out["decode_peak_extra_GiB_eager"] = round(peak_extra(lambda: vae.decode(z)) / 2**30, 3)
     out["encode_clip_ms_eager"] = round(cuda_time(lambda: vae.encode_video(clip_video), repeats=3, warmup=1), 1)
     if profile:
         out["decode_top_kernels_eager"] = top_kernels(lambda: vae.decode(z[:3]))
@@ -72,18 +78,8 @@ def vae_part(vae, height: int, width: int, frames: int, clip: int, profile: bool
     out["encode_rel_err"] = rel(vae.encode_video(clip_video), ref_enc)
     # a length the warm-up did not see: the compiled calls must be reused (no new compile)
     out["decode_9_latent_frames_s_after_compile"] = round(timed_once(lambda: vae.decode(z[:9])), 3)
-    out["decode_peak_extra_GiB_compiled"] = peak_extra_gib(lambda: vae.decode(z))
+    out["decode_peak_extra_GiB_compiled"] = round(peak_extra(lambda: vae.decode(z)) / 2**30, 3)
     return out
-
-
-def peak_extra_gib(fn) -> float:
-    """Peak VRAM of ``fn()`` above what was allocated before it, GiB (the render's ``peak_vram_extra_bytes``)."""
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    fn()
-    torch.cuda.synchronize()
-    return round((torch.cuda.max_memory_allocated() - base) / 2**30, 3)
 
 
 def fov_offload_part(est, height: int, width: int) -> dict:
@@ -91,8 +87,6 @@ def fov_offload_part(est, height: int, width: int) -> dict:
     default on CUDA): the VRAM it frees and what a call that predicts the FoV (the input image) pays for it."""
     g = torch.Generator(device="cuda").manual_seed(2)
     image = (torch.rand(3, height, width, device="cuda", generator=g) * 2 - 1).to(est.dtype)
-    from gpu_smoke import fov_head_output
-
     fov = 60.0  # random weights predict no valid FoV: given, the FoV head still runs (its prediction is checked)
     ref_fov = fov_head_output(est, image[None])
     out = {"image_ms_resident": round(cuda_time(lambda: est.estimate(image, fov_x_deg=fov), repeats=5, warmup=2), 1)}

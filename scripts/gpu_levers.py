@@ -65,7 +65,15 @@ def capture_graph(fn, warmup: int = 3):
     return graph, out
 
 
+def fov_head_output(est, frames: torch.Tensor) -> torch.Tensor:
+    """Depth Pro's raw ``field_of_view`` output (B,) for ``frames`` (B, 3, H, W) in [-1, 1], the FoV head on
+    (``est``: a :class:`mirage.depth.DepthEstimator`)."""
+    with torch.inference_mode():
+        return est.model(pixel_values=est.pixel_values(frames)).field_of_view.float()
+
+
 def peak_extra(fn):
+    """Peak VRAM of ``fn()`` above what was allocated before it, bytes (the render's ``peak_vram_extra_bytes``)."""
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()

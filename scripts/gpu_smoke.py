@@ -29,13 +29,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from gpu_levers import capture_graph, rel  # scripts/ is on sys.path when run as `python scripts/gpu_smoke.py`
-
-
-def fov_head_output(est, frames: torch.Tensor) -> torch.Tensor:
-    """Depth Pro's raw ``field_of_view`` output (B,) for ``frames`` (B, 3, H, W) in [-1, 1], the FoV head on."""
-    with torch.inference_mode():
-        return est.model(pixel_values=est.pixel_values(frames)).field_of_view.float()
+from gpu_levers import (  # scripts/ is on sys.path when run as `python scripts/gpu_smoke.py`
+    capture_graph,
+    fov_head_output,
+    rel,
+)
 
 
 def main() -> int:
