@@ -238,16 +238,18 @@ def revisit_pairs(w2c: torch.Tensor, candidates: list[int], scene_depth: float, 
     rot = rotation_angle_deg(R[:, None] @ R[None].transpose(-1, -2))  # (N, N) degrees between poses
     dist = torch.cdist(centre, centre)  # (N, N)
     near = (rot < max_deg) & (dist < max_fraction * scene_depth)  # (N, N)
-    pairs = []
-    for j in sorted(set(candidates)):
-        best = None
-        for i in range(j):
-            if near[i, j] and not bool(near[i, i + 1:j].all()):  # left the neighbourhood of i in between
-                score = float(rot[i, j] / max_deg + dist[i, j] / (max_fraction * scene_depth))
-                if best is None or score < best[0]:
-                    best = (score, i)
-        if best is not None:
-            pairs.append((best[1], j))
+    N = near.shape[0]
+    idx = torch.arange(N)
+    # left[i, j]: some frame k with i < k < j is not near i (the camera left i's neighbourhood in between)
+    away = (~near & (idx[None, :] > idx[:, None])).long().cumsum(1)  # (N, N) frames after i, up to j, not near i
+    left = torch.zeros_like(near)
+    left[:, 1:] = away[:, :-1] > 0
+    ok = near & left & (idx[:, None] < idx[None, :])  # (N, N) [i, j]: i is a revisit of j's camera
+    score = torch.where(ok, rot / max_deg + dist / (max_fraction * scene_depth), torch.inf)  # lower: nearer
+    js = sorted(set(candidates))
+    best = score[:, js].argmin(0).tolist() if js else []  # the first i of the lowest score
+    has = ok[:, js].any(0).tolist() if js else []
+    pairs = [(i, j) for i, j, h in zip(best, js, has, strict=True) if h]
     if len(pairs) > max_pairs:
         pick = torch.linspace(0, len(pairs) - 1, max_pairs).round().long().tolist()
         pairs = [pairs[k] for k in pick]

@@ -1,6 +1,6 @@
 """Where a render's end-to-end time goes that no stage holds: the default render path, one video, profiled.
 
-    python scripts/gpu_overhead.py [--steps 4] [--compile --fp8 all] [--no-scores] [--out h200_overhead.json]
+    python scripts/gpu_overhead.py [--steps 4] [--compile --fp8 all] [--no-scores] [--only trace] [--out F.json]
 
 The report's stages are CUDA-event spans; ``total`` is the wall clock of the render. Their difference (about 0.36 s
 a video on the H200 in the fifth session) is host work the GPU waits for, or GPU work outside every stage. On the
@@ -10,7 +10,13 @@ after one warm-up render:
 1. ``plain``: one render as the bench runs it: total, the stages' sum, the gap;
 2. ``segments``: one render with the render's steps wrapped (a CUDA synchronisation before and after each, so each
    holds its own GPU work; inclusive wall times, ms, and calls);
-3. ``cprofile``: one render under cProfile (no synchronisation added): the functions with the most own time.
+3. ``cprofile``: one render under cProfile (no synchronisation added): the functions with the most own time;
+4. ``trace``: one render under torch.profiler, each stage a ``record_function`` range: per stage (and ``unstaged``,
+   the render outside every stage) the host wall time, the torch ops called from Python, the host synchronisations
+   (calls of cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, blocking cudaMemcpy) with the time
+   the host waited in them, and the GPU time of the kernels launched (events belong to the innermost stage that
+   holds their start). A stage whose kernel time is far below its wall time keeps the GPU idle: launches or syncs.
+   ``--only trace`` runs this pass alone.
 """
 
 from __future__ import annotations
@@ -89,6 +95,72 @@ def wrapped_segments(render) -> dict:
     return {"wall_ms": round(wall, 1), "total_ms": round(res.report.timing_ms["total"], 1), "segments": seg}
 
 
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
+
+
+def traced_stages(render) -> dict:
+    """``render()`` under torch.profiler, each StageTimer stage a ``stage:NAME`` range: per stage the host ms, the
+    top-level torch ops, the host synchronisations and their waiting ms, and the launched kernels' GPU ms."""
+    import contextlib
+
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from mirage.report import StageTimer
+
+    orig = StageTimer.stage
+
+    @contextlib.contextmanager
+    def ranged(self, name):
+        with record_function(f"stage:{getattr(name, 'value', name)}"), orig(self, name):
+            yield
+
+    StageTimer.stage = ranged
+    try:
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            with record_function("stage:unstaged"):
+                render()
+            torch.cuda.synchronize()
+    finally:
+        StageTimer.stage = orig
+    events = [e for e in prof.events() if e.device_type.name == "CPU"]
+    ranges = sorted(((e.time_range.start, e.time_range.end, e.name[6:]) for e in events if e.name.startswith("stage:")),
+                    key=lambda r: r[0])
+
+    def owner(t: float) -> str | None:  # the innermost stage range holding time t
+        best = None
+        for a, b, name in ranges:
+            if a <= t <= b and (best is None or a >= best[0]):
+                best = (a, b, name)
+        return best[2] if best else None
+
+    out: dict[str, dict] = {}
+    for a, b, name in ranges:
+        out.setdefault(name, {"host_ms": 0.0, "ops": 0, "syncs": 0, "sync_wait_ms": 0.0, "kernel_ms": 0.0})
+        out[name]["host_ms"] += (b - a) / 1e3
+    for e in events:
+        if e.name.startswith("stage:"):
+            continue
+        name = owner(e.time_range.start)
+        if name is None:
+            continue
+        row = out[name]
+        parent = e.cpu_parent
+        if e.name.startswith("aten::") and (parent is None or not parent.name.startswith("aten::")):
+            row["ops"] += 1
+        if e.name in SYNC_CALLS:
+            row["syncs"] += 1
+            row["sync_wait_ms"] += (e.time_range.end - e.time_range.start) / 1e3
+        row["kernel_ms"] += e.self_device_time_total / 1e3
+    # a stage's host time holds its nested stages': take them out (exclusive, as the report's stages are)
+    for a, b, name in ranges:
+        inner = [r for r in ranges if a < r[0] and r[1] <= b and r[2] != name]
+        direct = [r for r in inner if not any(o[0] < r[0] and r[1] <= o[1] and o != r for o in inner)]
+        out[name]["host_ms"] -= sum((rb - ra) / 1e3 for ra, rb, _ in direct)
+    return {k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()} for k, v in
+            sorted(out.items(), key=lambda kv: -kv[1]["host_ms"])}
+
+
 def main() -> None:
     from mirage.bench import BenchConfig, build_pipeline, example_inputs
     from mirage.config import PipelineConfig, RenderOptions
@@ -101,6 +173,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--fp8", default="none", choices=[m.value for m in Fp8Mode])
     ap.add_argument("--no-scores", action="store_true")
+    ap.add_argument("--only", choices=["trace"], default=None, help="run only this pass (after the warm-up)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     image, depth = example_inputs()
@@ -121,6 +194,11 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": args.steps,
               "compile": args.compile, "fp8": args.fp8, "scores": not args.no_scores,
               "warmup_s": round(time.perf_counter() - t, 1)}
+    if args.only == "trace":
+        report["trace"] = traced_stages(render)
+        print(report["trace"], flush=True)
+        write_report(report, args.out)
+        return
     res = render()
     stages = {k: round(v, 1) for k, v in res.report.timing_ms.items() if k not in ("total", "load")}
     total = res.report.timing_ms["total"]
@@ -140,6 +218,8 @@ def main() -> None:
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats("mirage", 40)
     report["cprofile"]["top_cumulative_mirage"] = buf.getvalue()[-9000:]
+    report["trace"] = traced_stages(render)
+    print(report["trace"], flush=True)
     write_report(report, args.out)
 
 

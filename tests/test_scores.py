@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mirage import scores
-from mirage.camera import intrinsics_from_fov, look_at_w2c, w2c_to_c2w
+from mirage.camera import intrinsics_from_fov, look_at_w2c, rotation_angle_deg, w2c_to_c2w
 from mirage.config import PipelineConfig, RenderOptions
 from mirage.errors import MirageError
 from mirage.inputs import TrajectoryOptions
@@ -152,6 +152,48 @@ def test_revisit_pairs_find_a_full_orbit_and_nothing_else():
     there_and_back = torch.stack([translated(x) for x in [0.0, 1.0, 2.0, 1.0, 0.0]])
     assert scores.revisit_pairs(there_and_back, [3, 4], Z) == [(1, 3), (0, 4)]
     assert scores.revisit_pairs(there_and_back, [4], Z, max_fraction=0.0) == []
+
+
+def _revisit_pairs_by_definition(w2c: torch.Tensor, candidates: list[int], scene_depth: float) -> list:
+    """revisit_pairs' docstring read literally, one pair at a time (the reference of the vectorised form)."""
+    w2c = w2c.double()
+    R, t = w2c[:, :3, :3], w2c[:, :3, 3]
+    centre = -(R.transpose(-1, -2) @ t[..., None])[..., 0]
+
+    def near(i, j):
+        rot = float(rotation_angle_deg(R[i] @ R[j].T))
+        dist = float((centre[i] - centre[j]).norm())
+        return rot < scores.REVISIT_MAX_DEG and dist < scores.REVISIT_MAX_FRACTION * scene_depth, rot, dist
+
+    pairs = []
+    for j in sorted(set(candidates)):
+        best = None
+        for i in range(j):
+            ok, rot, dist = near(i, j)
+            if ok and not all(near(i, k)[0] for k in range(i + 1, j)):
+                score = rot / scores.REVISIT_MAX_DEG + dist / (scores.REVISIT_MAX_FRACTION * scene_depth)
+                if best is None or score < best[0]:
+                    best = (score, i)
+        if best is not None:
+            pairs.append((best[1], j))
+    return pairs
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_revisit_pairs_match_their_definition_on_wandering_cameras(seed):
+    g = torch.Generator().manual_seed(seed)
+    # a camera that drifts back and forth along x and turns a little: many near poses, many leave-and-return runs
+    xs = (torch.rand(40, generator=g) * 0.4 * Z).tolist()
+    poses = []
+    for k, x in enumerate(xs):
+        a = 0.05 * math.sin(k)  # radians
+        eye = torch.tensor([x, 0.0, -Z])
+        poses.append(look_at_w2c(eye, torch.tensor([x + Z * math.tan(a), 0.0, 0.0]), torch.tensor([0.0, -1.0, 0.0])))
+    w2c = torch.stack(poses).float()
+    cand = sorted(torch.randperm(40, generator=g)[:25].tolist())
+    want = _revisit_pairs_by_definition(w2c, cand, Z)
+    assert len(want) >= 5  # the case is not empty
+    assert scores.revisit_pairs(w2c, cand, Z, max_pairs=10**6) == want
 
 
 def test_video_revisits_score_a_matching_revisit():
