@@ -69,7 +69,7 @@ def _mirage_traj(width: int, height: int) -> dict:
 
 def _memory_file(path: Path, *, finite: bool = True, header: dict | None = None) -> Path:
     from mirage.memory.files import save_store
-    from mirage.memory.splat import PointStore
+    from mirage.memory.store import PointStore
 
     feats = torch.zeros(4, 16)
     if not finite:

@@ -167,6 +167,23 @@ def test_estimate_batch_equals_per_frame(tiny_dirs, which):
     assert float((batch[0] - batch[2]).abs().max()) > 1e-3  # frames differ, so the comparison means something
 
 
+@pytest.mark.parametrize("which", ["pro", "da_rel"])
+def test_estimate_batch_reads_back_only_its_range_check(tiny_dirs, which):
+    """The write-back's depth calls: besides the input range check, nothing waits for the model (no warnings
+    counted), so the write's fits and renders queue behind it on a GPU (docs/memory.md, Write-back)."""
+    from _host_reads import HostReads
+
+    frames = torch.stack([_photo()[:, :, :320]] * 4)
+    est = _load(tiny_dirs[which], max_batch=3)
+    est.estimate_batch(frames[:1], fov_x_deg=60.0)  # loads lazily what it loads
+    with HostReads() as reads:
+        est.estimate_batch(frames, fov_x_deg=60.0)
+    assert reads.count <= 2, reads.sites  # the min and max of the frames (their range check)
+    with HostReads() as reads:
+        est.estimate_frames(frames, fov_x_deg=60.0)  # counts invalid pixels for its warnings: reads back
+    assert reads.count > 4, reads.sites
+
+
 def test_relative_model_range_and_warning(tiny_dirs):
     est = _load(tiny_dirs["da_rel"])
     assert est.kind is DepthKind.RELATIVE and not est.predicts_fov

@@ -136,6 +136,51 @@ def test_fit_depth_robust_scale_and_shift():
     assert fit_depth(nan, ref, valid).valid == 512
 
 
+def _fit_by_definition(raw, ref, valid, mode, trim):
+    """The fit of align.py's docstring, one frame, on the compacted pixels: (scale, shift)."""
+    raw, ref = raw.double().reshape(-1), ref.double().reshape(-1)
+    ok = valid.reshape(-1) & torch.isfinite(raw) & torch.isfinite(ref) & (raw > 0) & (ref > 0)
+    r = torch.log(ref[ok]) - torch.log(raw[ok])
+    keep = max(1, round(int(ok.sum()) * (1 - trim)))
+    order = (r - r.median()).abs().argsort(stable=True)[:keep]
+    scale, shift = float(torch.exp(r[order].mean())), 0.0
+    if mode == AlignMode.SCALE_SHIFT:
+        x, y = raw[ok][order], ref[ok][order]
+        sol = torch.linalg.lstsq(torch.stack([x, torch.ones_like(x)], -1), y[:, None]).solution[:, 0]
+        if float(sol[0]) > 0:
+            scale, shift = float(sol[0]), float(sol[1])
+    return scale, shift
+
+
+@pytest.mark.parametrize("mode", [AlignMode.SCALE, AlignMode.SCALE_SHIFT])
+def test_batched_fits_match_the_fit_of_each_frame(mode):
+    from mirage.memory.align import fit_depth_batch
+
+    g = torch.Generator().manual_seed(2)
+    B = 5
+    ref = 1.0 + 4.0 * torch.rand(B, 24, 32, generator=g)
+    scale = torch.tensor([0.5, 2.0, 3.0, 1.0, 7.0])
+    raw = ref / scale[:, None, None] * (1 + 0.05 * torch.randn(B, 24, 32, generator=g)) + 0.02
+    raw[:, :2] = 80.0  # outliers
+    raw[1, 5, :7] = float("nan")
+    raw[3] = 10.0 - ref[3]  # depth that falls where the reference rises: a scale+shift fit gives a negative scale
+    valid = torch.rand(B, 24, 32, generator=g) > 0.3
+    valid[4] = False
+    valid[4, 0, :10] = True  # 10 valid pixels < min_valid
+    fits = fit_depth_batch(raw, ref, valid, mode=mode, trim=0.2).to_host(min_valid=32)
+    for b in range(4):
+        want = _fit_by_definition(raw[b], ref[b], valid[b], mode, 0.2)
+        assert (fits[b].scale, fits[b].shift) == pytest.approx(want, rel=1e-9, abs=1e-9), b
+        assert fits[b].valid == int((valid[b] & torch.isfinite(raw[b])).sum())
+    assert (fits[4].scale, fits[4].shift, fits[4].valid, fits[4].inliers) == (1.0, 0.0, 10, 0)
+    assert "only 10 valid" in fits[4].warning
+    assert fits[0].warning is None
+    if mode == AlignMode.SCALE_SHIFT:
+        assert fits[3].warning is not None and "scale-only fit" in fits[3].warning
+    else:
+        assert fits[3].warning is None
+
+
 def test_save_load_round_trip_bit_exact_and_wrong_latent_space(tmp_path):
     mem, _ = _memory(dtype=torch.bfloat16)
     c2w = _c2w_shift(2)

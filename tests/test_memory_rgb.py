@@ -13,7 +13,7 @@ from mirage.camera import intrinsics_from_fov, invert_rigid, make_rigid, project
 from mirage.errors import MemoryFileError, ModelError
 from mirage.latent_space import LatentSpace
 from mirage.memory import LatentMemory, MemoryConfig, RGBMemory, create_memory, load_memory
-from mirage.memory.splat import PointStore
+from mirage.memory.store import PointStore
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 S, TS = 8, 4

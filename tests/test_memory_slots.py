@@ -27,7 +27,7 @@ from mirage.memory import (
     encode_static_clip,
     load_memory,
 )
-from mirage.memory.splat import PointStore
+from mirage.memory.store import PointStore
 from mirage.sampling import SamplingProfile
 
 W, H, F = 48, 32, 9  # 9 frames: latent slots 0..2 (slot 1 holds the causal start-up, slot 2 does not)

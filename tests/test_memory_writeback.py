@@ -179,6 +179,118 @@ def test_last_view_wins_a_voxel_both_would_write():
     assert len(new_tokens) == st.added > 0 and bool((new_tokens == 8.0).all())
 
 
+def _integrate_view_by_view(mem, feats_grid, depth, K_px, c2w, region):
+    """integrate_views as docs/memory.md states it, on the store's own primitives: each view fitted alone
+    (fit_depth), its still-hole cells found by rendering the store as it stands, merged before the next view."""
+    from mirage.camera import intrinsics_to_latent
+    from mirage.memory import fit_depth
+    from mirage.memory.splat import footprint_depth, grid_to_world, invalid_depth
+
+    c = mem.config
+    K_grid = intrinsics_to_latent(K_px.double(), mem.stride).float()
+    w2c = invert_rigid(c2w.double()).float()
+    feats = feats_grid.permute(0, 2, 3, 1).reshape(feats_grid.shape[0], -1, mem.channels)
+    mem.writes += 1
+    views = [b for b in range(len(c2w)) if bool(region[b].any())]
+    ref = mem.render_grid(K_grid[views], w2c[views], features=False)
+    added = merged = 0
+    asked_all = []
+
+    def write(asked, holes_first):
+        nonlocal added, merged
+        raw = footprint_depth(depth(asked), mem.stride, c.footprint_depth)
+        for i, b in enumerate(asked):
+            j = views.index(b)
+            fit = fit_depth(raw[i], ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
+                            trim=c.align_trim)
+            aligned = fit.apply(raw[i])
+            cand = region[b]
+            if b > 0 and i == 0 and holes_first is not None:
+                cand = cand & holes_first
+            elif b > 0:
+                cand = cand & mem.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False).holes[0]
+            m = (cand & ~invalid_depth(aligned)).reshape(-1)
+            xyz = grid_to_world(aligned[None], K_grid[b : b + 1], c2w[b : b + 1])[0]
+            counts = mem.store.merge(xyz[m], feats[b][m], mem.writes, mem.voxel_size, c.voxel_winner)
+            added, merged = added + counts.added, merged + counts.merged
+        asked_all.extend(asked)
+
+    last = views[-1]
+    first = [0, last] if 0 in views and last != 0 else [last]
+    write(first, None if first[0] == 0 else ref.holes[views.index(last)])
+    between = [b for b in views if b not in first]
+    now = mem.render_grid(K_grid[between], w2c[between], features=False).holes
+    asked = [b for k, b in enumerate(between) if bool((region[b] & now[k]).any())]
+    if asked:
+        write(asked, now[between.index(asked[0])])
+    mem.store.trim(c.max_tokens)
+    return added, merged, sorted(asked_all)
+
+
+@pytest.mark.parametrize("winner", ["existing", "newest"])
+@pytest.mark.parametrize("kind", ["latent grid", "pixel grid", "two phases"])
+def test_the_deferred_write_leaves_the_store_view_by_view_merges_leave(kind, winner):
+    """integrate_views holds a write's candidates on the device until the end (PendingWrite, no host sync per view);
+    the store it leaves is the one the view-by-view scheme leaves: same points, same order, same counts."""
+    import copy
+
+    from mirage.memory import VoxelWinner
+
+    mem = memory()
+    if kind == "pixel grid":  # the RGB memory writes through a stride-1 LatentMemory of its pixels
+        mem = memory(kind=MemoryKind.RGB).points
+    mem.config = MemoryConfig(voxel_winner=VoxelWinner(winner), phases=2 if kind == "two phases" else 1)
+    s = mem.stride
+    # out and back: the views between see what the last view, back near the start, does not
+    c2w_all = torch.stack([orbit(14.0 * math.sin(math.pi * t)) for t in torch.linspace(0.0, 0.9, F).tolist()])
+    c2w, Kv = c2w_all[IDX], K[None].expand(len(IDX), 3, 3)
+    g = torch.Generator().manual_seed(4)
+    region = dilate(mem.read(K[None].expand(F, 3, 3), invert_rigid(c2w_all)).holes, 1) if s > 1 else None
+    if region is None:  # the pixel grid: a read of the latent-grid memory's holes, upsampled
+        holes = memory().read(K[None].expand(F, 3, 3), invert_rigid(c2w_all)).holes
+        region = dilate(holes, 1).repeat_interleave(S, 1).repeat_interleave(S, 2)
+    region[0] = False
+
+    def depth(views):  # raw depth at a scale of its own per view, a few invalid pixels
+        d = torch.stack([true_depth(c2w[v]) * (1.0 + 0.1 * v) for v in views])
+        d[:, :2, :5] = float("nan")
+        return d
+
+    gh, gw = mem.grid_size
+    feats = torch.randn(len(IDX), mem.channels, gh, gw, generator=g).to(mem.store.features.dtype)
+    ref = copy.deepcopy(mem)
+    st = mem.integrate_views(feats, depth, Kv, c2w, region)
+    added, merged, asked = _integrate_view_by_view(ref, feats, depth, Kv, c2w, region)
+    assert st.added > 20 and len(asked) >= 3 and list(st.depth_views) == asked
+    assert (st.added, st.merged) == (added, merged)
+    assert len(mem.store) == len(ref.store) and mem.writes == ref.writes
+    assert torch.equal(mem.store.birth, ref.store.birth) and torch.equal(mem.store.features, ref.store.features)
+    torch.testing.assert_close(mem.store.xyz, ref.store.xyz, rtol=1e-6, atol=1e-6)
+
+
+def test_a_write_reads_back_to_the_host_the_same_few_times_however_many_views_it_writes():
+    """The per-view fits, renders and de-duplication stay on the device (PendingWrite): the write reads back to the
+    host at its start, once between its two depth calls and at its end, whether it writes one view or eight."""
+    from _host_reads import HostReads
+
+    def one_write(c2w_all):
+        mem = memory()
+        c2w = c2w_all[IDX]
+        region = dilate(mem.read(K[None].expand(F, 3, 3), invert_rigid(c2w_all)).holes, 1)
+        region[0] = False
+        lat = torch.randn(len(IDX), C, h, w, generator=torch.Generator().manual_seed(1))
+        with HostReads() as reads:
+            st = mem.integrate_views(lat, lambda v: torch.stack([true_depth(c2w[i]) for i in v]),
+                                     K[None].expand(len(IDX), 3, 3), c2w, region)
+        return st, reads
+
+    st1, one = one_write(poses(truck, 0.0, 0.1))  # a short truck move: few views add something
+    out_and_back = torch.stack([orbit(14.0 * math.sin(math.pi * t)) for t in torch.linspace(0.0, 0.9, F).tolist()])
+    st8, eight = one_write(out_and_back)
+    assert len(st1.depth_views) <= 2 and len(st8.depth_views) == 8
+    assert eight.count <= 20 and eight.count - one.count <= 6, (one.sites, eight.sites)
+
+
 # ------------------------------------------------------------------------------------------------ through the pipeline
 
 REPO = Path(__file__).resolve().parents[1]

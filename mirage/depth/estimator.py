@@ -254,16 +254,23 @@ class DepthEstimator:
             :meth:`estimate` frame by frame; invalid pixels hold a placeholder (use :meth:`estimate_frames`
             for the mask).
         """
-        return self.estimate_frames(frames, fov_x_deg=fov_x_deg, predict_fov=fov_x_deg is None).depth
+        return self.estimate_frames(frames, fov_x_deg=fov_x_deg, predict_fov=fov_x_deg is None,
+                                    count_invalid=False).depth
 
     def estimate_frames(
-        self, frames: torch.Tensor, *, fov_x_deg: float | None = None, predict_fov: bool = True
+        self, frames: torch.Tensor, *, fov_x_deg: float | None = None, predict_fov: bool = True,
+        count_invalid: bool = True,
     ) -> DepthBatch:
         """Like :meth:`estimate_batch`, with the valid mask, per-frame FoVs and warnings (:class:`DepthBatch`).
 
         ``predict_fov=False`` with a ``fov_x_deg`` skips Depth Pro's FoV encoder (a fourth ViT-L pass and its head,
         through transformers' own ``use_fov_model`` switch), whose prediction the given FoV would replace anyway;
-        the batch's ``fov_x_deg`` are then None. :meth:`estimate_batch` does that whenever it is given a FoV."""
+        the batch's ``fov_x_deg`` are then None. :meth:`estimate_batch` does that whenever it is given a FoV.
+
+        ``count_invalid=False`` leaves out the per-frame warnings about invalid pixels (and a relative model's
+        constant-disparity frames): they read counts back to the host, so the call would wait for the model; without
+        them a call given a FoV returns as soon as the model is queued (:meth:`estimate_batch`, whose callers use
+        the depth only)."""
         check_shape(frames, ("F", 3, "H", "W"), "frames")
         self._check_frames(frames)
         if fov_x_deg is not None:
@@ -273,7 +280,7 @@ class DepthEstimator:
         for start in range(0, n, self.max_batch):
             chunk = frames[start : start + self.max_batch]
             d, v, f, w = self._run_chunk(chunk, fov_x_deg, first_index=start,
-                                         fov_head=predict_fov or fov_x_deg is None)
+                                         fov_head=predict_fov or fov_x_deg is None, count_invalid=count_invalid)
             depths.append(d)
             valids.append(v)
             fovs.extend(f)
@@ -333,10 +340,12 @@ class DepthEstimator:
             )
 
     def _run_chunk(
-        self, frames: torch.Tensor, fov_x_deg: float | None, *, first_index: int, fov_head: bool = True
+        self, frames: torch.Tensor, fov_x_deg: float | None, *, first_index: int, fov_head: bool = True,
+        count_invalid: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, list[float | None], list[str]]:
         """Depth (B, H, W) float32, valid (B, H, W) bool, predicted FoVs and warnings of B frames.
-        ``fov_head=False``: Depth Pro's FoV encoder does not run (a FoV is given)."""
+        ``fov_head=False``: Depth Pro's FoV encoder does not run (a FoV is given); ``count_invalid=False``: no
+        warnings that need a host read-back (see :meth:`estimate_frames`)."""
         b, _, height, width = frames.shape
         fov_on = fov_head and self.predicts_fov
         model = self._compiled if self._compiled is not None and not fov_on else self.model
@@ -365,13 +374,13 @@ class DepthEstimator:
             disparity = self._post_process(raw, height, width)  # (B, H, W) affine-invariant disparity
             valid = torch.isfinite(disparity)
             depth, flat = _disparity_to_depth(disparity, valid)
-            for i in torch.nonzero(flat).flatten().tolist():
+            for i in torch.nonzero(flat).flatten().tolist() if count_invalid else []:
                 warnings.append(
                     f"frame {first_index + i}: depth model {self.name} gave a constant disparity; "
                     f"depth set to {2 / (1 / RELATIVE_NEAR + 1 / RELATIVE_FAR):g} everywhere (a flat plane)"
                 )
 
-        n_bad = (~valid).flatten(1).sum(1).tolist()  # (B,)
+        n_bad = (~valid).flatten(1).sum(1).tolist() if count_invalid else []  # (B,)
         for i, bad in enumerate(n_bad):
             if bad:
                 warnings.append(

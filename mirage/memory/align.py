@@ -60,6 +60,109 @@ class DepthFit:
         return depth * self.scale + self.shift
 
 
+@dataclass(frozen=True)
+class DepthFits:
+    """The fits of B frames, on the device (no host sync made them): ``aligned = scale * raw + shift``.
+
+    Attributes:
+        scale, shift, residual: (B,) float64 (see :class:`DepthFit`).
+        valid, inliers: (B,) int64.
+        rejected: (B,) bool, where a scale+shift fit gave scale <= 0 (or none) and the scale-only fit was kept;
+        rejected_scale: (B,) float64, that fit's scale.
+    """
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+    residual: torch.Tensor
+    valid: torch.Tensor
+    inliers: torch.Tensor
+    rejected: torch.Tensor
+    rejected_scale: torch.Tensor
+
+    def apply(self, depth: torch.Tensor) -> torch.Tensor:
+        """``scale * depth + shift`` for (B, ...) depth, in its dtype."""
+        shape = (-1,) + (1,) * (depth.ndim - 1)
+        return depth * self.scale.to(depth.dtype).reshape(shape) + self.shift.to(depth.dtype).reshape(shape)
+
+    def to_host(self, min_valid: int) -> list[DepthFit]:
+        """One :class:`DepthFit` per frame, with its warning (one host read-back)."""
+        rows = torch.stack([self.scale, self.shift, self.residual, self.valid.double(), self.inliers.double(),
+                            self.rejected.double(), self.rejected_scale], dim=1).tolist()
+        fits = []
+        for scale, shift, residual, valid, inliers, rejected, s2 in rows:
+            n = int(valid)
+            warning = None
+            if int(inliers) == 0 and n < max(min_valid, 1):
+                warning = (f"depth alignment: only {n} valid pixel(s) overlap the memory (need {min_valid}); "
+                           "kept scale 1")
+            elif rejected:
+                warning = (f"depth alignment: scale+shift fit gave scale {s2:.4g} <= 0; used the scale-only "
+                           f"fit {scale:.4g}")
+            fits.append(DepthFit(scale, shift, residual, n, int(inliers), warning))
+        return fits
+
+
+def fit_depth_batch(
+    depth_raw: torch.Tensor,
+    depth_ref: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    mode: AlignMode = AlignMode.SCALE,
+    min_valid: int = 32,
+    trim: float = 0.2,
+) -> DepthFits:
+    """Fit B frames' raw depth to their reference depth at once, on the device, without a host sync (the
+    write-back's fits queue behind the depth model). Same fit as :func:`fit_depth`, row by row; the ``trim`` outliers
+    are the pixels farthest from the median log ratio (ties: the later pixel goes first).
+
+    Args:
+        depth_raw: (B, H, W) float, raw depth of the new frames (any positive units); NaN/inf/<=0 are ignored.
+        depth_ref: (B, H, W) float, the memory's rendered z-depth in world units (0 in holes).
+        valid: (B, H, W) bool, where the memory's read was not a hole.
+        mode, min_valid, trim: see :func:`fit_depth`.
+    Returns:
+        :class:`DepthFits` ((B,) tensors on the inputs' device).
+    """
+    check_shape(depth_raw, ("B", "H", "W"), "depth_raw")
+    check_shape(depth_ref, tuple(depth_raw.shape), "depth_ref")
+    check_shape(valid, tuple(depth_raw.shape), "valid")
+    if not 0.0 <= trim <= 0.9:
+        raise InputError(f"align trim: {trim} is outside [0, 0.9]; pass a fraction of outliers to drop")
+    B = depth_raw.shape[0]
+    raw = depth_raw.double().reshape(B, -1)
+    ref = depth_ref.double().reshape(B, -1)
+    ok = valid.reshape(B, -1) & torch.isfinite(raw) & torch.isfinite(ref) & (raw > 0) & (ref > 0)  # (B, P)
+    n = ok.sum(1)  # (B,)
+    one, zero = torch.ones_like(n, dtype=torch.float64), torch.zeros_like(n, dtype=torch.float64)
+    no = torch.zeros_like(n, dtype=torch.bool)
+    if mode == AlignMode.NONE:
+        return DepthFits(one, zero, _residual(raw, ref, ok, one, zero), n, n, no, zero)
+    fits = n >= max(min_valid, 1)  # (B,) rows with enough pixels to fit
+    r = torch.where(ok, torch.log(ref.where(ok, 1.0)) - torch.log(raw.where(ok, 1.0)), float("nan"))  # (B, P)
+    med = r.nanmedian(dim=1).values  # (B,) the lower median, as Tensor.median
+    keep = torch.clamp(torch.round(n.double() * (1.0 - trim)), min=1).long()  # (B,) inliers kept
+    dist = torch.where(ok, (r - med[:, None]).abs(), float("inf"))  # (B, P)
+    order = dist.argsort(dim=1, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    inl = ok & (rank < keep[:, None])  # (B, P) the `keep` ratios closest to the median
+    log_s = torch.where(inl, r, 0.0).sum(1) / keep.double()
+    scale = torch.where(fits, torch.exp(log_s), one)
+    shift, rejected, rejected_scale = zero, no, zero
+    if mode == AlignMode.SCALE_SHIFT:  # least squares y = s x + t on the inliers (normal equations, float64)
+        w = inl.double()
+        x, y = torch.where(inl, raw, 0.0), torch.where(inl, ref, 0.0)
+        sw, sx, sy = w.sum(1), x.sum(1), y.sum(1)
+        sxx, sxy = (x * x).sum(1), (x * y).sum(1)
+        det = sw * sxx - sx * sx
+        s2 = (sw * sxy - sx * sy) / det
+        t2 = (sxx * sy - sx * sxy) / det
+        take = fits & (s2 > 0) & (keep >= 2)
+        rejected, rejected_scale = fits & ~take, s2
+        scale, shift = torch.where(take, s2, scale), torch.where(take, t2, zero)
+    inliers = torch.where(fits, keep, torch.zeros_like(keep))
+    return DepthFits(scale, shift, _residual(raw, ref, ok, scale, shift), n, inliers, rejected, rejected_scale)
+
+
 def fit_depth(
     depth_raw: torch.Tensor,
     depth_ref: torch.Tensor,
@@ -69,7 +172,8 @@ def fit_depth(
     min_valid: int = 32,
     trim: float = 0.2,
 ) -> DepthFit:
-    """Fit one frame's raw depth to a reference depth (robustly). Syncs with the host (runs once per write).
+    """Fit one frame's raw depth to a reference depth (robustly): :func:`fit_depth_batch` of one frame, read back
+    to the host.
 
     Args:
         depth_raw: (H, W) float, raw depth of the new frame (any positive units); NaN/inf/<=0 are ignored.
@@ -82,44 +186,12 @@ def fit_depth(
         :class:`DepthFit`.
     """
     check_shape(depth_raw, ("H", "W"), "depth_raw")
-    check_shape(depth_ref, tuple(depth_raw.shape), "depth_ref")
-    check_shape(valid, tuple(depth_raw.shape), "valid")
-    if not 0.0 <= trim <= 0.9:
-        raise InputError(f"align trim: {trim} is outside [0, 0.9]; pass a fraction of outliers to drop")
-    raw = depth_raw.double().reshape(-1)
-    ref = depth_ref.double().reshape(-1)
-    ok = valid.reshape(-1) & torch.isfinite(raw) & torch.isfinite(ref) & (raw > 0) & (ref > 0)
-    n = int(ok.sum())
-    if mode == AlignMode.NONE:
-        return DepthFit(1.0, 0.0, _residual(raw, ref, ok, 1.0, 0.0), n, n, None)
-    if n < max(min_valid, 1):
-        return DepthFit(
-            1.0, 0.0, _residual(raw, ref, ok, 1.0, 0.0), n, 0,
-            f"depth alignment: only {n} valid pixel(s) overlap the memory (need {min_valid}); kept scale 1",
-        )
-    r = torch.log(ref[ok]) - torch.log(raw[ok])  # (n,) log ratios
-    med = r.median()
-    keep = max(1, int(round(n * (1.0 - trim))))
-    order = (r - med).abs().argsort()[:keep]  # the `keep` ratios closest to the median
-    log_s = r[order].mean()
-    scale, shift = float(torch.exp(log_s)), 0.0
-    warning = None
-    if mode == AlignMode.SCALE_SHIFT:
-        x = raw[ok][order]
-        y = ref[ok][order]
-        A = torch.stack([x, torch.ones_like(x)], dim=-1)  # (keep, 2)
-        sol = torch.linalg.lstsq(A, y[:, None]).solution[:, 0]
-        s2, t2 = float(sol[0]), float(sol[1])
-        if s2 > 0 and keep >= 2:
-            scale, shift = s2, t2
-        else:
-            warning = f"depth alignment: scale+shift fit gave scale {s2:.4g} <= 0; used the scale-only fit {scale:.4g}"
-    return DepthFit(scale, shift, _residual(raw, ref, ok, scale, shift), n, keep, warning)
+    return fit_depth_batch(depth_raw[None], depth_ref[None], valid[None], mode=mode, min_valid=min_valid,
+                           trim=trim).to_host(min_valid)[0]
 
 
-def _residual(raw: torch.Tensor, ref: torch.Tensor, ok: torch.Tensor, scale: float, shift: float) -> float:
-    """Median relative error of the fit over ``ok`` (NaN if empty)."""
-    if not bool(ok.any()):
-        return float("nan")
-    rel = ((raw[ok] * scale + shift) - ref[ok]).abs() / ref[ok]
-    return float(rel.median())
+def _residual(raw: torch.Tensor, ref: torch.Tensor, ok: torch.Tensor, scale: torch.Tensor,
+              shift: torch.Tensor) -> torch.Tensor:
+    """(B,) median relative error of the fits over ``ok`` (NaN where a row has none). raw, ref: (B, P); ok (B, P)."""
+    rel = ((raw * scale[:, None] + shift[:, None]) - ref).abs() / ref
+    return torch.where(ok, rel, float("nan")).nanmedian(dim=1).values

@@ -13,7 +13,7 @@ import torch
 
 from mirage.errors import MemoryFileError
 from mirage.io import atomic_path
-from mirage.memory.splat import PointStore
+from mirage.memory.store import PointStore
 
 MEMORY_FILE_FORMAT = "mirage-memory"
 MEMORY_FILE_VERSION = 2  # v2 adds the optional steady-slot features (``slot_features``, ``slot_row``); v1 files load

@@ -37,7 +37,6 @@ from mirage.errors import InputError, MemoryFileError
 from mirage.memory.files import check_header, load_store, save_store, to_uint8, write_ply
 from mirage.memory.splat import (
     MemoryConfig,
-    PointStore,
     Splat,
     check_intrinsics,
     footprint_depth,
@@ -47,6 +46,7 @@ from mirage.memory.splat import (
     pool_any,
     splat_points,
 )
+from mirage.memory.store import PendingWrite, PointStore
 from mirage.memory.types import MemoryKind, MemoryRead, MemoryStats, WriteStats
 from mirage.memory.writeback import DepthSource, ViewDepth, integrate_views, view_depth
 
@@ -252,25 +252,32 @@ class LatentMemory:
 
     # ----------------------------------------------------------------------------------------------------------
     def render_grid(self, K_grid: torch.Tensor, w2c: torch.Tensor, *, features: bool = True,
-                    slots: torch.Tensor | None = None) -> Splat:
+                    slots: torch.Tensor | None = None, pending: PendingWrite | None = None) -> Splat:
         """Splat the store into B cameras on the token grid. ``K_grid``: (B, 3, 3) token-grid intrinsics;
         ``w2c``: (B, 4, 4); ``slots``: (B,) int64 latent slot of each camera in its chunk (default: all 0, the
-        tokens' own ``features``; see :meth:`PointStore.features_at`). No host sync. Returns :class:`Splat` with
+        tokens' own ``features``; see :meth:`PointStore.features_at`); ``pending``: draw the store as that write
+        will leave it (depth and holes only, ``features=False``). No host sync. Returns :class:`Splat` with
         (B, C, h, w) float32 features."""
         h, w = self.grid_size
         dev = self.store.xyz.device
         c = self.config
+        xyz, valid, init = self.store.xyz, None, self.store.birth == 0
+        if pending is not None:
+            if features:
+                raise InputError("render_grid: a pending write is drawn without features; pass features=False")
+            xyz, valid = pending.points()
+            init = torch.cat([init, torch.zeros(xyz.shape[0] - len(self.store), dtype=torch.bool, device=dev)])
         weights = strong = None
         if c.phases > 1:  # init tokens are p*p times denser than written ones: weigh them so coverage stays ~1
-            weights = torch.where(self.store.birth == 0, 1.0 / c.phases**2, 1.0).float()  # (N,)
+            weights = torch.where(init, 1.0 / c.phases**2, 1.0).float()  # (N,)
             strong = (1.0 - 0.5 / c.phases) ** 2  # only a token within half the token spacing occludes a cell
         feats = None
         if features:
             feats = self.store.features if slots is None else self.store.features_at(slots)  # (N, C) or (B, N, C)
         return splat_points(
-            self.store.xyz, feats, K_grid.to(dev).float(), w2c.to(dev).float(),
+            xyz, feats, K_grid.to(dev).float(), w2c.to(dev).float(),
             h, w, mode=c.splat, depth_tolerance=c.depth_tolerance, min_coverage=c.min_coverage, near=c.near,
-            weights=weights, strong_weight=strong, tent_radius=1.0 / c.phases,
+            valid=valid, weights=weights, strong_weight=strong, tent_radius=1.0 / c.phases,
         )
 
     def read(self, K: torch.Tensor, w2c: torch.Tensor) -> MemoryRead:

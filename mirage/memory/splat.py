@@ -1,5 +1,6 @@
-"""Shared machinery of both spatial memories: configuration, projection + z-buffer splatting, footprint depth,
-the bounded point store (voxel de-duplication, token budget). The file format is :mod:`mirage.memory.files`.
+"""Shared machinery of both spatial memories: configuration, projection + z-buffer splatting, footprint depth.
+The bounded point store (voxel de-duplication, token budget) is :mod:`mirage.memory.store`, the file format
+:mod:`mirage.memory.files`.
 
 Everything here is a pure function on tensors or a small container, used by :mod:`mirage.memory.latent` (tokens
 on the VAE's latent grid) and :mod:`mirage.memory.rgb` (coloured points on the pixel grid); the two differ only in
@@ -9,7 +10,6 @@ the grid they splat on and in what they do with the result. See ``docs/memory.md
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -21,8 +21,6 @@ from mirage._check import check_shape
 from mirage.camera import pixel_grid, project_cam_to_pixels, transform_points, unproject_to_cam
 from mirage.errors import InputError
 from mirage.memory.align import AlignMode
-
-logger = logging.getLogger("mirage")
 
 _DUMP_SLOTS = 1024  # spare cells that absorb rejected splat contributions (see splat_points)
 _SNAP = 1e-3  # projected positions within this many cells of a cell centre snap onto it (float noise)
@@ -387,160 +385,3 @@ def check_intrinsics(K: torch.Tensor, height: int, width: int, name: str) -> Non
             f"{name}: principal point ({float(cx.reshape(-1)[0]):.1f}, {float(cy.reshape(-1)[0]):.1f}) is far outside "
             f"the {width}x{height} image; pass intrinsics in pixels of this image size"
         )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# the point store
-
-
-_KEY_BITS = 21
-_KEY_HALF = 1 << (_KEY_BITS - 1)
-
-
-def voxel_keys(xyz_world: torch.Tensor, voxel_size: float) -> torch.Tensor:
-    """One int64 key per point: its voxel (21 bits per axis, +-1M voxels around the origin; farther points clamp
-    onto the outermost voxel and a warning is logged). ``xyz_world``: (N, 3) float. Returns (N,) int64."""
-    q = torch.floor(xyz_world.double() / voxel_size)
-    if bool((q.abs() >= _KEY_HALF - 1).any()):
-        logger.warning("memory: some points lie more than %d voxels from the origin; they share edge voxels", _KEY_HALF)
-    q = q.clamp(-_KEY_HALF + 1, _KEY_HALF - 1).long() + _KEY_HALF  # (N, 3) in [1, 2^21)
-    return (q[:, 0] << (2 * _KEY_BITS)) | (q[:, 1] << _KEY_BITS) | q[:, 2]
-
-
-@dataclass
-class MergeCounts:
-    added: int  # candidates stored in a new voxel
-    merged: int  # candidates that met an occupied voxel (or another candidate's) and were folded into it
-    replaced: int  # stored tokens removed because a newer one took their voxel (VoxelWinner.NEWEST)
-
-
-@dataclass
-class PointStore:
-    """The cloud of a memory: positions, features and the write that made each point.
-
-    Attributes:
-        xyz: (N, 3) float32 world positions.
-        features: (N, C) model dtype (latent tokens) or float (RGB colours in [-1, 1]): the feature every read uses,
-            except where a point has steady-slot features.
-        birth: (N,) int64, 0 for the init view, k for the k-th write (the token budget drops the smallest first).
-        slot_features: None, or (M, S, C) in the features' dtype: for M points, their features in the latent slots
-            1..S of a chunk (a video VAE's slot 0 encodes one frame alone, slot t >= 1 a group of frames with causal
-            context: the latent memory's init tokens keep both kinds, see ``docs/memory.md``).
-        slot_row: None, or (N,) int64: each point's row of ``slot_features``, -1 for points with one feature only.
-    """
-
-    xyz: torch.Tensor
-    features: torch.Tensor
-    birth: torch.Tensor
-    slot_features: torch.Tensor | None = None
-    slot_row: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if (self.slot_features is None) != (self.slot_row is None):
-            raise InputError("PointStore: slot_features and slot_row go together; pass both or neither")
-
-    def __len__(self) -> int:
-        return int(self.xyz.shape[0])
-
-    @property
-    def slots(self) -> int:
-        """S, the steady latent slots the points with slot features keep (0: none)."""
-        return 0 if self.slot_features is None else int(self.slot_features.shape[1])
-
-    @property
-    def nbytes(self) -> int:
-        parts = (self.xyz, self.features, self.birth, self.slot_features, self.slot_row)
-        return sum(t.numel() * t.element_size() for t in parts if t is not None)
-
-    def features_at(self, slots: torch.Tensor) -> torch.Tensor:
-        """The features B reads see: for latent slot 0 ``features``; for slot s >= 1 a point's slot feature
-        ``min(s, S)`` where it has slot features (slots past S read slot S), else ``features``. No host sync.
-
-        Args:
-            slots: (B,) int64, the latent slot (index in its chunk) of each read.
-        Returns:
-            (N, C) ``features`` when no point has slot features, else (B, N, C).
-        """
-        if self.slot_features is None or self.slot_row is None:
-            return self.features
-        S = self.slots
-        has = self.slot_row >= 0  # (N,)
-        k = slots.to(self.xyz.device).long().clamp(max=S) - 1  # (B,) column of slot_features, -1 = slot 0
-        picked = self.slot_features[self.slot_row.clamp(min=0)[None, :], k.clamp(min=0)[:, None]]  # (B, N, C)
-        use = has[None, :, None] & (k >= 0)[:, None, None]  # (B, N, 1)
-        return torch.where(use, picked, self.features[None])
-
-    def merge(self, xyz: torch.Tensor, features: torch.Tensor, birth: int, voxel_size: float,
-              winner: VoxelWinner) -> MergeCounts:
-        """Add candidate points with voxel de-duplication (one new point per voxel).
-
-        Among candidates sharing a voxel the first (earliest frame, then row-major) is kept. A candidate whose voxel
-        already holds stored points is merged: with ``EXISTING`` it is discarded, with ``NEWEST`` it replaces them.
-        Stored points are never de-duplicated among themselves (the init view keeps every token).
-
-        Args:
-            xyz: (M, 3) float32; features: (M, C) (cast to the store's dtype); birth: the write index.
-        """
-        M = xyz.shape[0]
-        if M == 0:
-            return MergeCounts(0, 0, 0)
-        dev = self.xyz.device
-        k_new = voxel_keys(xyz, voxel_size)
-        uniq, inv = torch.unique(k_new, return_inverse=True)
-        first = torch.full((uniq.shape[0],), M, dtype=torch.long, device=dev).scatter_reduce(
-            0, inv, torch.arange(M, device=dev), "amin"
-        )
-        first = first.sort().values  # (U,) kept candidates in their original order
-        n_intra = M - int(first.shape[0])
-        k_kept = k_new[first]
-        k_old = voxel_keys(self.xyz, voxel_size) if len(self) else torch.empty(0, dtype=torch.long, device=dev)
-        occupied = torch.isin(k_kept, k_old)  # (U,)
-        n_occ = int(occupied.sum())
-        replaced = 0
-        if winner == VoxelWinner.EXISTING:
-            take = first[~occupied]
-        else:
-            gone = torch.isin(k_old, k_kept)
-            replaced = int(gone.sum())
-            self._keep(~gone)
-            take = first
-        self.xyz = torch.cat([self.xyz, xyz[take].float()])
-        self.features = torch.cat([self.features, features[take].to(self.features.dtype)])
-        self.birth = torch.cat([self.birth, torch.full((take.shape[0],), birth, dtype=torch.long, device=dev)])
-        if self.slot_row is not None:  # written points have one feature: the kind of the slot they were made in
-            self.slot_row = torch.cat([self.slot_row, torch.full((take.shape[0],), -1, dtype=torch.long, device=dev)])
-        added = int(take.shape[0]) - (n_occ if winner == VoxelWinner.NEWEST else 0)
-        return MergeCounts(added=added, merged=n_intra + n_occ, replaced=replaced)
-
-    def trim(self, max_tokens: int) -> int:
-        """Drop the oldest points (smallest ``birth``, then lowest index) beyond ``max_tokens``. Returns the count."""
-        extra = len(self) - max_tokens
-        if extra <= 0:
-            return 0
-        order = torch.argsort(self.birth, stable=True)
-        keep = torch.ones(len(self), dtype=torch.bool, device=self.xyz.device)
-        keep[order[:extra]] = False
-        self._keep(keep)
-        return extra
-
-    def _keep(self, mask: torch.Tensor) -> None:
-        self.xyz, self.features, self.birth = self.xyz[mask], self.features[mask], self.birth[mask]
-        if self.slot_row is not None and self.slot_features is not None:
-            rows = self.slot_row[mask]
-            used = rows >= 0
-            live = rows[used]  # each row belongs to one point: drop the rows of dropped points (write time: may sync)
-            if live.numel() < self.slot_features.shape[0]:
-                order = torch.argsort(live)
-                self.slot_features = self.slot_features[live[order]]
-                rows = rows.clone()
-                remap = torch.empty_like(live)
-                remap[order] = torch.arange(live.numel(), device=live.device)
-                rows[used] = remap
-            self.slot_row = rows
-
-    def bounds(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        if len(self) == 0:
-            nan = (float("nan"),) * 3
-            return nan, nan
-        lo, hi = self.xyz.amin(0).tolist(), self.xyz.amax(0).tolist()
-        return (lo[0], lo[1], lo[2]), (hi[0], hi[1], hi[2])

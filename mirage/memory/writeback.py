@@ -18,8 +18,9 @@ import torch
 from mirage._check import check_shape
 from mirage.camera import check_poses, intrinsics_to_latent, invert_rigid
 from mirage.errors import InputError
-from mirage.memory.align import DepthFit, fit_depth
+from mirage.memory.align import DepthFits, fit_depth_batch
 from mirage.memory.splat import check_intrinsics, footprint_depth, grid_to_world, invalid_depth
+from mirage.memory.store import PendingWrite
 from mirage.memory.types import WriteStats
 
 if TYPE_CHECKING:
@@ -75,19 +76,26 @@ def integrate_views(
     c2w: torch.Tensor,
     region_grid: torch.Tensor,
 ) -> WriteStats:
-    """Write B views of a chunk into ``mem.store`` (may sync, a few times; runs once per chunk).
+    """Write B views of a chunk into ``mem.store`` (runs once per chunk; three host syncs, see below).
 
     1. **Order.** View 0 first when its region is not empty (it adds every cell of its region); then the *last* view
        b_L with a region (for a monotonic move it sees most of what the chunk revealed); then the views between, in
        order. Every view after the first written adds only the cells of its region that are *still holes* after the
-       views written before it (a depth-only render of the store per view).
+       views written before it (a depth-only render of the store and the write's candidates so far, per view).
     2. **Depth on demand.** ``depth`` is asked for view 0 (if its region is not empty) and b_L in one call; then the
        views between are rendered in one batch after b_L was written and only those whose region still has a hole are
        asked for, in one more call. A view whose region is empty, or fully covered by then, never gets depth.
     3. **Alignment.** The raw depth of each asked view is pooled to the grid (footprint depth) and fitted to the
-       store's depth as rendered *before* this write (:func:`~mirage.memory.align.fit_depth`, one fit per view).
-    4. Candidates go through voxel de-duplication (:meth:`PointStore.merge`: the first written keeps a voxel with
-       ``VoxelWinner.EXISTING``), then the token budget is applied.
+       store's depth as rendered *before* this write (:func:`~mirage.memory.align.fit_depth_batch`, the views of a
+       depth call at once).
+    4. Candidates go through voxel de-duplication (:class:`~mirage.memory.store.PendingWrite`, the same as
+       :meth:`PointStore.merge` view after view: the first written keeps a voxel with ``VoxelWinner.EXISTING``), then
+       the token budget is applied.
+
+    The host waits for the GPU three times: which views have a region (before the first depth call), which views
+    between still add something (before the second), and the counts at the end. Everything else queues behind the
+    depth model, so the write costs about its kernels' time (``docs/memory.md``, Write-back). The store changes
+    only at the end, when nothing can fail any more.
 
     Args:
         mem: the memory whose store is written (its grid: ``mem.grid_size``, ``mem.stride``).
@@ -111,61 +119,71 @@ def integrate_views(
     w2c = invert_rigid(c2w.double()).float()
     region_grid = region_grid.to(dev).bool()
     feats = features_grid.to(dev).permute(0, 2, 3, 1).reshape(B, -1, C)  # (B, h*w, C)
-    mem.writes += 1
-    has = region_grid.flatten(1).any(1).tolist()  # (B,) host sync: which views have a region at all
+    has = region_grid.flatten(1).any(1).tolist()  # (B,) host sync 1: which views have a region at all
     views = [b for b in range(B) if has[b]]
-    ref = mem.render_grid(K_grid[views], w2c[views], features=False) if views else None  # before any write
-    slot = {b: i for i, b in enumerate(views)}  # view -> its index in ref
-    fits: dict[int, DepthFit] = {}
-    added = merged = replaced = rejected = 0
+    pending = PendingWrite(mem.store, mem.voxel_size, c.voxel_winner)
+    fits: dict[int, DepthFits] = {}  # first view of a depth call -> the fits of that call's views
+    calls: list[list[int]] = []
+    rejected = torch.zeros((), dtype=torch.long, device=dev)
 
-    def write_views(asked: list[int], holes_now: torch.Tensor | None) -> None:
-        """Fit and write ``asked`` views in order; ``holes_now`` (len(asked), h, w): the store's holes at the first
-        of them, rendered since the last write (None: render it)."""
-        nonlocal added, merged, replaced, rejected
-        raw = footprint_depth(depth(asked).to(dev), mem.stride, c.footprint_depth)  # (n, h, w), NaN invalid
+    def write_views(asked: list[int], raw: torch.Tensor, holes_now: torch.Tensor | None) -> None:
+        """Fit and add ``asked`` views in order (no host sync); ``raw`` (n, H, W) their raw depth; ``holes_now``
+        (1, h, w): the holes at the first of them, rendered since the last add (None: render it)."""
+        nonlocal rejected
+        grid = footprint_depth(raw.to(dev), mem.stride, c.footprint_depth)  # (n, h, w), NaN invalid
+        j = [slot[b] for b in asked]
+        fit = fit_depth_batch(grid, ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
+                              trim=c.align_trim)
+        fits[asked[0]] = fit
+        calls.append(asked)
+        aligned = fit.apply(grid)  # (n, h, w)
+        bad = invalid_depth(aligned)
+        xyz = grid_to_world(aligned, K_grid[asked], c2w[asked])  # (n, h*w, 3)
         for i, b in enumerate(asked):
-            j = slot[b]
-            fit = fit_depth(raw[i], ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
-                            trim=c.align_trim)
-            fits[b] = fit
-            aligned = fit.apply(raw[i])  # (h, w)
             cand = region_grid[b]  # view 0, written first, adds its whole region
             if b > 0 and i == 0 and holes_now is not None:
                 cand = cand & holes_now[0]
             elif b > 0:
-                cand = cand & mem.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False).holes[0]
-            bad = invalid_depth(aligned)
-            rejected += int((cand & bad).sum())
-            m = (cand & ~bad).reshape(-1)  # (h*w,)
-            xyz = grid_to_world(aligned[None], K_grid[b : b + 1], c2w[b : b + 1])[0]  # (h*w, 3)
-            counts = mem.store.merge(xyz[m], feats[b][m], mem.writes, mem.voxel_size, c.voxel_winner)
-            added, merged, replaced = added + counts.added, merged + counts.merged, replaced + counts.replaced
+                cand = cand & mem.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False,
+                                              pending=pending).holes[0]
+            rejected = rejected + (cand & bad[i]).sum()
+            pending.add(xyz[i], feats[b], (cand & ~bad[i]).reshape(-1))
 
     if views:
         last = views[-1]
         first = [0, last] if has[0] and last != 0 else [last]
-        write_views(first, None if first[0] == 0 else ref.holes[slot[last]][None])
+        raw = depth(first)  # the depth model runs first: the renders and fits below queue behind it
+        ref = mem.render_grid(K_grid[views], w2c[views], features=False)  # the store before this write
+        slot = {b: i for i, b in enumerate(views)}  # view -> its index in ref
+        write_views(first, raw, None if first[0] == 0 else ref.holes[slot[last]][None])
         between = [b for b in views if b not in first]
         if between:
-            now = mem.render_grid(K_grid[between], w2c[between], features=False).holes  # (n, h, w), after b_L
-            left = (region_grid[between] & now).flatten(1).sum(1).tolist()  # host sync: who still adds something
+            now = mem.render_grid(K_grid[between], w2c[between], features=False, pending=pending).holes  # after b_L
+            left = (region_grid[between] & now).flatten(1).sum(1).tolist()  # host sync 2: who still adds something
             still = dict(zip(between, left, strict=True))  # view -> region cells still holes
             asked = [b for b in between if still[b]]
             logger.debug("memory write: view %d written first; region cells still holes per view: %s", last, still)
             if asked:
-                write_views(asked, now[between.index(asked[0])][None])
+                write_views(asked, depth(asked), now[between.index(asked[0])][None])
+    # host sync 3: the fits and counts, read back at once; then the store changes
+    fit_of = {}
+    for asked in calls:
+        for b, f in zip(asked, fits[asked[0]].to_host(c.align_min_valid), strict=True):
+            fit_of[b] = f
+    n_rejected = int(rejected)
+    mem.writes += 1
+    counts = pending.commit(mem.writes)
     over = mem.store.trim(c.max_tokens)
-    order = sorted(fits)
-    warnings = [f"view {b}: {fits[b].warning}" for b in order if fits[b].warning]
-    if rejected:
-        warnings.append(f"{rejected} revealed cell(s) had no valid depth and were not stored")
+    order = sorted(fit_of)
+    warnings = [f"view {b}: {fit_of[b].warning}" for b in order if fit_of[b].warning]
+    if n_rejected:
+        warnings.append(f"{n_rejected} revealed cell(s) had no valid depth and were not stored")
     warning = "; ".join(warnings) if warnings else None
     if warning:
         logger.warning("memory write: %s", warning)
     return WriteStats(
-        added=added, merged=merged, dropped=over + rejected, tokens=len(mem.store), bytes=mem.store.nbytes,
-        rejected=rejected, replaced=replaced,
-        scales=tuple(fits[b].scale for b in order), shifts=tuple(fits[b].shift for b in order),
-        residuals=tuple(fits[b].residual for b in order), warning=warning, depth_views=tuple(order),
+        added=counts.added, merged=counts.merged, dropped=over + n_rejected, tokens=len(mem.store),
+        bytes=mem.store.nbytes, rejected=n_rejected, replaced=counts.replaced,
+        scales=tuple(fit_of[b].scale for b in order), shifts=tuple(fit_of[b].shift for b in order),
+        residuals=tuple(fit_of[b].residual for b in order), warning=warning, depth_views=tuple(order),
     )
