@@ -15,7 +15,8 @@ after one warm-up render:
    the render outside every stage) the host wall time, the torch ops called from Python, the host synchronisations
    (calls of cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, blocking cudaMemcpy) with the time
    the host waited in them, and the GPU time of the kernels launched (events belong to the innermost stage that
-   holds their start). A stage whose kernel time is far below its wall time keeps the GPU idle: launches or syncs.
+   holds their start), and the six ops whose own kernels took the most GPU time. A stage whose kernel time is far
+   below its wall time keeps the GPU idle: launches or syncs.
    ``--only trace`` runs this pass alone.
 """
 
@@ -135,6 +136,7 @@ def traced_stages(render) -> dict:
         return best[2] if best else None
 
     out: dict[str, dict] = {}
+    by_op: dict[str, dict[str, float]] = {}  # stage -> op name -> GPU ms of the kernels it launched itself
     for a, b, name in ranges:
         out.setdefault(name, {"host_ms": 0.0, "ops": 0, "syncs": 0, "sync_wait_ms": 0.0, "kernel_ms": 0.0})
         out[name]["host_ms"] += (b - a) / 1e3
@@ -152,11 +154,16 @@ def traced_stages(render) -> dict:
             row["syncs"] += 1
             row["sync_wait_ms"] += (e.time_range.end - e.time_range.start) / 1e3
         row["kernel_ms"] += e.self_device_time_total / 1e3
+        if e.self_device_time_total:
+            ops = by_op.setdefault(name, {})
+            ops[e.name] = ops.get(e.name, 0.0) + e.self_device_time_total / 1e3
     # a stage's host time holds its nested stages': take them out (exclusive, as the report's stages are)
     for a, b, name in ranges:
         inner = [r for r in ranges if a < r[0] and r[1] <= b and r[2] != name]
         direct = [r for r in inner if not any(o[0] < r[0] and r[1] <= o[1] and o != r for o in inner)]
         out[name]["host_ms"] -= sum((rb - ra) / 1e3 for ra, rb, _ in direct)
+    for name, ops in by_op.items():  # the ops whose kernels took the most GPU time
+        out[name]["top_kernel_ops_ms"] = {k: round(v, 2) for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:6]}
     return {k: {kk: round(vv, 2) if isinstance(vv, float) else vv for kk, vv in v.items()} for k, v in
             sorted(out.items(), key=lambda kv: -kv[1]["host_ms"])}
 

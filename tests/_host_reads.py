@@ -1,7 +1,8 @@
 """Count the calls that read a tensor back to the host (on CUDA each one waits for the GPU): ``.item()``,
 ``.tolist()``, ``bool()``/``int()``/``float()`` of a tensor, ``.cpu()``/``.numpy()``, ``nonzero``, ``unique``,
-boolean-mask indexing. On the CPU nothing waits, but the same calls are made, so a test here bounds the host
-synchronisations a GPU run makes."""
+boolean-mask indexing, and indexing with a Python list (its index tensor is copied from pageable host memory to
+the device, and such a copy waits for the stream). On the CPU nothing waits, but the same calls are made, so a test
+here bounds the host synchronisations a GPU run makes."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class HostReads(TorchFunctionMode):
         hit = name in _READS
         if name == "__getitem__" and len(args) > 1:
             idx = args[1] if isinstance(args[1], tuple) else (args[1],)
-            hit = any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in idx)
+            hit = any((isinstance(i, torch.Tensor) and i.dtype == torch.bool) or isinstance(i, list) for i in idx)
         if hit:
             f = sys._getframe(1)
             while f is not None and "/mirage/" not in f.f_code.co_filename:

@@ -68,6 +68,13 @@ def view_depth(depth: torch.Tensor | DepthSource, frames: Sequence[int], num_fra
     return lambda views: sel[views]
 
 
+def rows(x: torch.Tensor, index: list[int]) -> torch.Tensor:
+    """``x[index]`` for a list of ints, without the index tensor a list index copies to the device (a copy from
+    pageable host memory waits for the GPU, which would keep the write's work from queueing behind the depth model).
+    Returns (len(index), ...)."""
+    return torch.stack([x[i] for i in index])
+
+
 def integrate_views(
     mem: LatentMemory,
     features_grid: torch.Tensor,
@@ -132,13 +139,13 @@ def integrate_views(
         nonlocal rejected
         grid = footprint_depth(raw.to(dev), mem.stride, c.footprint_depth)  # (n, h, w), NaN invalid
         j = [slot[b] for b in asked]
-        fit = fit_depth_batch(grid, ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
+        fit = fit_depth_batch(grid, rows(ref.depth, j), ~rows(ref.holes, j), mode=c.align, min_valid=c.align_min_valid,
                               trim=c.align_trim)
         fits[asked[0]] = fit
         calls.append(asked)
         aligned = fit.apply(grid)  # (n, h, w)
         bad = invalid_depth(aligned)
-        xyz = grid_to_world(aligned, K_grid[asked], c2w[asked])  # (n, h*w, 3)
+        xyz = grid_to_world(aligned, rows(K_grid, asked), rows(c2w, asked))  # (n, h*w, 3)
         for i, b in enumerate(asked):
             cand = region_grid[b]  # view 0, written first, adds its whole region
             if b > 0 and i == 0 and holes_now is not None:
@@ -153,13 +160,14 @@ def integrate_views(
         last = views[-1]
         first = [0, last] if has[0] and last != 0 else [last]
         raw = depth(first)  # the depth model runs first: the renders and fits below queue behind it
-        ref = mem.render_grid(K_grid[views], w2c[views], features=False)  # the store before this write
+        ref = mem.render_grid(rows(K_grid, views), rows(w2c, views), features=False)  # the store before this write
         slot = {b: i for i, b in enumerate(views)}  # view -> its index in ref
         write_views(first, raw, None if first[0] == 0 else ref.holes[slot[last]][None])
         between = [b for b in views if b not in first]
         if between:
-            now = mem.render_grid(K_grid[between], w2c[between], features=False, pending=pending).holes  # after b_L
-            left = (region_grid[between] & now).flatten(1).sum(1).tolist()  # host sync 2: who still adds something
+            now = mem.render_grid(rows(K_grid, between), rows(w2c, between), features=False,
+                                  pending=pending).holes  # (n, h, w) after b_L
+            left = (rows(region_grid, between) & now).flatten(1).sum(1).tolist()  # host sync 2: who still adds something
             still = dict(zip(between, left, strict=True))  # view -> region cells still holes
             asked = [b for b in between if still[b]]
             logger.debug("memory write: view %d written first; region cells still holes per view: %s", last, still)
