@@ -1,10 +1,12 @@
 """GPU smoke test: every fast path against the plain path, on the GPU (issue 8). Exit code 1 if any check fails.
 
-    python scripts/gpu_smoke.py [--skip compile] [--out smoke.json]
+    python scripts/gpu_smoke.py [--skip compile,fp8,lora,offload,slots,syncs] [--out smoke.json]
 
 Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's precision bands):
 1. latent memory read on CUDA vs the same read on the CPU (float32 geometry): holes identical, latents ~1e-6;
 2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
+   the host syncs of a chunk's write-back (at most 24, however many views it writes) and of the write-back's depth
+   call (at most 2, its range check), counted by ``torch.cuda.set_sync_debug_mode``;
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. ``--compile``: the transformer (diffusers' regional compile) vs eager, one forward at the real 1.3B architecture,
    the Wan VAE's compiled encoder call and decoder regions vs eager: < 2e-2; the depth model's compiled write-back call
@@ -83,6 +85,48 @@ def main() -> int:
     # the order of atomics, so they agree to float precision, not bit for bit
     check("read_graph_vs_eager_holes_mismatch", float((out.holes != eager.holes).float().mean()), 0.0)
     check("read_graph_vs_eager_latents", rel(out.latents, eager.latents), 1e-5)
+
+    # 2b: host syncs of the write-back (docs/memory.md, Write-back): counted by torch's sync debug mode, which flags
+    # every synchronising call (item, tolist, nonzero, a copy from pageable memory); a write of a whole chunk reads
+    # back at its start, between its depth calls and at its end, however many views it writes
+    if "syncs" not in skip:
+        import copy
+        import warnings
+
+        from mirage.pipeline import dilate
+
+        def syncs(fn) -> int:
+            torch.cuda.synchronize()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    fn()
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            return sum("synchroniz" in str(c.message) for c in caught)
+
+        chunk = slice(0, 33)
+        Kc, w2cc = Ks[chunk], w2cs[chunk]
+        c2wc = torch.linalg.inv(w2cc)
+        region = dilate(mem.read(Kc, w2cc).holes, 1)
+        region[0] = False
+        lat_c = torch.randn(9, 16, H // 8, W // 8, device=dev)
+        frames_c = torch.zeros(33, 3, H, W, device=dev)
+        wm = copy.deepcopy(mem)
+        raw = (2.0 + 3.0 * torch.rand(33, H, W, device=dev)).contiguous()
+        out_st = []
+        n = syncs(lambda: out_st.append(wm.write(frames_c, lat_c, lambda idx: torch.stack([raw[i] for i in idx]), Kc,
+                                                 c2wc, region)))
+        check("write_back_chunk_host_syncs", float(n), 24.0, views=len(out_st[0].depth_views))
+        from mirage.hub import build_tiny, load_components
+
+        build_tiny()
+        est = load_components("tiny", device=dev, dtype=torch.float32).depth()
+        fr = torch.rand(4, 3, H, W, device=dev) * 2 - 1
+        est.estimate_batch(fr, fov_x_deg=60.0)
+        check("depth_estimate_batch_host_syncs", float(syncs(lambda: est.estimate_batch(fr, fov_x_deg=60.0))), 2.0)
+        del wm, est
 
     # 3-5: models at the real architecture, random weights
     from mirage.random_weights import random_components

@@ -435,8 +435,9 @@ class DepthEstimator:
                         f"depth model {self.name}: predicted horizontal FoV {v:.4g} degrees is outside (1, 179)",
                         hint="pass --fov DEGREES or --intrinsics fx,fy,cx,cy",
                     )
-        if fov_x_deg is not None:
-            return torch.full((b,), float(fov_x_deg), dtype=torch.float64), predicted, warnings
+        if fov_x_deg is not None:  # made on the model's device: a copy from host memory would wait for the model
+            return (torch.full((b,), float(fov_x_deg), dtype=torch.float64, device=out.predicted_depth.device),
+                    predicted, warnings)
         if pred is None:
             raise ModelError(
                 f"depth model {self.name}: this Depth Pro checkpoint has no FoV head, so its depth cannot be "
