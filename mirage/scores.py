@@ -22,11 +22,7 @@ import torch.nn.functional as F
 
 from mirage._check import check_shape
 from mirage.camera import (
-    pixel_grid,
-    project_world_to_pixels,
     rotation_angle_deg,
-    transform_points,
-    unproject_to_cam,
 )
 
 #: PSNR written to a report for frames that agree exactly (JSON has no infinity).
@@ -118,31 +114,45 @@ def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> 
 # geometry: where the surface seen by one camera lands in another
 
 
-def depth_to_xyz_world_batched(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """Back-project depth maps (N, H, W) z (scene units) with pixel intrinsics K (N, 3, 3) and c2w (N, 4, 4) to
-    world points (N, H * W, 3), row-major."""
-    n, h, w = depth.shape
-    uv = pixel_grid(h, w, device=depth.device).reshape(-1, 2)  # (H*W, 2)
-    xyz_cam = unproject_to_cam(uv, depth.reshape(n, -1).float(), K.float())  # (N, H*W, 3)
-    return transform_points(c2w.float(), xyz_cam)
+def sample_through_depth(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, depth_ref: torch.Tensor,
+                         K_ref: torch.Tensor, c2w_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colours of ``frames`` where the surface seen at each pixel of the reference cameras lands in their
+    cameras (bilinear, pixel centres at integers).
 
-
-def sample_at_world_points(frames: torch.Tensor, xyz_world: torch.Tensor, K: torch.Tensor,
-                           w2c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The colours of ``frames`` where world points land in their cameras (bilinear, pixel centres at integers).
+    A reference pixel (u, v) at z-depth d lands at ``p = d * A @ (u, v, 1) + b`` in homogeneous pixels of the frame's
+    camera, with ``A = K w2c[:3, :3] c2w_ref-rotation K_ref^-1`` and ``b = K (w2c c2w_ref)[:3, 3]``: one 3x3 map and
+    a translation per camera pair, composed in float64, then a handful of element-wise ops at full resolution (no
+    world-space points, no batched 3x3 matmuls).
 
     Args:
-        frames: (N, 3, H, W) float in [-1, 1]. xyz_world: (N, P, 3). K: (N, 3, 3) pixel intrinsics; w2c: (N, 4, 4).
+        frames: (N, 3, H, W) float in [-1, 1]; K: (N, 3, 3) pixel intrinsics; w2c: (N, 4, 4) their cameras.
+        depth_ref: (N, h, w) z of the reference views, scene units (0 = unknown: the caller masks it);
+            K_ref: (N, 3, 3); c2w_ref: (N, 4, 4).
     Returns:
-        colours: (N, 3, P) float32; inside: (N, P) bool, in front of the camera and inside the image.
+        colours: (N, 3, h, w) float32; inside: (N, h, w) bool, in front of the camera and inside the image.
     """
+    n, h, w = depth_ref.shape
     H, W = frames.shape[-2:]
-    uv, z = project_world_to_pixels(xyz_world, K.float(), w2c.float())  # (N, P, 2), (N, P)
-    inside = (z > 1e-6) & (uv[..., 0] >= -0.5) & (uv[..., 0] <= W - 0.5) & (uv[..., 1] >= -0.5) & (uv[..., 1] <= H - 0.5)
-    grid = torch.stack([(2 * uv[..., 0] + 1) / W - 1, (2 * uv[..., 1] + 1) / H - 1], -1)  # (N, P, 2), align_corners=False
-    grid = torch.where(inside[..., None], grid, torch.zeros_like(grid))
-    col = F.grid_sample(frames.float(), grid[:, None], mode="bilinear", padding_mode="border", align_corners=False)
-    return col[:, :, 0], inside  # (N, 3, P)
+    dev = depth_ref.device
+    pair = w2c.to(dev).double() @ c2w_ref.to(dev).double()  # (N, 4, 4): reference camera -> frame camera
+    K64 = K.to(dev).double()
+    A = (K64 @ pair[:, :3, :3] @ torch.linalg.inv_ex(K_ref.to(dev).double()).inverse).float()  # (N, 3, 3)
+    b = (K64 @ pair[:, :3, 3:])[..., 0].float()  # (N, 3)
+    v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
+                          torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")  # (h, w)
+    d = depth_ref.float()
+
+    def row(i: int) -> torch.Tensor:  # (N, h, w) the i-th homogeneous coordinate
+        a = A[:, i, :, None, None]
+        return d * (a[:, 0] * u + a[:, 1] * v + a[:, 2]) + b[:, i, None, None]
+
+    px, py, z = row(0), row(1), row(2)
+    zs = z.clamp(min=1e-6)
+    x, y = px / zs, py / zs
+    inside = (z > 1e-6) & (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
+    grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1)  # (N, h, w, 2), align_corners=False
+    grid = torch.where(inside[..., None], grid, 0.0)
+    return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False), inside
 
 
 def upsample_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -187,10 +197,10 @@ def temporal_change(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor, de
     out = torch.zeros(2, f, device=frames.device)
     if f < 2:
         return out
-    xyz = depth_to_xyz_world_batched(depth_ref[1:], K_ref[1:], c2w_ref[1:])  # (F-1, H*W, 3)
-    a, ia = sample_at_world_points(frames[:-1], xyz, K[:-1], w2c[:-1])  # (F-1, 3, P), (F-1, P)
-    b, ib = sample_at_world_points(frames[1:], xyz, K[1:], w2c[1:])
-    m = ((depth_ref[1:].reshape(f - 1, -1) > 0) & ia & ib).float()  # (F-1, P)
+    a, ia = sample_through_depth(frames[:-1], K[:-1], w2c[:-1], depth_ref[1:], K_ref[1:], c2w_ref[1:])  # (F-1, 3, H, W)
+    b, ib = sample_through_depth(frames[1:], K[1:], w2c[1:], depth_ref[1:], K_ref[1:], c2w_ref[1:])
+    m = ((depth_ref[1:] > 0) & ia & ib).flatten(1).float()  # (F-1, P)
+    a, b = a.flatten(2), b.flatten(2)  # (F-1, 3, P)
     diff = (to_unit(a) - to_unit(b)).abs().mean(1)  # (F-1, P)
     n = m.sum(1)
     out[0, 1:] = (diff * m).sum(1) / n.clamp(min=1.0)
@@ -208,11 +218,8 @@ def warp_to(src: torch.Tensor, K_src: torch.Tensor, w2c_src: torch.Tensor, depth
     Returns:
         warped: (N, 3, H, W) float32 [-1, 1]; valid: (N, H, W) bool (known depth, lands inside ``src``).
     """
-    n, _, h, w = src.shape
-    xyz = depth_to_xyz_world_batched(depth_dst, K_dst, c2w_dst)  # (N, H*W, 3)
-    col, inside = sample_at_world_points(src, xyz, K_src, w2c_src)  # (N, 3, H*W), (N, H*W)
-    valid = inside & (depth_dst.reshape(n, -1) > 0)
-    return col.reshape(n, 3, h, w), valid.reshape(n, h, w)
+    warped, inside = sample_through_depth(src, K_src, w2c_src, depth_dst, K_dst, c2w_dst)
+    return warped, inside & (depth_dst > 0)
 
 
 def revisit_pairs(w2c: torch.Tensor, candidates: list[int], scene_depth: float, *,
