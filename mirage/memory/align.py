@@ -113,7 +113,7 @@ def fit_depth_batch(
 ) -> DepthFits:
     """Fit B frames' raw depth to their reference depth at once, on the device, without a host sync (the
     write-back's fits queue behind the depth model). Same fit as :func:`fit_depth`, row by row; the ``trim`` outliers
-    are the pixels farthest from the median log ratio (ties: the later pixel goes first).
+    are the pixels farthest from the median log ratio (of pixels equally far, the earlier is kept).
 
     Args:
         depth_raw: (B, H, W) float, raw depth of the new frames (any positive units); NaN/inf/<=0 are ignored.
