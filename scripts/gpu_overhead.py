@@ -13,8 +13,8 @@ after one warm-up render:
 3. ``cprofile``: one render under cProfile (no synchronisation added): the functions with the most own time;
 4. ``trace``: one render under torch.profiler, each stage a ``record_function`` range: per stage (and ``unstaged``,
    the render outside every stage) the host wall time, the torch ops called from Python, the host synchronisations
-   (calls of cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, blocking cudaMemcpy) with the time
-   the host waited in them, and the GPU time of the kernels launched (events belong to the innermost stage that
+   (calls of cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, blocking cudaMemcpy; a copy from
+   pageable memory waits inside cudaMemcpyAsync and is not counted) with the time the host waited in them, and the GPU time of the kernels launched (events belong to the innermost stage that
    holds their start), and the six ops whose own kernels took the most GPU time. A stage whose kernel time is far
    below its wall time keeps the GPU idle: launches or syncs.
    ``--only trace`` runs ``plain`` and this pass only.

@@ -113,12 +113,22 @@ def main() -> int:
         region[0] = False
         lat_c = torch.randn(9, 16, H // 8, W // 8, device=dev)
         frames_c = torch.zeros(33, 3, H, W, device=dev)
-        wm = copy.deepcopy(mem)
         raw = (2.0 + 3.0 * torch.rand(33, H, W, device=dev)).contiguous()
         out_st = []
-        n = syncs(lambda: out_st.append(wm.write(frames_c, lat_c, lambda idx: torch.stack([raw[i] for i in idx]), Kc,
-                                                 c2wc, region)))
-        check("write_back_chunk_host_syncs", float(n), 24.0, views=len(out_st[0].depth_views))
+
+        def write_syncs(reg: torch.Tensor) -> int:
+            wm = copy.deepcopy(mem)
+            return syncs(lambda: out_st.append(wm.write(frames_c, lat_c, lambda idx: torch.stack([raw[i] for i in idx]),
+                                                        Kc, c2wc, reg)))
+
+        n = write_syncs(region)
+        only_last = region.clone()
+        only_last[:-1] = False  # one view with a region: one depth call, no views between
+        n1 = write_syncs(only_last)
+        views = [len(st.depth_views) for st in out_st]
+        check("write_back_chunk_host_syncs", float(n), 24.0, views=views[0])
+        # a sync that came back inside the per-view work would grow with the views written
+        check("write_back_host_syncs_views_minus_one_view", float(n - n1), 6.0, views=views)
         from mirage.hub import build_tiny, load_components
 
         build_tiny()
@@ -126,7 +136,7 @@ def main() -> int:
         fr = torch.rand(4, 3, H, W, device=dev) * 2 - 1
         est.estimate_batch(fr, fov_x_deg=60.0)
         check("depth_estimate_batch_host_syncs", float(syncs(lambda: est.estimate_batch(fr, fov_x_deg=60.0))), 2.0)
-        del wm, est
+        del est
 
     # 3-5: models at the real architecture, random weights
     from mirage.random_weights import random_components

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 
 import pytest
@@ -136,24 +137,10 @@ def test_fit_depth_robust_scale_and_shift():
     assert fit_depth(nan, ref, valid).valid == 512
 
 
-def _fit_by_definition(raw, ref, valid, mode, trim):
-    """The fit of align.py's docstring, one frame, on the compacted pixels: (scale, shift)."""
-    raw, ref = raw.double().reshape(-1), ref.double().reshape(-1)
-    ok = valid.reshape(-1) & torch.isfinite(raw) & torch.isfinite(ref) & (raw > 0) & (ref > 0)
-    r = torch.log(ref[ok]) - torch.log(raw[ok])
-    keep = max(1, round(int(ok.sum()) * (1 - trim)))
-    order = (r - r.median()).abs().argsort(stable=True)[:keep]
-    scale, shift = float(torch.exp(r[order].mean())), 0.0
-    if mode == AlignMode.SCALE_SHIFT:
-        x, y = raw[ok][order], ref[ok][order]
-        sol = torch.linalg.lstsq(torch.stack([x, torch.ones_like(x)], -1), y[:, None]).solution[:, 0]
-        if float(sol[0]) > 0:
-            scale, shift = float(sol[0]), float(sol[1])
-    return scale, shift
-
-
 @pytest.mark.parametrize("mode", [AlignMode.SCALE, AlignMode.SCALE_SHIFT])
 def test_batched_fits_match_the_fit_of_each_frame(mode):
+    from _store_reference import fit_as_before
+
     from mirage.memory.align import fit_depth_batch
 
     g = torch.Generator().manual_seed(2)
@@ -169,8 +156,9 @@ def test_batched_fits_match_the_fit_of_each_frame(mode):
     valid[4, 0, :10] = True  # 10 valid pixels < min_valid
     fits = fit_depth_batch(raw, ref, valid, mode=mode, trim=0.2).to_host(min_valid=32)
     for b in range(4):
-        want = _fit_by_definition(raw[b], ref[b], valid[b], mode, 0.2)
-        assert (fits[b].scale, fits[b].shift) == pytest.approx(want, rel=1e-9, abs=1e-9), b
+        want = fit_as_before(raw[b], ref[b], valid[b], mode=mode, trim=0.2)
+        assert (fits[b].scale, fits[b].shift) == pytest.approx((want.scale, want.shift), rel=1e-9, abs=1e-9), b
+        assert fits[b].residual == pytest.approx(want.residual, rel=1e-9) and fits[b].inliers == want.inliers
         assert fits[b].valid == int((valid[b] & torch.isfinite(raw[b])).sum())
     assert (fits[4].scale, fits[4].shift, fits[4].valid, fits[4].inliers) == (1.0, 0.0, 10, 0)
     assert "only 10 valid" in fits[4].warning
@@ -179,6 +167,22 @@ def test_batched_fits_match_the_fit_of_each_frame(mode):
         assert fits[3].warning is not None and "scale-only fit" in fits[3].warning
     else:
         assert fits[3].warning is None
+
+
+def test_undetermined_and_unchecked_fits_say_what_they_kept():
+    from mirage.memory.align import fit_depth_batch
+
+    g = torch.Generator().manual_seed(5)
+    ref = 1.0 + 4.0 * torch.rand(2, 60, 104, generator=g, dtype=torch.float64)
+    raw = torch.stack([torch.full((60, 104), 12.34, dtype=torch.float64), 5.0 + 1e-7 * torch.rand(60, 104, generator=g,
+                                                                                            dtype=torch.float64)])
+    valid = torch.ones(2, 60, 104, dtype=torch.bool)
+    fits = fit_depth_batch(raw, ref, valid, mode=AlignMode.SCALE_SHIFT).to_host(min_valid=32)
+    scale_only = fit_depth_batch(raw, ref, valid, mode=AlignMode.SCALE).to_host(min_valid=32)
+    for f, want in zip(fits, scale_only, strict=True):  # constant raw depth: no shift can be told from the scale
+        assert "undetermined" in f.warning and (f.scale, f.shift) == (want.scale, 0.0) and math.isfinite(f.residual)
+    none = fit_depth_batch(raw, ref, torch.zeros_like(valid), mode=AlignMode.NONE).to_host(min_valid=32)
+    assert [(f.scale, f.valid, f.warning) for f in none] == [(1.0, 0, None)] * 2  # NONE fits nothing: no warning
 
 
 def test_save_load_round_trip_bit_exact_and_wrong_latent_space(tmp_path):

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from _store_reference import merge_as_before  # tests/_store_reference.py
 
 from mirage.memory import VoxelWinner
 from mirage.memory.store import PendingWrite, PointStore, voxel_keys
@@ -48,8 +49,8 @@ def test_a_pending_write_of_many_views_equals_their_merges_one_by_one(winner):
         views.append((xyz, torch.randn(30, 4, generator=g), mask))
     one_by_one, held = copy.deepcopy(store), copy.deepcopy(store)
     want = [0, 0, 0]
-    for xyz, f, m in views:
-        c = one_by_one.merge(xyz[m], f[m], birth=3, voxel_size=1.0, winner=winner)
+    for xyz, f, m in views:  # the merge as it was, view after view
+        c = merge_as_before(one_by_one, xyz[m], f[m], birth=3, voxel_size=1.0, winner=winner)
         want = [want[0] + c.added, want[1] + c.merged, want[2] + c.replaced]
     pending = PendingWrite(held, 1.0, winner)
     for xyz, f, m in views:
@@ -62,6 +63,20 @@ def test_a_pending_write_of_many_views_equals_their_merges_one_by_one(winner):
     assert torch.equal(held.xyz, one_by_one.xyz) and torch.equal(held.features, one_by_one.features)
     assert torch.equal(held.birth, one_by_one.birth)
     assert torch.equal(drawn_xyz[drawn], held.xyz)  # what a later view of the write drew is what the store holds
+
+
+def test_a_later_view_replaces_an_earlier_views_candidate_with_newest_by_hand():
+    store = _store([[0.5, 0.5, 0.5]])
+    pending = PendingWrite(store, 1.0, VoxelWinner.NEWEST)
+    one = torch.ones(1, dtype=torch.bool)
+    pending.add(torch.tensor([[7.2, 0.5, 0.5]]), torch.tensor([[20.0]]), one)  # a new voxel: added
+    pending.add(torch.tensor([[7.8, 0.1, 0.9]]), torch.tensor([[30.0]]), one)  # the same voxel: replaces it
+    pending.add(torch.tensor([[0.1, 0.9, 0.2]]), torch.tensor([[40.0]]), one)  # the stored point's voxel: replaces it
+    c = pending.commit(1)
+    assert (c.added, c.merged, c.replaced) == (1, 2, 2)
+    assert store.features[:, 0].tolist() == [30.0, 40.0] and store.birth.tolist() == [1, 1]
+    with pytest.raises(RuntimeError, match="already committed"):
+        pending.commit(2)
 
 
 def test_voxel_keys_are_positive_and_distinct_per_voxel():

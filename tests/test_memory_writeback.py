@@ -180,10 +180,12 @@ def test_last_view_wins_a_voxel_both_would_write():
 
 
 def _integrate_view_by_view(mem, feats_grid, depth, K_px, c2w, region):
-    """integrate_views as docs/memory.md states it, on the store's own primitives: each view fitted alone
-    (fit_depth), its still-hole cells found by rendering the store as it stands, merged before the next view."""
+    """integrate_views as docs/memory.md states it, on the primitives as they were before (tests/_store_reference.py):
+    each view fitted alone, its still-hole cells found by rendering the store as it stands, merged before the next
+    view."""
+    from _store_reference import fit_as_before, merge_as_before
+
     from mirage.camera import intrinsics_to_latent
-    from mirage.memory import fit_depth
     from mirage.memory.splat import footprint_depth, grid_to_world, invalid_depth
 
     c = mem.config
@@ -201,8 +203,8 @@ def _integrate_view_by_view(mem, feats_grid, depth, K_px, c2w, region):
         raw = footprint_depth(depth(asked), mem.stride, c.footprint_depth)
         for i, b in enumerate(asked):
             j = views.index(b)
-            fit = fit_depth(raw[i], ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
-                            trim=c.align_trim)
+            fit = fit_as_before(raw[i], ref.depth[j], ~ref.holes[j], mode=c.align, min_valid=c.align_min_valid,
+                                trim=c.align_trim)
             aligned = fit.apply(raw[i])
             cand = region[b]
             if b > 0 and i == 0 and holes_first is not None:
@@ -211,7 +213,7 @@ def _integrate_view_by_view(mem, feats_grid, depth, K_px, c2w, region):
                 cand = cand & mem.render_grid(K_grid[b : b + 1], w2c[b : b + 1], features=False).holes[0]
             m = (cand & ~invalid_depth(aligned)).reshape(-1)
             xyz = grid_to_world(aligned[None], K_grid[b : b + 1], c2w[b : b + 1])[0]
-            counts = mem.store.merge(xyz[m], feats[b][m], mem.writes, mem.voxel_size, c.voxel_winner)
+            counts = merge_as_before(mem.store, xyz[m], feats[b][m], mem.writes, mem.voxel_size, c.voxel_winner)
             added, merged = added + counts.added, merged + counts.merged
         asked_all.extend(asked)
 

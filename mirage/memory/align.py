@@ -8,16 +8,18 @@ something (the read was not a hole):
   the ``trim`` fraction of pixels farthest from the median of ``r`` are dropped as outliers and ``log s`` is the
   mean of the rest (least squares in log space with outlier trimming).
 - ``AlignMode.SCALE_SHIFT``: ``aligned = s * raw + t``, least squares on the inliers of the scale fit. A fit with
-  ``s <= 0`` is rejected (it would turn the scene inside out) and the scale-only fit is used, with a warning.
+  ``s <= 0`` is rejected (it would turn the scene inside out), and so is one the inliers cannot determine (raw
+  depth constant over them); the scale-only fit is then used, with a warning.
 - ``AlignMode.NONE``: no fit (``s = 1``, ``t = 0``).
 
-Too few valid pixels (fewer than ``min_valid``) -> the fit keeps ``s = 1, t = 0`` and says so in
+Too few valid pixels (fewer than ``min_valid``; not checked with ``NONE``) -> the fit keeps ``s = 1, t = 0`` and says so in
 :attr:`DepthFit.warning`; the memory copies that warning into its :class:`~mirage.memory.types.WriteStats`.
 Nothing here is silent.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -67,8 +69,9 @@ class DepthFits:
     Attributes:
         scale, shift, residual: (B,) float64 (see :class:`DepthFit`).
         valid, inliers: (B,) int64.
-        rejected: (B,) bool, where a scale+shift fit gave scale <= 0 (or none) and the scale-only fit was kept;
-        rejected_scale: (B,) float64, that fit's scale.
+        too_few: (B,) bool, where fewer than ``min_valid`` pixels overlapped and scale 1 was kept (never in NONE mode).
+        rejected: (B,) bool, where a scale+shift fit was not used and the scale-only fit was kept instead;
+        rejected_scale: (B,) float64, that fit's scale (NaN where it was undetermined: constant raw depth).
     """
 
     scale: torch.Tensor
@@ -76,6 +79,7 @@ class DepthFits:
     residual: torch.Tensor
     valid: torch.Tensor
     inliers: torch.Tensor
+    too_few: torch.Tensor
     rejected: torch.Tensor
     rejected_scale: torch.Tensor
 
@@ -87,14 +91,17 @@ class DepthFits:
     def to_host(self, min_valid: int) -> list[DepthFit]:
         """One :class:`DepthFit` per frame, with its warning (one host read-back)."""
         rows = torch.stack([self.scale, self.shift, self.residual, self.valid.double(), self.inliers.double(),
-                            self.rejected.double(), self.rejected_scale], dim=1).tolist()
+                            self.too_few.double(), self.rejected.double(), self.rejected_scale], dim=1).tolist()
         fits = []
-        for scale, shift, residual, valid, inliers, rejected, s2 in rows:
+        for scale, shift, residual, valid, inliers, too_few, rejected, s2 in rows:
             n = int(valid)
             warning = None
-            if int(inliers) == 0 and n < max(min_valid, 1):
+            if too_few:
                 warning = (f"depth alignment: only {n} valid pixel(s) overlap the memory (need {min_valid}); "
                            "kept scale 1")
+            elif rejected and math.isnan(s2):
+                warning = ("depth alignment: the scale+shift fit is undetermined (the raw depth is constant over its "
+                           f"inliers); used the scale-only fit {scale:.4g}")
             elif rejected:
                 warning = (f"depth alignment: scale+shift fit gave scale {s2:.4g} <= 0; used the scale-only "
                            f"fit {scale:.4g}")
@@ -136,7 +143,7 @@ def fit_depth_batch(
     one, zero = torch.ones_like(n, dtype=torch.float64), torch.zeros_like(n, dtype=torch.float64)
     no = torch.zeros_like(n, dtype=torch.bool)
     if mode == AlignMode.NONE:
-        return DepthFits(one, zero, _residual(raw, ref, ok, one, zero), n, n, no, zero)
+        return DepthFits(one, zero, _residual(raw, ref, ok, one, zero), n, n, no, no, zero)
     fits = n >= max(min_valid, 1)  # (B,) rows with enough pixels to fit
     r = torch.where(ok, torch.log(ref.where(ok, 1.0)) - torch.log(raw.where(ok, 1.0)), float("nan"))  # (B, P)
     med = r.nanmedian(dim=1).values  # (B,) the lower median, as Tensor.median
@@ -148,19 +155,23 @@ def fit_depth_batch(
     log_s = torch.where(inl, r, 0.0).sum(1) / keep.double()
     scale = torch.where(fits, torch.exp(log_s), one)
     shift, rejected, rejected_scale = zero, no, zero
-    if mode == AlignMode.SCALE_SHIFT:  # least squares y = s x + t on the inliers (normal equations, float64)
+    if mode == AlignMode.SCALE_SHIFT:  # least squares y = s x + t on the inliers (centred sums, float64)
         w = inl.double()
-        x, y = torch.where(inl, raw, 0.0), torch.where(inl, ref, 0.0)
-        sw, sx, sy = w.sum(1), x.sum(1), y.sum(1)
-        sxx, sxy = (x * x).sum(1), (x * y).sum(1)
-        det = sw * sxx - sx * sx
-        s2 = (sw * sxy - sx * sy) / det
-        t2 = (sxx * sy - sx * sxy) / det
-        take = fits & (s2 > 0) & (keep >= 2)
+        sw = w.sum(1).clamp(min=1.0)
+        mx = torch.where(inl, raw, 0.0).sum(1) / sw  # (B,) means over the inliers
+        my = torch.where(inl, ref, 0.0).sum(1) / sw
+        dx = torch.where(inl, raw - mx[:, None], 0.0)
+        dy = torch.where(inl, ref - my[:, None], 0.0)
+        var, cov = (dx * dx).sum(1), (dx * dy).sum(1)
+        # raw depth (nearly) constant over the inliers: the shift and the scale cannot be told apart
+        undetermined = ~(var > 1e-12 * mx.square() * sw)
+        s2 = torch.where(undetermined, float("nan"), cov / var.where(~undetermined, 1.0))
+        t2 = my - s2 * mx
+        take = fits & ~undetermined & (s2 > 0) & torch.isfinite(t2) & (keep >= 2)
         rejected, rejected_scale = fits & ~take, s2
         scale, shift = torch.where(take, s2, scale), torch.where(take, t2, zero)
     inliers = torch.where(fits, keep, torch.zeros_like(keep))
-    return DepthFits(scale, shift, _residual(raw, ref, ok, scale, shift), n, inliers, rejected, rejected_scale)
+    return DepthFits(scale, shift, _residual(raw, ref, ok, scale, shift), n, inliers, ~fits, rejected, rejected_scale)
 
 
 def fit_depth(

@@ -4,7 +4,7 @@ token budget), and a pending write that holds one write's candidates on the devi
 A write adds the candidates of several views in order, and each view must see what the views before it added (the
 write-back renders the store with them to find what is still a hole: :mod:`mirage.memory.writeback`).
 :class:`PendingWrite` keeps those candidates, with their de-duplication masks, as fixed-shape device tensors, so a
-whole write runs without a host synchronisation until :meth:`PendingWrite.commit` appends them (one read-back).
+whole write runs without a host synchronisation until :meth:`PendingWrite.commit` appends them.
 Committing the views one by one with :meth:`PointStore.merge` gives the same store.
 """
 
@@ -201,6 +201,7 @@ class PendingWrite:
         self._keep: list[torch.Tensor] = []  # per add: (M,) bool, the candidates that will be stored
         zero = torch.zeros((), dtype=torch.long, device=dev)
         self._added = self._merged = self._replaced = self._replaced_stored = zero
+        self._committed = False
 
     def _live_keys(self) -> torch.Tensor:
         """Ascending keys of the voxels that hold points now (the store's live points and the kept candidates);
@@ -209,11 +210,14 @@ class PendingWrite:
         parts += [torch.where(keep, keys, -1) for keys, keep in zip(self._keys, self._keep, strict=True)]
         return torch.cat(parts).sort().values
 
-    def add(self, xyz: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> None:
-        """Add one view's candidates: xyz (M, 3) float, features (M, C), mask (M,) bool (False: not a candidate;
-        its xyz may be NaN). No host sync."""
-        M = xyz.shape[0]
-        keys, far = masked_voxel_keys(xyz, self.voxel_size, mask)
+    def add(self, xyz_world: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> None:
+        """Add one view's candidates: xyz_world (M, 3) float (stored, and keyed, as float32), features (M, C), mask
+        (M,) bool (False: not a candidate; its position may be NaN). No host sync."""
+        if self._committed:
+            raise RuntimeError("PendingWrite: already committed; start a new PendingWrite for the next write")
+        xyz_world = xyz_world.float()
+        M = xyz_world.shape[0]
+        keys, far = masked_voxel_keys(xyz_world, self.voxel_size, mask)
         self._far = self._far | far
         # the first candidate of each voxel, in row order (a stable sort keeps equal keys in their order)
         dev = keys.device
@@ -237,7 +241,7 @@ class PendingWrite:
             keep = take
         self._added = self._added + take.sum() - occupied.sum()
         self._merged = self._merged + (mask.sum() - take.sum()) + occupied.sum()
-        self._xyz.append(xyz.float())
+        self._xyz.append(xyz_world)
         self._features.append(features)
         self._keys.append(keys)
         self._keep.append(keep)
@@ -248,8 +252,12 @@ class PendingWrite:
         return torch.cat([self.store.xyz, *self._xyz]), torch.cat([self._alive, *self._keep])
 
     def commit(self, birth: int) -> MergeCounts:
-        """Apply the write to the store (one host read-back): replaced points dropped, kept candidates appended in
-        the order they were added, born at write ``birth``. Returns the counts of every ``add``."""
+        """Apply the write to the store: replaced points dropped, kept candidates appended in the order they were
+        added, born at write ``birth`` (host read-backs: the counts, then the kept rows). Returns the counts of every
+        ``add``. A PendingWrite commits once."""
+        if self._committed:
+            raise RuntimeError("PendingWrite: already committed; start a new PendingWrite for the next write")
+        self._committed = True
         added, merged, replaced, replaced_stored, far = torch.stack(
             [self._added, self._merged, self._replaced, self._replaced_stored, self._far.long()]).tolist()
         if far:

@@ -83,7 +83,7 @@ def integrate_views(
     c2w: torch.Tensor,
     region_grid: torch.Tensor,
 ) -> WriteStats:
-    """Write B views of a chunk into ``mem.store`` (runs once per chunk; three host syncs, see below).
+    """Write B views of a chunk into ``mem.store`` (runs once per chunk; it waits for the GPU at three points, see below).
 
     1. **Order.** View 0 first when its region is not empty (it adds every cell of its region); then the *last* view
        b_L with a region (for a monotonic move it sees most of what the chunk revealed); then the views between, in
@@ -99,8 +99,9 @@ def integrate_views(
        :meth:`PointStore.merge` view after view: the first written keeps a voxel with ``VoxelWinner.EXISTING``), then
        the token budget is applied.
 
-    The host waits for the GPU three times: which views have a region (before the first depth call), which views
-    between still add something (before the second), and the counts at the end. Everything else queues behind the
+    The host waits for the GPU at three points: which views have a region (before the first depth call, with the
+    camera checks), which views between still add something (before the second), and the end, where the fits,
+    counts and kept rows are read back (a few reads, behind all the queued work). Everything else queues behind the
     depth model, so the write costs about its kernels' time (``docs/memory.md``, Write-back). The store changes
     only at the end, when nothing can fail any more.
 
@@ -126,7 +127,7 @@ def integrate_views(
     w2c = invert_rigid(c2w.double()).float()
     region_grid = region_grid.to(dev).bool()
     feats = features_grid.to(dev).permute(0, 2, 3, 1).reshape(B, -1, C)  # (B, h*w, C)
-    has = region_grid.flatten(1).any(1).tolist()  # (B,) host sync 1: which views have a region at all
+    has = region_grid.flatten(1).any(1).tolist()  # (B,) wait 1: which views have a region at all
     views = [b for b in range(B) if has[b]]
     pending = PendingWrite(mem.store, mem.voxel_size, c.voxel_winner)
     fits: dict[int, DepthFits] = {}  # first view of a depth call -> the fits of that call's views
@@ -167,13 +168,13 @@ def integrate_views(
         if between:
             now = mem.render_grid(rows(K_grid, between), rows(w2c, between), features=False,
                                   pending=pending).holes  # (n, h, w) after b_L
-            left = (rows(region_grid, between) & now).flatten(1).sum(1).tolist()  # host sync 2: who still adds something
+            left = (rows(region_grid, between) & now).flatten(1).sum(1).tolist()  # wait 2: who still adds something
             still = dict(zip(between, left, strict=True))  # view -> region cells still holes
             asked = [b for b in between if still[b]]
             logger.debug("memory write: view %d written first; region cells still holes per view: %s", last, still)
             if asked:
                 write_views(asked, depth(asked), now[between.index(asked[0])][None])
-    # host sync 3: the fits and counts, read back at once; then the store changes
+    # the end: the fits, counts and kept rows read back (behind all the queued work); then the store changes
     fit_of = {}
     for asked in calls:
         for b, f in zip(asked, fits[asked[0]].to_host(c.align_min_valid), strict=True):
