@@ -134,10 +134,10 @@ def sample_through_depth(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tenso
     n, h, w = depth_ref.shape
     H, W = frames.shape[-2:]
     dev = depth_ref.device
-    pair = w2c.to(dev).double() @ c2w_ref.to(dev).double()  # (N, 4, 4): reference camera -> frame camera
+    ref_to_cam = w2c.to(dev).double() @ c2w_ref.to(dev).double()  # (N, 4, 4): reference camera -> frame camera
     K64 = K.to(dev).double()
-    A = (K64 @ pair[:, :3, :3] @ torch.linalg.inv_ex(K_ref.to(dev).double()).inverse).float()  # (N, 3, 3)
-    b = (K64 @ pair[:, :3, 3:])[..., 0].float()  # (N, 3)
+    A = (K64 @ ref_to_cam[:, :3, :3] @ torch.linalg.inv_ex(K_ref.to(dev).double()).inverse).float()  # (N, 3, 3)
+    b = (K64 @ ref_to_cam[:, :3, 3:])[..., 0].float()  # (N, 3)
     v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
                           torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")  # (h, w)
     d = depth_ref.float()

@@ -130,8 +130,7 @@ def integrate_views(
     has = region_grid.flatten(1).any(1).tolist()  # (B,) wait 1: which views have a region at all
     views = [b for b in range(B) if has[b]]
     pending = PendingWrite(mem.store, mem.voxel_size, c.voxel_winner)
-    fits: dict[int, DepthFits] = {}  # first view of a depth call -> the fits of that call's views
-    calls: list[list[int]] = []
+    calls: list[tuple[list[int], DepthFits]] = []  # per depth call: its views and their fits
     rejected = torch.zeros((), dtype=torch.long, device=dev)
 
     def write_views(asked: list[int], raw: torch.Tensor, holes_now: torch.Tensor | None) -> None:
@@ -142,8 +141,7 @@ def integrate_views(
         j = [slot[b] for b in asked]
         fit = fit_depth_batch(grid, rows(ref.depth, j), ~rows(ref.holes, j), mode=c.align, min_valid=c.align_min_valid,
                               trim=c.align_trim)
-        fits[asked[0]] = fit
-        calls.append(asked)
+        calls.append((asked, fit))
         aligned = fit.apply(grid)  # (n, h, w)
         bad = invalid_depth(aligned)
         xyz = grid_to_world(aligned, rows(K_grid, asked), rows(c2w, asked))  # (n, h*w, 3)
@@ -175,10 +173,7 @@ def integrate_views(
             if asked:
                 write_views(asked, depth(asked), now[between.index(asked[0])][None])
     # the end: the fits, counts and kept rows read back (behind all the queued work); then the store changes
-    fit_of = {}
-    for asked in calls:
-        for b, f in zip(asked, fits[asked[0]].to_host(c.align_min_valid), strict=True):
-            fit_of[b] = f
+    fit_of = {b: f for asked, fit in calls for b, f in zip(asked, fit.to_host(c.align_min_valid), strict=True)}
     n_rejected = int(rejected)
     mem.writes += 1
     counts = pending.commit(mem.writes)
