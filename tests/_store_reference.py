@@ -18,7 +18,7 @@ def merge_as_before(store: PointStore, xyz: torch.Tensor, features: torch.Tensor
     if M == 0:
         return MergeCounts(0, 0, 0)
     dev = store.xyz.device
-    k_new = voxel_keys(xyz, voxel_size)
+    k_new = voxel_keys(xyz, voxel_size)[0]
     uniq, inv = torch.unique(k_new, return_inverse=True)
     first = torch.full((uniq.shape[0],), M, dtype=torch.long, device=dev).scatter_reduce(
         0, inv, torch.arange(M, device=dev), "amin"
@@ -26,7 +26,7 @@ def merge_as_before(store: PointStore, xyz: torch.Tensor, features: torch.Tensor
     first = first.sort().values  # (U,) kept candidates in their original order
     n_intra = M - int(first.shape[0])
     k_kept = k_new[first]
-    k_old = voxel_keys(store.xyz, voxel_size) if len(store) else torch.empty(0, dtype=torch.long, device=dev)
+    k_old = voxel_keys(store.xyz, voxel_size)[0] if len(store) else torch.empty(0, dtype=torch.long, device=dev)
     occupied = torch.isin(k_kept, k_old)  # (U,)
     n_occ = int(occupied.sum())
     replaced = 0

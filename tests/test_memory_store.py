@@ -81,5 +81,6 @@ def test_a_later_view_replaces_an_earlier_views_candidate_with_newest_by_hand():
 
 def test_voxel_keys_are_positive_and_distinct_per_voxel():
     xyz = torch.tensor([[0.2, 0.2, 0.2], [0.7, 0.1, 0.9], [-0.2, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
-    k = voxel_keys(xyz, 1.0)
+    k, far = voxel_keys(xyz, 1.0)
+    assert not bool(far)
     assert bool((k > 0).all()) and k[0] == k[1] and len(set(k.tolist())) == 4

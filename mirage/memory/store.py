@@ -25,19 +25,18 @@ _KEY_HALF = 1 << (_KEY_BITS - 1)
 _FAR_WARNING = "memory: some points lie more than %d voxels from the origin; they share edge voxels"
 
 
-def voxel_keys(xyz_world: torch.Tensor, voxel_size: float) -> torch.Tensor:
+def voxel_keys(xyz_world: torch.Tensor, voxel_size: float,
+               mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One int64 key per point: its voxel (21 bits per axis, +-1M voxels around the origin; farther points clamp
-    onto the outermost voxel and a warning is logged). ``xyz_world``: (N, 3) float. Returns (N,) int64, >= 1."""
-    keys, far = masked_voxel_keys(xyz_world, voxel_size)
-    if bool(far):
-        logger.warning(_FAR_WARNING, _KEY_HALF)
-    return keys
+    onto the outermost voxel). No host sync.
 
-
-def masked_voxel_keys(xyz_world: torch.Tensor, voxel_size: float,
-                      mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`voxel_keys` without a host sync: ``(keys (N,) int64, far)``, ``far`` a 0-d bool tensor (some point
-    was clamped onto an edge voxel). Points where ``mask`` (N,) is False (their xyz may be NaN) get key -1."""
+    Args:
+        xyz_world: (N, 3) float. voxel_size: scene units. mask: optional (N,) bool; False points (their position may
+            be NaN) get key -1.
+    Returns:
+        keys (N,) int64, >= 1 where unmasked; far, a 0-d bool tensor: some point was clamped onto an edge voxel (the
+        caller warns, :data:`_FAR_WARNING`, once it reads it back).
+    """
     q = torch.floor(xyz_world.double() / voxel_size)
     if mask is not None:
         q = torch.where(mask[:, None], q, 0.0)
@@ -193,14 +192,14 @@ class PendingWrite:
     def __init__(self, store: PointStore, voxel_size: float, winner: VoxelWinner):
         self.store, self.voxel_size, self.winner = store, float(voxel_size), VoxelWinner(winner)
         dev = store.xyz.device
-        self._old_keys, self._far = masked_voxel_keys(store.xyz, self.voxel_size)  # (N,), 0-d
+        self._old_keys, self._far = voxel_keys(store.xyz, self.voxel_size)  # (N,), 0-d
         self._alive = torch.ones(len(store), dtype=torch.bool, device=dev)  # stored points not replaced (NEWEST)
         self._xyz: list[torch.Tensor] = []  # per add: (M, 3) float32
         self._features: list[torch.Tensor] = []  # per add: (M, C)
         self._keys: list[torch.Tensor] = []  # per add: (M,) int64, -1 where masked out
         self._keep: list[torch.Tensor] = []  # per add: (M,) bool, the candidates that will be stored
         zero = torch.zeros((), dtype=torch.long, device=dev)
-        self._added = self._merged = self._replaced = self._replaced_stored = zero
+        self._added = self._merged = self._replaced = zero
         self._committed = False
 
     def _live_keys(self) -> torch.Tensor:
@@ -217,7 +216,7 @@ class PendingWrite:
             raise RuntimeError("PendingWrite: already committed; start a new PendingWrite for the next write")
         xyz_world = xyz_world.float()
         M = xyz_world.shape[0]
-        keys, far = masked_voxel_keys(xyz_world, self.voxel_size, mask)
+        keys, far = voxel_keys(xyz_world, self.voxel_size, mask)
         self._far = self._far | far
         # the first candidate of each voxel, in row order (a stable sort keeps equal keys in their order)
         dev = keys.device
@@ -231,7 +230,6 @@ class PendingWrite:
         else:  # NEWEST: a taken candidate replaces every point of its voxel, stored or pending
             taken = torch.where(take, keys, -1).sort().values
             gone = self._alive & _isin_sorted(self._old_keys, taken)
-            self._replaced_stored = self._replaced_stored + gone.sum()
             self._replaced = self._replaced + gone.sum()
             self._alive = self._alive & ~gone
             for i, (k, kp) in enumerate(zip(self._keys, self._keep, strict=True)):
@@ -259,7 +257,7 @@ class PendingWrite:
             raise RuntimeError("PendingWrite: already committed; start a new PendingWrite for the next write")
         self._committed = True
         added, merged, replaced, replaced_stored, far = torch.stack(
-            [self._added, self._merged, self._replaced, self._replaced_stored, self._far.long()]).tolist()
+            [self._added, self._merged, self._replaced, (~self._alive).sum(), self._far.long()]).tolist()
         if far:
             logger.warning(_FAR_WARNING, _KEY_HALF)
         if replaced_stored:
