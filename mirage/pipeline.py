@@ -39,6 +39,7 @@ from mirage.report import ChunkReport, RunReport, Stage, StageTimer, build_repor
 from mirage.sampling import SamplingSettings
 from mirage.scores import FrameScores, chunk_scores, read_groups, video_revisits, video_scores
 from mirage.trajectory.types import Trajectory
+from mirage.video import HostFrames
 from mirage.world import ChunkResult, World, check_sees_memory, dilate, pin_first_frame, plan_chunks
 
 logger = logging.getLogger("mirage")
@@ -338,22 +339,24 @@ class Pipeline:
         # --- chunks: each one a step of the world
         chunks = plan_chunks(n, options.chunk_frames if self.denoiser is not None else n)
         c2w_all = traj.c2w.to(self.device, torch.float32)  # (N, 4, 4)
-        video = _host_frames(n, H, W, self.device)  # (N, 3, H, W) float32: each chunk's frames copied in as they come
+        video = HostFrames(n, H, W, self.device)  # each chunk's frames copied in as soon as they are decoded
         reads_out = []
         for ci, (a, b) in enumerate(chunks):
             last = ci == len(chunks) - 1
+            first = 0 if ci == 0 else 1  # chunks overlap by one frame
+
+            def keep(frames: torch.Tensor, start: int = a + first, skip: int = first) -> None:
+                video.put(start, frames[skip:])
+
             res = self._run_chunk(world, K_all[a:b], w2c_all[a:b], c2w_all[a:b],
                                   write_back=options.write_back and (not last or options.write_back_last),
-                                  span=(a, b - 1), check_sees=plan.traj if ci == 0 else None)
+                                  span=(a, b - 1), check_sees=plan.traj if ci == 0 else None, on_frames=keep)
             world.K, world.w2c = K_all[b - 1], w2c_all[b - 1]
-            first = 0 if ci == 0 else 1  # chunks overlap by one frame
-            video[a + first:b].copy_(res.frames[first:], non_blocking=video.is_pinned())  # asynchronous from CUDA
             if res.reads is not None:
                 reads_out.append((res.reads if ci == 0 else res.reads[1:]).cpu())
             if self.progress:
                 self.progress("chunk", ci + 1, len(chunks))
-        if video.is_pinned():
-            torch.cuda.current_stream(self.device).synchronize()  # the last copies have landed
+        video = video.wait()  # (N, 3, H, W) float32 on the host
         memory = world.memory
         revisits = None
         if options.scores:
@@ -371,10 +374,13 @@ class Pipeline:
                             image=image.float().cpu(), report=report, memory=memory, time_s=report.timing_ms["total"] / 1e3)
 
     def _run_chunk(self, world: World, K: torch.Tensor, w2c: torch.Tensor, c2w: torch.Tensor, *, write_back: bool,
-                   span: tuple[int, int] | None = None, check_sees: TrajectoryOptions | None = None) -> ChunkResult:
+                   span: tuple[int, int] | None = None, check_sees: TrajectoryOptions | None = None,
+                   on_frames: Callable[[torch.Tensor], None] | None = None) -> ChunkResult:
         """One chunk of ``world``: read the memory at the F poses (K (F, 3, 3), w2c and c2w (F, 4, 4); pose 0 is the
         known frame's), generate, decode, write back. ``span``: the chunk's [first, last] frame of the whole video;
-        ``check_sees``: refuse reads that see nothing of the input image (a trajectory that leaves the scene)."""
+        ``check_sees``: refuse reads that see nothing of the input image (a trajectory that leaves the scene);
+        ``on_frames``: called with the decoded frames (F, 3, H, W) as soon as they are queued, before the scores and
+        the write-back (a render starts their copy to the host there)."""
         o, timer, vae = world.options, world.timer, self.vae
         n_frames = int(w2c.shape[0])
         H_W = world.image.shape[-2:]
@@ -409,6 +415,8 @@ class Pipeline:
             with timer.stage(Stage.DECODE):
                 lat = push_pull_fill(read.latents, read.holes) if o.hole_fill else read.latents
                 frames = vae.decode_images(lat).float()  # (F, 3, H, W): one image per frame
+        if on_frames is not None:
+            on_frames(frames)
         ts = self._space.temporal_stride  # the latent reads are made at pixel frames 0, ts, 2 ts, ..., F - 1
         reads = rows = None
         if self.denoiser is None and not o.keep_reads:
@@ -556,17 +564,6 @@ class Pipeline:
     def _step_callback(self, step: int, total: int) -> None:
         if self.progress:
             self.progress("step", step, total)
-
-
-def _host_frames(n: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """(n, 3, height, width) float32 host tensor a render's chunks copy their frames into. Pinned when they come from
-    CUDA: each chunk's copy then runs at full bus speed behind the next chunk's work, where a copy to pageable memory
-    stalled the GPU (three chunks at 832x480: ~260 ms of a 4-step render on an H200, BENCHMARKS.md, sixth session).
-    torch's caching host allocator keeps the pinned block for the next render of the same size once the result is
-    dropped; it rounds the size up to a power of two (computed: 512 MiB for 81 frames at 832x480) and never returns it to the
-    OS. A caller that keeps many results holds a page-locked block each: ``frames.clone()`` keeps a pageable copy."""
-    pin = device.type == "cuda"
-    return torch.empty(n, 3, height, width, dtype=torch.float32, pin_memory=pin)
 
 
 def _resize_depth_result(dres, width: int, height: int):

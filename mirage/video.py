@@ -137,6 +137,45 @@ def read_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
+class HostFrames:
+    """A render's video on the host, ``(N, 3, H, W)`` float32 in [-1, 1], each chunk's frames copied in as soon as
+    they are decoded (:meth:`put`); :meth:`wait` returns it once every copy has landed.
+
+    From CUDA the tensor is pinned and the copies run on a side stream of their own: a chunk's copy (about 150 MB at
+    832x480) then overlaps the GPU work that follows the decode (the reads' decode, the scores, the write-back's depth
+    model) instead of holding it up on the compute stream, and no copy waits for the host (a copy to pageable memory
+    stalled the GPU: three chunks at 832x480, ~260 ms of a 4-step render on an H200, BENCHMARKS.md, sixth session).
+    The source of each copy is marked as used by that stream (``record_stream``), so the caching allocator does not
+    hand its memory out again before the copy has read it. torch's caching host allocator keeps the pinned block for
+    the next render of the same size once the result is dropped; it rounds the size up to a power of two (512 MiB for
+    81 frames at 832x480) and never returns it to the OS. A caller that keeps many results holds a page-locked block
+    each: ``frames.clone()`` keeps a pageable copy.
+    """
+
+    def __init__(self, n: int, height: int, width: int, device: torch.device) -> None:
+        cuda = device.type == "cuda"
+        self.frames = torch.empty(n, 3, height, width, dtype=torch.float32, pin_memory=cuda)
+        self._stream = torch.cuda.Stream(device) if cuda else None
+
+    def put(self, start: int, frames: torch.Tensor) -> None:
+        """Copy ``frames`` (F, 3, H, W), on the render's device, into video frames ``start .. start + F - 1``; from
+        CUDA asynchronously, after the work queued so far on the current stream (which made them)."""
+        dst = self.frames[start:start + frames.shape[0]]
+        if self._stream is None or frames.device.type != "cuda":
+            dst.copy_(frames)
+            return
+        self._stream.wait_stream(torch.cuda.current_stream(frames.device))
+        with torch.cuda.stream(self._stream):
+            dst.copy_(frames, non_blocking=True)
+        frames.record_stream(self._stream)
+
+    def wait(self) -> torch.Tensor:
+        """The video, once every copy has landed (the host waits for the copy stream only)."""
+        if self._stream is not None:
+            self._stream.synchronize()
+        return self.frames
+
+
 def image_size(path: str | Path, what: str = "image") -> tuple[int, int]:
     """(width, height) of an image file as it is shown (EXIF orientation applied), read from its header."""
     with open_image(path, what) as im:

@@ -23,14 +23,20 @@ after one warm-up render:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import functools
+import gzip
 import io
+import json
+import os
 import pstats
+import tempfile
 import time
 
 import torch
-from gpu_levers import write_report  # scripts/ is on sys.path when run as a script
+from gpu_gaps import DEVICE_CATS, HOST_OP_CATS, idle_gaps  # scripts/ is on sys.path when run as a script
+from gpu_levers import write_report
 
 # (owner, attribute) pairs wrapped in the segments pass: the render's steps outside the stages and around them
 SEGMENTS = [
@@ -99,11 +105,10 @@ def wrapped_segments(render) -> dict:
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 
 
-def traced_stages(render) -> dict:
-    """``render()`` under torch.profiler, each StageTimer stage a ``stage:NAME`` range: per stage the host ms, the
-    top-level torch ops, the host synchronisations and their waiting ms, and the launched kernels' GPU ms."""
-    import contextlib
-
+@contextlib.contextmanager
+def staged_profile(**kwargs):
+    """torch.profiler (CPU and CUDA) over the block, each StageTimer stage a ``stage:NAME`` range and the block itself
+    ``stage:unstaged``; yields the profiler (read it after the block)."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from mirage.report import StageTimer
@@ -118,12 +123,19 @@ def traced_stages(render) -> dict:
     StageTimer.stage = ranged
     try:
         torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], **kwargs) as prof:
             with record_function("stage:unstaged"):
-                render()
+                yield prof
             torch.cuda.synchronize()
     finally:
         StageTimer.stage = orig
+
+
+def traced_stages(render) -> dict:
+    """``render()`` under torch.profiler, each StageTimer stage a ``stage:NAME`` range: per stage the host ms, the
+    top-level torch ops, the host synchronisations and their waiting ms, and the launched kernels' GPU ms."""
+    with staged_profile() as prof:
+        render()
     events = [e for e in prof.events() if e.device_type.name == "CPU"]
     ranges = sorted(((e.time_range.start, e.time_range.end, e.name[6:]) for e in events if e.name.startswith("stage:")),
                     key=lambda r: r[0])
@@ -168,6 +180,44 @@ def traced_stages(render) -> dict:
             sorted(out.items(), key=lambda kv: -kv[1]["host_ms"])}
 
 
+def traced_gaps(render, keep: str | None = None) -> dict:
+    """``render()`` under torch.profiler with Python stacks: :func:`gpu_gaps.idle_gaps` of its chrome trace. ``keep``:
+    also write the events the analysis reads (device spans; the render thread's stages, mirage functions and host
+    ops) as gzipped JSON there, to read again without a GPU."""
+    with staged_profile(with_stack=True) as prof:
+        render()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        os.unlink(path)
+    out = idle_gaps(events)
+    if keep:
+        win = max((e for e in events if e.get("name") == "stage:unstaged"), key=lambda e: float(e.get("dur", 0)))
+        on_thread = (win.get("tid"), win.get("pid"))
+
+        def wanted(e: dict) -> bool:
+            if e.get("ph") != "X":
+                return False
+            if e.get("cat") in DEVICE_CATS:
+                return True
+            name = str(e.get("name", ""))
+            return (e.get("tid"), e.get("pid")) == on_thread and (
+                name.startswith("stage:") or e.get("cat") in HOST_OP_CATS
+                or (e.get("cat") == "python_function" and "mirage/" in name))
+
+        kept = [{k: e.get(k) for k in ("ph", "cat", "name", "ts", "dur", "tid", "pid")} for e in events if wanted(e)]
+        for e in kept:
+            if e["cat"] in DEVICE_CATS:
+                e["name"] = str(e["name"])[:60]
+        with gzip.open(keep, "wt") as f:
+            json.dump({"traceEvents": kept}, f)
+    return out
+
+
 def main() -> None:
     from mirage.bench import BenchConfig, build_pipeline, example_inputs
     from mirage.config import PipelineConfig, RenderOptions
@@ -180,7 +230,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--fp8", default="none", choices=[m.value for m in Fp8Mode])
     ap.add_argument("--no-scores", action="store_true")
-    ap.add_argument("--only", choices=["trace"], default=None, help="run only this pass (after the warm-up)")
+    ap.add_argument("--only", choices=["trace", "gaps"], default=None, help="run only this pass (after the warm-up)")
+    ap.add_argument("--keep-trace", default=None, help="with --only gaps: the trace's events, gzipped JSON, here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     image, depth = example_inputs()
@@ -207,6 +258,11 @@ def main() -> None:
     report["plain"] = {"total_ms": round(total, 1), "stages_ms": stages, "stages_sum_ms": round(sum(stages.values()), 1),
                        "gap_ms": round(total - sum(stages.values()), 1)}
     print(report["plain"], flush=True)
+    if args.only == "gaps":
+        report["gaps"] = traced_gaps(render, args.keep_trace)
+        print(report["gaps"], flush=True)
+        write_report(report, args.out)
+        return
     if args.only == "trace":
         report["trace"] = traced_stages(render)
         print(report["trace"], flush=True)

@@ -6,7 +6,8 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 1. latent memory read on CUDA vs the same read on the CPU (float32 geometry): holes identical, latents ~1e-6;
 2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
    the host syncs of a chunk's write-back (at most 24, however many views it writes) and of the write-back's depth
-   call (at most 2, its range check), counted by ``torch.cuda.set_sync_debug_mode``;
+   call (at most 2, its range check), counted by ``torch.cuda.set_sync_debug_mode``; a render's frames copied to the
+   host on a side stream (:class:`mirage.video.HostFrames`): no host wait, and exact under memory reuse;
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. ``--compile``: the transformer (diffusers' regional compile) vs eager, one forward at the real 1.3B architecture,
    the Wan VAE's compiled encoder call and decoder regions vs eager: < 2e-2; the depth model's compiled write-back call
@@ -137,6 +138,23 @@ def main() -> int:
         est.estimate_batch(fr, fov_x_deg=60.0)
         check("depth_estimate_batch_host_syncs", float(syncs(lambda: est.estimate_batch(fr, fov_x_deg=60.0))), 2.0)
         del est
+
+        # a render's frames go to the host on a side stream: no host wait when queued, and each copy reads its
+        # source after the work that made it and before the allocator hands that memory to anything else
+        from mirage.video import HostFrames
+
+        hf = HostFrames(4, H, W, dev)
+        put_syncs = 0
+        for k in range(4):
+            src = torch.full((2, 3, H, W), float(k), device=dev)
+            torch.cuda._sleep(20_000_000)  # the compute stream busy: the copy must wait behind it
+            put_syncs += syncs(lambda k=k, src=src: hf.put(k, src[1:]))
+            del src
+            torch.full((2, 3, H, W), -7.0, device=dev)  # reuses src's block at once unless the copy holds it
+        check("host_frames_put_host_syncs", float(put_syncs), 0.0)
+        got = hf.wait()
+        check("host_frames_side_stream_copy_max_error",
+              max(float((got[k] - k).abs().max()) for k in range(4)), 0.0)
 
     # 3-5: models at the real architecture, random weights
     from mirage.random_weights import random_components
