@@ -118,11 +118,8 @@ def sample_through_depth(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tenso
 
     A reference pixel (u, v) at z-depth d lands at ``p = d * A @ (u, v, 1) + b`` in homogeneous pixels of the frame's
     camera, with ``A = K w2c[:3, :3] c2w_ref-rotation K_ref^-1`` and ``b = K (w2c c2w_ref)[:3, 3]``: one 3x3 map and
-    a translation per camera pair, composed in float64. The map also takes the frame's pixels to ``grid_sample``'s
-    [-1, 1] coordinates (``align_corners=False``: ``x_n = (2 x + 1) / W - 1``, so "inside the image",
-    ``-0.5 <= x <= W - 0.5``, is ``|x_n| <= 1``). At full resolution that leaves about ten element-wise kernels, each
-    over all three coordinates at once (no world-space points, no matrix products: a float32 matmul may run in TF32,
-    too coarse for pixel coordinates).
+    a translation per camera pair, composed in float64, then a handful of element-wise ops at full resolution (no
+    world-space points, no batched 3x3 matmuls).
 
     Args:
         frames: (N, 3, H, W) float in [-1, 1]; K: (N, 3, 3) pixel intrinsics; w2c: (N, 4, 4) their cameras.
@@ -134,26 +131,25 @@ def sample_through_depth(frames: torch.Tensor, K: torch.Tensor, w2c: torch.Tenso
     n, h, w = depth_ref.shape
     H, W = frames.shape[-2:]
     dev = depth_ref.device
-    f64 = torch.float64
     ref_to_cam = w2c.to(dev).double() @ c2w_ref.to(dev).double()  # (N, 4, 4): reference camera -> frame camera
-    to_grid = torch.tensor([[2.0 / W, 0.0, 0.0], [0.0, 2.0 / H, 0.0], [0.0, 0.0, 1.0]], dtype=f64, device=dev)
-    KK = to_grid @ K.to(dev).double()  # (N, 3, 3): camera -> pixels scaled to [0, 2], before the shift
-    A = (KK @ ref_to_cam[:, :3, :3] @ torch.linalg.inv_ex(K_ref.to(dev).double()).inverse).float()  # (N, 3, 3)
-    b = (KK @ ref_to_cam[:, :3, 3:])[..., 0].float()  # (N, 3)
-    shift = torch.tensor([1.0 / W - 1.0, 1.0 / H - 1.0], device=dev)  # (2,)
+    K64 = K.to(dev).double()
+    A = (K64 @ ref_to_cam[:, :3, :3] @ torch.linalg.inv_ex(K_ref.to(dev).double()).inverse).float()  # (N, 3, 3)
+    b = (K64 @ ref_to_cam[:, :3, 3:])[..., 0].float()  # (N, 3)
     v, u = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
-                          torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
-    u, v = u.reshape(1, h * w, 1), v.reshape(1, h * w, 1)
-    At = A.transpose(1, 2)[:, :, None, :]  # (N, 3, 1, 3): At[:, k] is column k of A
-    p = torch.addcmul(At[:, 2], At[:, 1], v)  # (N, hw, 3): A (0, v, 1)
-    p = torch.addcmul(p, At[:, 0], u)  # A (u, v, 1)
-    p = torch.addcmul(b[:, None, :], p, depth_ref.float().reshape(n, h * w, 1))  # d A (u, v, 1) + b
-    z = p[..., 2:]  # (N, hw, 1)
-    xy = torch.addcdiv(shift, p[..., :2], z.clamp(min=1e-6))  # (N, hw, 2) grid coordinates
-    inside = (z[..., 0] > 1e-6) & (xy.abs() <= 1.0).all(-1)  # (N, hw)
-    grid = torch.where(inside[..., None], xy, 0.0).view(n, h, w, 2)
-    colours = F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return colours, inside.view(n, h, w)
+                          torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")  # (h, w)
+    d = depth_ref.float()
+
+    def row(i: int) -> torch.Tensor:  # (N, h, w) the i-th homogeneous coordinate
+        a = A[:, i, :, None, None]
+        return d * (a[:, 0] * u + a[:, 1] * v + a[:, 2]) + b[:, i, None, None]
+
+    px, py, z = row(0), row(1), row(2)
+    zs = z.clamp(min=1e-6)
+    x, y = px / zs, py / zs
+    inside = (z > 1e-6) & (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
+    grid = torch.stack([(2 * x + 1) / W - 1, (2 * y + 1) / H - 1], -1)  # (N, h, w, 2), align_corners=False
+    grid = torch.where(inside[..., None], grid, 0.0)
+    return F.grid_sample(frames.float(), grid, mode="bilinear", padding_mode="border", align_corners=False), inside
 
 
 def upsample_depth(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

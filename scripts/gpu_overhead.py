@@ -258,9 +258,9 @@ def main() -> None:
     report["plain"] = {"total_ms": round(total, 1), "stages_ms": stages, "stages_sum_ms": round(sum(stages.values()), 1),
                        "gap_ms": round(total - sum(stages.values()), 1)}
     print(report["plain"], flush=True)
+    del res  # a result holds its pinned frames: kept, the next render would allocate (and pin) a new block
     if args.only == "gaps":
         report["gaps"] = traced_gaps(render, args.keep_trace)
-        print(report["gaps"], flush=True)
         write_report(report, args.out)
         return
     if args.only == "trace":

@@ -110,35 +110,6 @@ def test_warp_by_a_known_shift_makes_frames_agree():
     assert scores.psnr(frames[1:], frames[:1], valid).item() < 20  # unwarped they disagree
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_sample_through_depth_matches_the_composed_map_it_replaced(seed):
-    """The grid-coordinate form (eighth session) against the pixel form kept in tests/_scores_reference.py: random
-    cameras around a textured scene, depth with holes, frames and references of other sizes than each other."""
-    from tests._scores_reference import sample_through_depth as reference
-
-    g = torch.Generator().manual_seed(seed)
-    n, h, w = 5, 20, 28
-    frames = textured(n, seed)
-    K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32).expand(n, 3, 3)
-    K_ref = intrinsics_from_fov(70.0, w, h, dtype=torch.float32).expand(n, 3, 3)
-
-    def cams(spread: float) -> torch.Tensor:
-        eyes = (torch.rand(n, 3, generator=g) - 0.5) * spread + torch.tensor([0.0, 0.0, -Z])
-        at = (torch.rand(n, 3, generator=g) - 0.5) * spread
-        return torch.stack([look_at_w2c(e, a, torch.tensor([0.0, -1.0, 0.0])) for e, a in zip(eyes, at, strict=True)])
-
-    w2c, c2w_ref = cams(1.5), w2c_to_c2w(cams(1.5))
-    depth = (Z + torch.rand(n, h, w, generator=g)) * (torch.rand(n, h, w, generator=g) > 0.1)  # 0: unknown
-    got, inside = scores.sample_through_depth(frames, K, w2c, depth, K_ref, c2w_ref)
-    want, inside_want = reference(frames, K, w2c, depth, K_ref, c2w_ref)
-    assert inside.shape == inside_want.shape == (n, h, w) and got.shape == want.shape == (n, 3, h, w)
-    assert 0.2 < float(inside_want.float().mean()) < 1.0  # some points land inside, some outside
-    agree = inside == inside_want
-    assert float(agree.float().mean()) > 0.999  # float rounding may flip a point on the image's very border
-    both = (inside & inside_want)[:, None].expand_as(got)
-    assert torch.allclose(got[both], want[both], atol=1e-4)
-
-
 def test_temporal_change_is_zero_for_a_still_scene_and_compensates_camera_motion():
     K = intrinsics_from_fov(60.0, W, H, dtype=torch.float32)
     Ks = K.expand(3, 3, 3)
