@@ -329,3 +329,55 @@ def test_a_lock_temp_left_by_a_killed_process_is_removed_by_the_next_claim(tmp_p
         p.write_text("{}")
     with mio.claim(out):
         assert not dead.exists() and live.exists() and other_host.exists()
+
+
+def _move_exif_after_pixels(png: bytes) -> bytes:
+    """The same PNG with its eXIf chunk moved after the IDAT chunks (allowed by the PNG spec's extensions; each chunk
+    keeps its own CRC)."""
+    import struct
+
+    chunks, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos:pos + 4])
+        chunks.append(png[pos:pos + 12 + length])
+        pos += 12 + length
+    exif = [c for c in chunks if c[4:8] == b"eXIf"]
+    rest = [c for c in chunks if c[4:8] != b"eXIf"]
+    assert len(exif) == 1 and rest[-1][4:8] == b"IEND"
+    return png[:8] + b"".join(rest[:-1] + exif + rest[-1:])
+
+
+def test_png_orientation_is_read_without_decoding_the_pixels_when_there_is_no_exif(tmp_path, monkeypatch):
+    """image_size (run by every input check) decodes no pixels of a PNG without an eXIf chunk, and still honours an
+    eXIf chunk before or after the pixels."""
+    from PIL import PngImagePlugin
+
+    from mirage.video import image_size
+
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = 255
+    im = Image.fromarray(stored)
+    plain = tmp_path / "plain.png"
+    im.save(plain)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    before = tmp_path / "exif_before.png"
+    im.save(before, exif=exif.tobytes())
+    after = tmp_path / "exif_after.png"
+    after.write_bytes(_move_exif_after_pixels(before.read_bytes()))
+    with Image.open(after) as check:
+        assert "exif" not in check.info  # PIL finds this one only by decoding
+    loads = []
+    real_load = PngImagePlugin.PngImageFile.load
+
+    def counted_load(self):
+        loads.append(self.filename)
+        return real_load(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", counted_load)
+    assert image_size(plain) == (40, 20) and loads == []
+    assert image_size(before) == (20, 40)
+    assert image_size(after) == (20, 40)  # found after the pixels: PIL decoded to read it
+    for p in (before, after):
+        x = read_image(p)
+        assert tuple(x.shape) == (3, 40, 20) and float(x[:, :18].mean()) > 0.9  # turned as shown
