@@ -58,6 +58,9 @@ class PipelineConfig:
     fp8: Fp8Mode = Fp8Mode.NONE  # FP8 transformer (Hopper GPUs): attention, or attention + linear layers
     loras: tuple[LoraSpec, ...] = ()  # LoRAs fused into the transformer at load (mirage.hub.lora; --lora SOURCE[:SCALE])
     distill: bool = False  # also fuse the preset's step-distilled LoRA (--distilled; render with the DISTILLED profile)
+    # move the loaded models' Python objects (and, after the first render, the compile's) out of the garbage
+    # collector's reach (gc.freeze): a full collection otherwise scans them all mid-render (Pipeline._freeze_gc)
+    freeze_gc: bool = True
 
     @property
     def fused_loras(self) -> tuple[LoraSpec, ...]:

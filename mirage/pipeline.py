@@ -12,6 +12,7 @@ trajectory; :meth:`Pipeline.world` hands the world to a caller (an agent, a note
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import statistics
 import time
@@ -118,8 +119,10 @@ class Pipeline:
                 self.denoiser = offload_denoiser(denoiser, config.offload, self.device)
             if self._compile_coders:
                 self.vae.compile()  # the depth model is compiled when it loads (depth_model)
+            self._freeze_gc()
         self.preset = str(getattr(components.preset, "value", components.preset))
         self._prompt_cache: dict[tuple[str, str | None], tuple] = {}
+        self._rendered = False
 
     # ------------------------------------------------------------------------------------------------------------
     @property
@@ -231,6 +234,19 @@ class Pipeline:
             K = scale_intrinsics(K_src, W / plan.source_size[0], H / plan.source_size[1])
             return self._open_world(plan, options, image_t, dres, K, torch.eye(4), timer, list(plan.warnings) + list(k_warn),
                                     chunk_frames=options.chunk_frames)
+
+    def _freeze_gc(self) -> None:
+        """With ``config.freeze_gc``: collect, then move every object alive to the garbage collector's permanent
+        generation (``gc.freeze``), as inference servers do once their models are loaded. The loaded models are about
+        0.56 M Python objects (1.3B preset with Depth Pro), and a full collection scans them all: 272 ms on a 2-core
+        CPU (BENCHMARKS.md, eighth session). One that starts mid-render where the GPU waits for the host (reading
+        the input, the write-back's waits, the render's end) holds the render up by as much. Frozen objects are
+        still freed by reference counting; only cycles among them are never collected. Called after loading and
+        after the first render (the compile's objects, with ``compile``); the collection lands outside the timed
+        render."""
+        if self.config.freeze_gc:
+            gc.collect()
+            gc.freeze()
 
     # ------------------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -370,6 +386,9 @@ class Pipeline:
             memory_stats=stats_dict(memory.stats()), chunks=world.chunks, warnings=world.warnings,
             k_source=str(getattr(k_source, "value", k_source)), scores=video_scores(world.scores, revisits),
         )
+        if not self._rendered:  # the first render made the compile's objects (with compile), and its caches
+            self._rendered = True
+            self._freeze_gc()
         return RenderResult(frames=video, reads=torch.cat(reads_out) if reads_out else None, trajectory=traj,
                             image=image.float().cpu(), report=report, memory=memory, time_s=report.timing_ms["total"] / 1e3)
 

@@ -58,3 +58,13 @@ def _test_env(tmp_path_factory):
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     yield
+
+
+@pytest.fixture(autouse=True)
+def _unfreeze_gc():
+    """A Pipeline freezes the garbage collector's objects (PipelineConfig.freeze_gc); give them back after each test,
+    so frozen objects do not pile up over the session."""
+    import gc
+
+    yield
+    gc.unfreeze()

@@ -83,7 +83,8 @@ INPUTS = ("image", "image_sha256", "trajectory", "trajectory_sha256", "depth_fil
           "intrinsics_source")
 SETTINGS = ("preset", "overrides", "denoiser", "memory", "profile", "steps", "guidance", "seed", "prompt",
             "negative_prompt", "flow_shift", "chunk_frames", "size", "device", "dtype", "offload", "hole_fill", "fov", "intrinsics", "vae_dtype",
-            "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads", "scores", "loras", "distill")
+            "memory_phases", "compile", "fp8", "write_back", "write_back_last", "keep_reads", "scores", "loras", "distill",
+            "freeze_gc")
 SAMPLING = {"profile": str, "steps": int, "guidance": NUM, "negative_prompt": (str, type(None)), "flow_shift": NUM,
             "flow_shift_source": str}
 MEMORY = {"kind": str, "tokens": int, "bytes": int, "bounds_min": list, "bounds_max": list}
@@ -775,3 +776,26 @@ def test_unused_negative_prompt_is_a_warning(tiny, tmp_path):
     assert render_one(out, frames=5, guidance=1.0, negative_prompt="blurry").ok
     rep = json.loads(out.with_suffix(".json").read_text())
     assert any("--negative-prompt is unused" in w for w in rep["warnings"]) and rep["sampling"]["negative_prompt"] is None
+
+
+def test_a_pipeline_freezes_the_collectors_objects_after_loading_and_after_its_first_render(tiny):
+    """PipelineConfig.freeze_gc: gc.freeze after loading and after the first render (not after later ones); off, the
+    collector's generations are left as they were."""
+    import gc
+
+    from mirage.config import PipelineConfig, RenderOptions
+    from mirage.pipeline import Pipeline
+
+    gc.unfreeze()
+    pipe = Pipeline(PipelineConfig(preset="tiny"))
+    after_load = gc.get_freeze_count()
+    assert after_load > 0
+    opts = RenderOptions(size=(W, H), chunk_frames=5, steps=1, scores=False)
+    traj = TrajectoryOptions("orbit", frames=5)
+    pipe.render(ROOM, traj, opts, depth_file=ROOM_DEPTH)
+    assert gc.get_freeze_count() > after_load  # the first render's objects (caches, prompt embeddings)
+    gc.unfreeze()
+    pipe.render(ROOM, traj, opts, depth_file=ROOM_DEPTH)
+    assert gc.get_freeze_count() == 0  # only the first render freezes
+    Pipeline(PipelineConfig(preset="tiny", freeze_gc=False)).render(ROOM, traj, opts, depth_file=ROOM_DEPTH)
+    assert gc.get_freeze_count() == 0
