@@ -30,8 +30,9 @@ logger = logging.getLogger("mirage")
 #: RGB memory, VACE conditioning, write-back with its depth estimates).
 CONDITIONING_STAGES = (Stage.MEMORY_READ, Stage.CONDITIONING, Stage.WRITE_DEPTH, Stage.MEMORY_WRITE)
 
-BENCH_SCHEMA_VERSION = 3  # 2: each run's consistency scores (``scores``) and their medians in the summary (issue 16)
+BENCH_SCHEMA_VERSION = 4  # 2: each run's consistency scores (``scores``) and their medians in the summary (issue 16)
 #                          3: ``videos_per_hour`` in each row's summary (issue 15)
+#                          4: each run's ``unstaged_ms`` (the report's time outside every stage, issue 15)
 
 #: What a row's ``videos_per_hour`` means (printed under the table and kept in the JSON header).
 VIDEOS_PER_HOUR = ("videos per hour = 3600 / end-to-end seconds of one video (median), the models loaded once "
@@ -74,6 +75,7 @@ class RunMeasure:
     memory_bytes: list[int]  # cache size after each chunk
     depth_frames: list[int] = field(default_factory=list)  # frames the depth model ran on for each chunk's write-back
     scores: dict = field(default_factory=dict)  # the render's consistency scores (SCORE_KEYS; null: not scored)
+    unstaged_ms: dict[str, float] = field(default_factory=dict)  # the time outside every stage (RunReport.unstaged_ms)
 
 
 @dataclass
@@ -296,6 +298,7 @@ def run_bench(
                             memory_bytes=[c["bytes"] for c in rep.chunks],
                             depth_frames=[c["depth_frames"] for c in rep.chunks],
                             scores={k: rep.scores.get(k) for k in SCORE_KEYS},
+                            unstaged_ms=dict(rep.unstaged_ms),
                         )
                     )
                     done += 1

@@ -322,6 +322,7 @@ class Pipeline:
 
         t_start = time.perf_counter()
         timer = StageTimer(self.device, on_stage=self._on_stage)
+        timer.start()
         warnings = list(plan.warnings)
         W, H = plan.size
         src_w, src_h = plan.source_size
@@ -378,11 +379,13 @@ class Pipeline:
         if options.scores:
             with timer.stage(Stage.SCORES):
                 revisits = video_revisits(video, K_all, w2c_all, world._read_depth, scene_depth, self.device)
+        total_ms = (time.perf_counter() - t_start) * 1e3
+        timer.stop()
         report = build_report(
             plan=plan, config=self.config, options=options, models=self.model_ids,
             sampling=self.sampling_record(plan.sampling) if self.denoiser is not None else None,
             frames=int(video.shape[0]), fps=traj.fps, timer=timer, load_timer=self.load_timer,
-            total_ms=(time.perf_counter() - t_start) * 1e3, memory_kind=options.memory.value,
+            total_ms=total_ms, memory_kind=options.memory.value,
             memory_stats=stats_dict(memory.stats()), chunks=world.chunks, warnings=world.warnings,
             k_source=str(getattr(k_source, "value", k_source)), scores=video_scores(world.scores, revisits),
         )

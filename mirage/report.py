@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-REPORT_SCHEMA_VERSION = 4  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
+REPORT_SCHEMA_VERSION = 5  # 2: the top-level ``sampling`` (issue 13); settings' steps/guidance may be null
 #                           3: consistency ``scores`` at the top level and in every chunk; the ``scores`` stage (issue 16)
 #                           4: each chunk's ``depth_frames`` (write-back depth on demand, issue 15)
+#                           5: ``unstaged_ms``, the time outside every stage, by where it falls (issue 15)
 
 
 class Stage(str, Enum):
@@ -52,6 +53,9 @@ class StageTimer:
     (exclusive times, so the stages still add up to no more than the run; e.g. the write-back's depth calls,
     ``write_depth``, run inside ``memory_write``).
 
+    The time outside every stage is kept too (:meth:`unstaged_ms`): from :meth:`start` to the first stage, between
+    each stage and the next, and from the last stage to :meth:`stop`, on the same clock as the stages.
+
     Args:
         device: the device the work runs on; CUDA devices are timed with CUDA events.
     """
@@ -65,6 +69,24 @@ class StageTimer:
         self._open: list[tuple[str, object, int]] = []  # the open stages, innermost last: (name, start, base bytes)
         self.peak_bytes: dict[str, int] = {}  # absolute peak (resident weights included)
         self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began (resumed)
+        self._segments: list[tuple[str, object, object]] = []  # every timed segment in order: (name, start, end)
+        self._bounds: list[object] = []  # [start] or [start, stop] of the run (events or perf_counter values)
+
+    def _now(self) -> object:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        """Mark the start of the run (the clock :meth:`unstaged_ms` counts from)."""
+        self._bounds = [self._now()]
+
+    def stop(self) -> None:
+        """Mark the end of the run."""
+        if self._bounds:
+            self._bounds = [self._bounds[0], self._now()]
 
     @contextlib.contextmanager
     def stage(self, name: Stage | str) -> Iterator[None]:
@@ -95,14 +117,45 @@ class StageTimer:
     def _record(self, name: str, start, base: int) -> None:
         """Close a segment opened by :meth:`_begin`: add its time and peak VRAM to stage ``name``."""
         if not self.cuda:
-            self._cpu_ms[name] = self._cpu_ms.get(name, 0.0) + (time.perf_counter() - start) * 1e3
+            end = time.perf_counter()
+            self._cpu_ms[name] = self._cpu_ms.get(name, 0.0) + (end - start) * 1e3
+            self._segments.append((name, start, end))
             return
         end = torch.cuda.Event(enable_timing=True)
         end.record()
         self._events.setdefault(name, []).append((start, end))
+        self._segments.append((name, start, end))
         peak = int(torch.cuda.max_memory_allocated(self.device))
         self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), peak)
         self.peak_extra_bytes[name] = max(self.peak_extra_bytes.get(name, 0), peak - base)
+
+    def _between_ms(self, a: object, b: object) -> float:
+        if not self.cuda:
+            return max(0.0, (b - a) * 1e3)
+        return max(0.0, float(a.elapsed_time(b)))
+
+    def unstaged_ms(self) -> dict[str, float]:
+        """The run's time outside every stage, by where it falls: ``start`` (from :meth:`start` to the first stage),
+        ``A->B`` (after a segment of stage A, before one of stage B; summed over the run), ``end`` (from the last
+        stage to :meth:`stop`). Empty unless both were marked. On CUDA these are gaps of the stream's timeline: the
+        GPU idle or running work queued outside the stages (synchronises CUDA once)."""
+        if len(self._bounds) != 2:
+            return {}
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+        out: dict[str, float] = {}
+
+        def add(key: str, ms: float) -> None:
+            out[key] = out.get(key, 0.0) + ms
+
+        if not self._segments:
+            add("start", self._between_ms(*self._bounds))
+            return out
+        add("start", self._between_ms(self._bounds[0], self._segments[0][1]))
+        for (a, _, a_end), (b, b_start, _) in zip(self._segments, self._segments[1:], strict=False):
+            add(f"{a}->{b}", self._between_ms(a_end, b_start))
+        add("end", self._between_ms(self._segments[-1][2], self._bounds[1]))
+        return out
 
     def times_ms(self) -> dict[str, float]:
         """Milliseconds per stage (synchronises CUDA once)."""
@@ -177,6 +230,7 @@ class RunReport:
     height: int
     timing_ms: dict  # stage -> ms; "total" = everything but "load"
     timing_method: str  # "cuda-events" or "perf_counter"
+    unstaged_ms: dict  # the time outside every stage, by where it falls: StageTimer.unstaged_ms
     peak_vram_bytes: dict  # "overall" and per stage, absolute (CUDA only; {} on CPU)
     peak_vram_extra_bytes: dict  # per stage: peak above the memory allocated when the stage began
     memory: dict  # kind, final stats
@@ -239,6 +293,7 @@ def build_report(*, plan, config, options, models: dict, sampling: dict | None, 
         height=plan.size[1],
         timing_ms=times,
         timing_method="cuda-events" if timer.cuda else "perf_counter",
+        unstaged_ms=timer.unstaged_ms(),
         peak_vram_bytes=peak,
         peak_vram_extra_bytes=dict(timer.peak_extra_bytes),
         memory={"kind": memory_kind, **memory_stats},

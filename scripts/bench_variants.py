@@ -55,7 +55,8 @@ def main() -> None:
                 print(name, row.memory, row.steps, "error:", row.error, flush=True)
                 continue
             print(name, row.memory, row.steps, round(r.total_ms), {k: round(v) for k, v in r.stages_ms.items()},
-                  round(r.peak_vram_bytes.get("overall", 0) / 2**30, 2), "GiB", flush=True)
+                  round(r.peak_vram_bytes.get("overall", 0) / 2**30, 2), "GiB", "unstaged",
+                  {k: round(v, 1) for k, v in r.unstaged_ms.items() if v >= 0.5}, flush=True)
 
 
 if __name__ == "__main__":

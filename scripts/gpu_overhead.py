@@ -7,7 +7,8 @@ a video on the H200 in the fifth session) is host work the GPU waits for, or GPU
 pipeline ``mirage bench --random-weights`` builds (81 frames, 832x480, 33-frame chunks, write-back, guidance off),
 after one warm-up render:
 
-1. ``plain``: one render as the bench runs it: total, the stages' sum, the gap;
+1. ``plain``: one render as the bench runs it (``--repeats`` of them): total, the stages' sum, the gap, and the
+   report's ``unstaged_ms`` (the gap by where it falls); ``--only plain`` stops here;
 2. ``segments``: one render with the render's steps wrapped (a CUDA synchronisation before and after each, so each
    holds its own GPU work; inclusive wall times, ms, and calls);
 3. ``cprofile``: one render under cProfile (no synchronisation added): the functions with the most own time;
@@ -230,7 +231,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--fp8", default="none", choices=[m.value for m in Fp8Mode])
     ap.add_argument("--no-scores", action="store_true")
-    ap.add_argument("--only", choices=["trace", "gaps"], default=None, help="run only this pass (after the warm-up)")
+    ap.add_argument("--only", choices=["plain", "trace", "gaps"], default=None,
+                    help="run only this pass (after the warm-up and the plain pass)")
+    ap.add_argument("--repeats", type=int, default=1, help="plain renders (each with its report's unstaged_ms)")
     ap.add_argument("--keep-trace", default=None, help="with --only gaps: the trace's events, gzipped JSON, here")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -252,13 +255,20 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": args.steps,
               "compile": args.compile, "fp8": args.fp8, "scores": not args.no_scores,
               "warmup_s": round(time.perf_counter() - t, 1)}
-    res = render()
-    stages = {k: round(v, 1) for k, v in res.report.timing_ms.items() if k not in ("total", "load")}
-    total = res.report.timing_ms["total"]
-    report["plain"] = {"total_ms": round(total, 1), "stages_ms": stages, "stages_sum_ms": round(sum(stages.values()), 1),
-                       "gap_ms": round(total - sum(stages.values()), 1)}
-    print(report["plain"], flush=True)
-    del res  # a result holds its pinned frames: kept, the next render would allocate (and pin) a new block
+    plain = []
+    for _ in range(args.repeats):
+        res = render()
+        stages = {k: round(v, 1) for k, v in res.report.timing_ms.items() if k not in ("total", "load")}
+        total = res.report.timing_ms["total"]
+        plain.append({"total_ms": round(total, 1), "stages_ms": stages, "stages_sum_ms": round(sum(stages.values()), 1),
+                      "gap_ms": round(total - sum(stages.values()), 1),
+                      "unstaged_ms": {k: round(v, 2) for k, v in res.report.unstaged_ms.items()}})
+        print(plain[-1], flush=True)
+        del res  # a result holds its pinned frames: kept, the next render would allocate (and pin) a new block
+    report["plain"] = plain[0] if len(plain) == 1 else plain
+    if args.only == "plain":
+        write_report(report, args.out)
+        return
     if args.only == "gaps":
         report["gaps"] = traced_gaps(render, args.keep_trace)
         write_report(report, args.out)

@@ -76,6 +76,7 @@ TOP = {
     "schema_version": int, "mirage_version": str, "inputs": dict, "models": dict, "settings": dict,
     "sampling": (dict, type(None)), "device": str,
     "dtype": str, "frames": int, "fps": NUM, "width": int, "height": int, "timing_ms": dict, "timing_method": str,
+    "unstaged_ms": dict,
     "peak_vram_bytes": dict, "peak_vram_extra_bytes": dict, "memory": dict, "chunks": list, "scores": dict, "warnings": list,
     "outputs": dict,
 }
@@ -102,7 +103,7 @@ def check_report_schema(rep: dict) -> None:
     for k, t in TOP.items():
         assert k in rep, f"report lacks {k!r}"
         assert isinstance(rep[k], t) and not isinstance(rep[k], bool), (k, rep[k])
-    assert rep["schema_version"] == 4
+    assert rep["schema_version"] == 5
     assert set(rep["inputs"]) == set(INPUTS), set(rep["inputs"]) ^ set(INPUTS)  # documented == written
     assert isinstance(rep["inputs"]["image_sha256"], str) and len(rep["inputs"]["image_sha256"]) == 64
     for name, m in rep["models"].items():
@@ -194,7 +195,34 @@ def test_two_chunks_video_report_and_timings(tiny, tmp_path):
     for k in ("depth", "encode", "memory_init", "memory_read", "denoise", "decode", "video_write"):
         assert rep["timing_ms"][k] > 0, k
     assert stage_sum(rep) <= rep["timing_ms"]["total"]
+    # the time outside the stages, by where it falls: with the stages it tiles the render (perf_counter on the CPU)
+    unstaged = rep["unstaged_ms"]
+    assert {"start", "end", "memory_write->encode"} <= set(unstaged) and min(unstaged.values()) >= 0
+    assert stage_sum(rep) + sum(unstaged.values()) == pytest.approx(rep["timing_ms"]["total"], abs=5.0)
     assert part_files(tmp_path) == []
+
+
+def test_the_stage_timer_charges_the_time_between_stages_to_where_it_falls():
+    from mirage.report import StageTimer
+
+    t = StageTimer(torch.device("cpu"))
+    assert t.unstaged_ms() == {}  # never started
+    t.start()
+    time.sleep(0.03)
+    with t.stage("encode"):
+        time.sleep(0.01)
+    time.sleep(0.05)
+    with t.stage("memory_write"):
+        with t.stage("write_depth"):  # nested: the outer stage pauses, no time falls between them
+            time.sleep(0.01)
+    time.sleep(0.02)
+    t.stop()
+    got = t.unstaged_ms()
+    assert set(got) == {"start", "encode->memory_write", "memory_write->write_depth", "write_depth->memory_write",
+                        "end"}
+    assert got["start"] == pytest.approx(30, abs=15) and got["encode->memory_write"] == pytest.approx(50, abs=15)
+    assert got["end"] == pytest.approx(20, abs=15)
+    assert got["memory_write->write_depth"] < 2 and got["write_depth->memory_write"] < 2
 
 
 def test_stage_times_add_up_even_when_writing_is_slow(tiny, tmp_path, monkeypatch):

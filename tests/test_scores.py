@@ -253,7 +253,7 @@ def pipe():
 def test_a_tiny_render_reports_finite_scores_per_chunk_and_for_the_video(pipe, tmp_path):
     res = pipe.render(ROOM / "image.png", TrajectoryOptions("orbit", frames=9), OPTIONS, depth_file=ROOM / "depth.png")
     rep = res.report.to_dict()
-    assert rep["schema_version"] == 4 and len(rep["chunks"]) == 2
+    assert rep["schema_version"] == 5 and len(rep["chunks"]) == 2
     for c in rep["chunks"]:
         for k in ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change"):
             assert isinstance(c[k], float) and math.isfinite(c[k]), (k, c)
@@ -289,7 +289,9 @@ def test_bench_prints_the_scores_next_to_the_timings(pipe, capsys):
                       frames=(5,), steps=(1,), repeats=1, warmup=0, memories=(MemoryKind.LATENT,))
     report = run_bench(cfg, pipeline=pipe)
     row = report.to_dict()["rows"][0]
-    assert report.schema_version == BENCH_SCHEMA_VERSION == 3 and set(row["runs"][0]["scores"]) == set(SCORE_KEYS)
+    assert report.schema_version == BENCH_SCHEMA_VERSION == 4 and set(row["runs"][0]["scores"]) == set(SCORE_KEYS)
+    unstaged = row["runs"][0]["unstaged_ms"]  # the report's time outside every stage, kept per run
+    assert "start" in unstaged and "end" in unstaged and all(v >= 0 for v in unstaged.values())
     psnr = row["summary"]["memory_agreement_psnr"]["median"]
     assert isinstance(psnr, float) and 0 < psnr < scores.PSNR_CAP_DB
     assert row["runs"][0]["depth_frames"] == [0]  # one chunk: the last one, never written back
