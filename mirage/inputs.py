@@ -86,11 +86,15 @@ class InputPlan:
             return hashlib.sha256(self.image.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
         return sha256_file(self.image)
 
-    def read_image(self) -> torch.Tensor:
-        """The image at the video size: (3, H, W) float32 in [-1, 1], on the CPU."""
+    def read_image(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """The image at the video size: (3, H, W) float32 in [-1, 1], on ``device`` (default: the CPU; a file's 8-bit
+        pixels cross to it as uint8, and it is resized there)."""
         from mirage.video import read_image, resize_image
 
-        img = self.image.detach().float().cpu() if isinstance(self.image, torch.Tensor) else read_image(self.image)
+        if isinstance(self.image, torch.Tensor):
+            img = self.image.detach().to(device=device if device is not None else "cpu", dtype=torch.float32)
+        else:
+            img = read_image(self.image, device)
         return resize_image(img, *self.size)
 
 

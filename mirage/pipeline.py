@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -227,7 +228,7 @@ class Pipeline:
         plan = self.check_input(image, None, options, depth_file=depth_file, memory_from=memory_from)
         timer = StageTimer(self.device, on_stage=self._on_stage)
         with self._oom_names_stage(plan, options), torch.no_grad():
-            image_t = plan.read_image().to(self.device)
+            image_t = plan.read_image(self.device)
             dres = self._depth_of(plan, image_t, timer)
             W, H = plan.size
             K_src, _, k_warn = self._intrinsics(plan, options, dres)
@@ -326,9 +327,12 @@ class Pipeline:
         warnings = list(plan.warnings)
         W, H = plan.size
         src_w, src_h = plan.source_size
-        image = plan.read_image().to(self.device)  # (3, H, W) [-1, 1]
+        image = plan.read_image(self.device)  # (3, H, W) [-1, 1]
         dres = self._depth_of(plan, image, timer)
-        scene_depth = float(dres.depth[dres.valid].median()) if bool(dres.valid.any()) else 1.0
+        dres = replace(dres, depth=dres.depth.to(self.device, torch.float32), valid=dres.valid.to(self.device))
+        # the median of the valid depths (torch's lower middle value), where they are: one read-back
+        scene_depth = float(torch.nanmedian(torch.where(dres.valid, dres.depth, torch.nan)))
+        scene_depth = scene_depth if math.isfinite(scene_depth) else 1.0  # no valid pixel: _open_world refuses it
 
         # --- intrinsics and trajectory, both for the image as given, then following its resize to (W, H)
         if plan.camera_traj is not None:

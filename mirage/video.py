@@ -116,10 +116,10 @@ def _orientation(im: Any) -> int:
     return v if isinstance(v, int) and 1 <= v <= 8 else 1
 
 
-def _to_rgb_float(im: Any, path: Path) -> np.ndarray:
-    """Pixels of a PIL image as (H, W, 3) float32 in [0, 1], read as a photo viewer shows them: 8-bit modes through
-    PIL's own conversion, 16-bit and 32-bit integer greyscale scaled from their full range, float images in [0, 1].
-    Anything else that cannot be shown faithfully is refused (never rendered black)."""
+def _to_rgb(im: Any, path: Path) -> np.ndarray:
+    """Pixels of a PIL image as (H, W, 3), read as a photo viewer shows them: 8-bit modes through PIL's own
+    conversion, as uint8; 16-bit and 32-bit integer greyscale scaled from their full range, and float images in
+    [0, 1], as float32 in [0, 1]. Anything else that cannot be shown faithfully is refused (never rendered black)."""
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im).astype(np.float64)
@@ -138,12 +138,16 @@ def _to_rgb_float(im: Any, path: Path) -> np.ndarray:
             raise InputError(f"image {path}: float pixels span [{lo:g}, {hi:g}], not [0, 1] (HDR or depth?); "
                              "tone-map it and save an 8- or 16-bit PNG")
         return np.repeat(a[..., None], 3, axis=-1)
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy: torch takes no read-only arrays
 
 
-def read_image(path: str | Path) -> torch.Tensor:
+def read_image(path: str | Path, device: torch.device | str | None = None) -> torch.Tensor:
     """Read an image file as ``(3, H, W)`` float32 in [-1, 1], the way a photo viewer shows it: EXIF orientation
-    applied, alpha dropped, greyscale expanded, 16-bit and float pixels scaled from their range (others refused)."""
+    applied, alpha dropped, greyscale expanded, 16-bit and float pixels scaled from their range (others refused).
+
+    ``device``: where the result lives (default: the CPU). An 8-bit image crosses to it as uint8 and is scaled
+    there: a quarter of the bytes, and no float pass over the pixels on the host (the same float32 operations, so the
+    same values on any device)."""
     from PIL import ImageOps
 
     path = Path(path)
@@ -152,13 +156,13 @@ def read_image(path: str | Path) -> torch.Tensor:
             im.load()
             if _orientation(im) != 1:
                 im = ImageOps.exif_transpose(im)
-            arr = _to_rgb_float(im, path)  # (H, W, 3) [0, 1]
+            arr = _to_rgb(im, path)  # (H, W, 3) uint8, or float32 in [0, 1]
         except (OSError, SyntaxError, ValueError) as e:
             raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    arr *= 2.0  # in place: one (H, W, 3) float32 buffer at the image's full size
-    arr -= 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1)
+    x = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    return (x * 2.0 - 1.0).permute(2, 0, 1)
 
 
 class HostFrames:

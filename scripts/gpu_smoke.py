@@ -3,6 +3,7 @@
     python scripts/gpu_smoke.py [--skip compile,fp8,lora,offload,slots,syncs] [--out smoke.json]
 
 Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's precision bands):
+0. the input image read to the GPU (uint8 across, scaled there) vs the CPU read: identical;
 1. latent memory read on CUDA vs the same read on the CPU (float32 geometry): holes identical, latents ~1e-6;
 2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
    the host syncs of a chunk's write-back (at most 24, however many views it writes) and of the write-back's depth
@@ -51,6 +52,14 @@ def main() -> int:
     def check(name: str, value: float, limit: float, **extra) -> None:
         res[name] = {"value": value, "limit": limit, "ok": value <= limit, **extra}
         print(f"{'PASS' if value <= limit else 'FAIL'} {name}: {value:.3g} (limit {limit:g})", flush=True)
+
+    # 0: the input image read straight to the GPU (8-bit pixels cross as uint8, scaled there) equals the CPU read
+    from mirage.bench import example_inputs
+    from mirage.video import read_image
+
+    img_path = example_inputs()[0]
+    check("read_image_cuda_vs_cpu_max_abs", float((read_image(img_path, dev).cpu() - read_image(img_path)).abs().max()),
+          0.0)
 
     # 1-2: memory read
     from mirage.camera import intrinsics_from_fov
