@@ -239,12 +239,12 @@ class Pipeline:
     def _freeze_gc(self) -> None:
         """With ``config.freeze_gc``: collect, then move every object alive to the garbage collector's permanent
         generation (``gc.freeze``), as inference servers do once their models are loaded. The loaded models are about
-        0.56 M Python objects (1.3B preset with Depth Pro), and a full collection scans them all: 272 ms on a 2-core
-        CPU (BENCHMARKS.md, eighth session). One that starts mid-render where the GPU waits for the host (reading
-        the input, the write-back's waits, the render's end) holds the render up by as much. Frozen objects are
-        still freed by reference counting; only cycles among them are never collected. Called after loading and
-        after the first render (the compile's objects, with ``compile``); the collection lands outside the timed
-        render."""
+        0.55 M Python objects (1.3B preset with Depth Pro), and a full collection scans them all: 361 ms on the H200
+        machine's host, 0.8 ms once frozen (BENCHMARKS.md, eighth session, run 5). One that started mid-render
+        where the GPU waits for the host (reading the input, the write-back's waits) would hold the render up by as
+        much; none did in the renders measured, so this is a guard, not a measured speed-up. Frozen objects are still
+        freed by reference counting; only cycles among them are never collected. Called after loading and after the
+        first render (the compile's objects, with ``compile``); its collection lands outside the timed render."""
         if self.config.freeze_gc:
             gc.collect()
             gc.freeze()

@@ -4,9 +4,9 @@ without: how many start inside a render, how long each takes, and the render's u
     python scripts/gpu_gc.py [--renders 4] [--steps 4] [--out F.json]
 
 The default render path of ``mirage bench --random-weights`` (81 frames, 832x480, 33-frame chunks, write-back, scores
-on), eager. The pipeline loads with ``freeze_gc=False``; after a warm-up, ``--renders`` renders; then the pipeline
-freezes (``Pipeline._freeze_gc``) and renders as many again. Each generation-2 collection is timed through
-``gc.callbacks``.
+on), eager. The pipeline loads with ``freeze_gc=False``; after a warm-up, ``--renders`` renders; then the script
+freezes the collector as ``Pipeline._freeze_gc`` does and renders as many again. Each generation-2 collection is
+timed through ``gc.callbacks``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import time
-from dataclasses import replace
 
 import torch
 from gpu_levers import write_report  # scripts/ is on sys.path when run as a script
@@ -54,10 +53,10 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": args.steps,
               "tracked_objects": len(gc.get_objects())}
     for name in ("not_frozen", "frozen"):
-        if name == "frozen":
-            pipe.config = replace(pipe.config, freeze_gc=True)
+        if name == "frozen":  # what Pipeline._freeze_gc does with freeze_gc on
             t = time.perf_counter()
-            pipe._freeze_gc()
+            gc.collect()
+            gc.freeze()
             report["freeze_ms"] = round((time.perf_counter() - t) * 1e3, 1)
             report["frozen_objects"] = gc.get_freeze_count()
         rows = []

@@ -1,6 +1,7 @@
 """Where a render's end-to-end time goes that no stage holds: the default render path, one video, profiled.
 
-    python scripts/gpu_overhead.py [--steps 4] [--compile --fp8 all] [--no-scores] [--only trace] [--out F.json]
+    python scripts/gpu_overhead.py [--steps 4] [--compile --fp8 all] [--no-scores] [--only plain|trace|gaps]
+                                   [--repeats N] [--keep-trace T.json.gz] [--out F.json]
 
 The report's stages are CUDA-event spans; ``total`` is the wall clock of the render. Their difference (about 0.36 s
 a video on the H200 in the fifth session) is host work the GPU waits for, or GPU work outside every stage. On the
@@ -15,10 +16,13 @@ after one warm-up render:
 4. ``trace``: one render under torch.profiler, each stage a ``record_function`` range: per stage (and ``unstaged``,
    the render outside every stage) the host wall time, the torch ops called from Python, the host synchronisations
    (calls of cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize, blocking cudaMemcpy; a copy from
-   pageable memory waits inside cudaMemcpyAsync and is not counted) with the time the host waited in them, and the GPU time of the kernels launched (events belong to the innermost stage that
-   holds their start), and the six ops whose own kernels took the most GPU time. A stage whose kernel time is far
-   below its wall time keeps the GPU idle: launches or syncs.
-   ``--only trace`` runs ``plain`` and this pass only.
+   pageable memory waits inside cudaMemcpyAsync and is not counted) with the time the host waited in them, and the
+   GPU time of the kernels launched (events belong to the innermost stage that holds their start), and the six ops
+   whose own kernels took the most GPU time. A stage whose kernel time is far below its wall time keeps the GPU
+   idle: launches or syncs. ``--only trace`` runs ``plain`` and this pass only;
+5. ``gaps`` (``--only gaps`` only): one render under torch.profiler with Python stacks, read by
+   ``scripts/gpu_gaps.py``: the GPU's idle time inside the render, charged to the stage, the mirage function and the
+   torch op the render thread was in (``--keep-trace``: the events it read, to read again without a GPU).
 """
 
 from __future__ import annotations
