@@ -1,6 +1,7 @@
 """`mirage bench` for several render variants on ONE loaded (and compiled) pipeline: the compile is paid once.
 
     python scripts/bench_variants.py --compile --fp8 all --out-prefix h200_compiled [--steps 4] [--memory latent]
+                                     [--repeats N]
 
 Runs the default render path (81 frames, 832x480, 33-frame chunks with write-back, the real-size Depth Pro for
 write-back, guidance off as ``--fast``, random weights at the real architectures) with the consistency scores on
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--preset", default="wan-vace-1.3b")
     ap.add_argument("--size", default="832x480")
+    ap.add_argument("--repeats", type=int, default=1, help="timed renders per setting (each printed; the JSON's "
+                    "summary holds their median)")
     args = ap.parse_args()
     image, depth = example_inputs()
     on_gpu = args.device.startswith("cuda")
@@ -40,7 +43,7 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.lower().split("x"))
     options = RenderOptions(size=size, fov=60.0, chunk_frames=33, profile=SamplingProfile.FAST)
     cfg = BenchConfig(config=config, options=options, image=image, depth_file=depth, frames=(81,),
-                      steps=tuple(int(s) for s in args.steps.split(",")), repeats=1, warmup=1,
+                      steps=tuple(int(s) for s in args.steps.split(",")), repeats=args.repeats, warmup=1,
                       memories=(MemoryKind(args.memory),), random_weights=args.preset != "tiny")
     pipe = build_pipeline(cfg)
     for name, scores in (("scores", True), ("no_scores", False)):
@@ -50,13 +53,12 @@ def main() -> None:
         with open(path, "w") as f:
             json.dump(report.to_dict(), f, indent=1, default=str)
         for row in report.rows:
-            r = row.runs[0] if row.runs else None
-            if r is None:
+            if not row.runs:
                 print(name, row.memory, row.steps, "error:", row.error, flush=True)
-                continue
-            print(name, row.memory, row.steps, round(r.total_ms), {k: round(v) for k, v in r.stages_ms.items()},
-                  round(r.peak_vram_bytes.get("overall", 0) / 2**30, 2), "GiB", "unstaged",
-                  {k: round(v, 1) for k, v in r.unstaged_ms.items() if v >= 0.5}, flush=True)
+            for r in row.runs:
+                print(name, row.memory, row.steps, round(r.total_ms), {k: round(v) for k, v in r.stages_ms.items()},
+                      round(r.peak_vram_bytes.get("overall", 0) / 2**30, 2), "GiB", "unstaged",
+                      {k: round(v, 1) for k, v in r.unstaged_ms.items() if v >= 0.5}, flush=True)
 
 
 if __name__ == "__main__":
