@@ -240,7 +240,8 @@ class Pipeline:
         """With ``config.freeze_gc``: collect, then move every object alive to the garbage collector's permanent
         generation (``gc.freeze``), as inference servers do once their models are loaded. The loaded models are about
         0.55 M Python objects (1.3B preset with Depth Pro), and a full collection scans them all: 361 ms on the H200
-        machine's host, 0.8 ms once frozen (BENCHMARKS.md, eighth session, run 5). One that started mid-render
+        machine's host, 255 ms on a 2-core CPU, under 1 ms once frozen (BENCHMARKS.md, eighth session, run 5;
+        ``scripts/gpu_gc.py``). One that started mid-render
         where the GPU waits for the host (reading the input, the write-back's waits) would hold the render up by as
         much; none did in the renders measured, so this is a guard, not a measured speed-up. Frozen objects are still
         freed by reference counting; only cycles among them are never collected. Called after loading and after the

@@ -2,6 +2,7 @@
 without: how many start inside a render, how long each takes, and the render's unstaged time.
 
     python scripts/gpu_gc.py [--renders 4] [--steps 4] [--out F.json]
+    python scripts/gpu_gc.py --device cpu --collect-only   # the models loaded, one full collection, no render
 
 The default render path of ``mirage bench --random-weights`` (81 frames, 832x480, 33-frame chunks, write-back, scores
 on), eager. The pipeline loads with ``freeze_gc=False``; after a warm-up, ``--renders`` renders; then the script
@@ -28,14 +29,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--renders", type=int, default=4)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--collect-only", action="store_true",
+                    help="load the models (and the depth model), time one full collection before and after a freeze")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     image, depth = example_inputs()
-    config = PipelineConfig(preset="wan-vace-1.3b", device="cuda", dtype="bfloat16", vae_dtype="model", freeze_gc=False)
+    config = PipelineConfig(preset="wan-vace-1.3b", device=args.device, dtype="bfloat16", vae_dtype="model",
+                            freeze_gc=False)
     options = RenderOptions(size=(832, 480), fov=60.0, chunk_frames=33, profile=SamplingProfile.FAST, steps=args.steps)
     cfg = BenchConfig(config=config, options=options, image=image, depth_file=depth, frames=(81,),
                       steps=(args.steps,), repeats=1, warmup=1, random_weights=True)
     pipe = build_pipeline(cfg)
+    if args.collect_only:
+        pipe.depth_model()  # the write-back's model is loaded on first use
+
+        def full_collection_ms() -> float:  # the second of two: a scan with no loading garbage left to free
+            gc.collect(2)
+            t = time.perf_counter()
+            gc.collect(2)
+            return round((time.perf_counter() - t) * 1e3, 3)
+
+        report = {"device": args.device, "torch": torch.__version__, "tracked_objects": len(gc.get_objects()),
+                  "full_collection_ms": full_collection_ms()}
+        gc.freeze()
+        report["frozen_objects"] = gc.get_freeze_count()
+        report["frozen_full_collection_ms"] = full_collection_ms()
+        write_report(report, args.out)
+        return
     traj = TrajectoryOptions(spec=cfg.traj, frames=81)
     pauses: list[float] = []
     started: list[float] = []
@@ -50,7 +71,7 @@ def main() -> None:
 
     gc.callbacks.append(on_gc)
     pipe.render(image, traj, options, depth_file=depth)  # warm-up
-    report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "steps": args.steps,
+    report = {"device": torch.cuda.get_device_name() if pipe.device.type == "cuda" else args.device, "torch": torch.__version__, "steps": args.steps,
               "tracked_objects": len(gc.get_objects())}
     for name in ("not_frozen", "frozen"):
         if name == "frozen":  # what Pipeline._freeze_gc does with freeze_gc on
