@@ -102,8 +102,8 @@ def _png_has_exif(path: str | Path) -> bool:
 
 
 def _orientation(im: Any) -> int:
-    # PIL's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels (~7 ms at 832x480, for
-    # a header read): a PNG whose chunk headers hold none has orientation 1 without decoding
+    # PIL's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixels (for a header read,
+    # BENCHMARKS.md, eighth session): a PNG whose chunk headers hold none has orientation 1 without decoding
     filename = getattr(im, "filename", None)
     if getattr(im, "format", None) == "PNG" and "exif" not in im.info and filename and not _png_has_exif(filename):
         return 1
