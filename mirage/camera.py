@@ -403,5 +403,10 @@ def slerp(q0: torch.Tensor, q1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def rotation_angle_deg(R: torch.Tensor) -> torch.Tensor:
     """Angle of rotations (..., 3, 3) in degrees, (...,)."""
-    c = ((R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2] - 1) / 2).clamp(-1.0, 1.0)
-    return torch.rad2deg(torch.acos(c))
+    return angle_deg_from_trace(R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2])
+
+
+def angle_deg_from_trace(trace: torch.Tensor) -> torch.Tensor:
+    """Angle in degrees of rotations given their traces (any shape): ``acos((trace - 1) / 2)``, clamped. The angle
+    between R_i and R_j is that of ``trace(R_i R_j^T) = sum(R_i * R_j)``."""
+    return torch.rad2deg(torch.acos(((trace - 1) / 2).clamp(-1.0, 1.0)))

@@ -361,14 +361,14 @@ class Pipeline:
         # --- chunks: each one a step of the world
         chunks = plan_chunks(n, options.chunk_frames if self.denoiser is not None else n)
         c2w_all = traj.c2w.to(self.device, torch.float32)  # (N, 4, 4)
-        video = HostFrames(n, H, W, self.device)  # each chunk's frames copied in as soon as they are decoded
+        host = HostFrames(n, H, W, self.device)  # each chunk's frames copied in as soon as they are decoded
         reads_out = []
         for ci, (a, b) in enumerate(chunks):
             last = ci == len(chunks) - 1
             first = 0 if ci == 0 else 1  # chunks overlap by one frame
 
             def keep(frames: torch.Tensor, start: int = a + first, skip: int = first) -> None:
-                video.put(start, frames[skip:])
+                host.put(start, frames[skip:])
 
             res = self._run_chunk(world, K_all[a:b], w2c_all[a:b], c2w_all[a:b],
                                   write_back=options.write_back and (not last or options.write_back_last),
@@ -378,7 +378,7 @@ class Pipeline:
                 reads_out.append((res.reads if ci == 0 else res.reads[1:]).cpu())
             if self.progress:
                 self.progress("chunk", ci + 1, len(chunks))
-        video = video.wait()  # (N, 3, H, W) float32 on the host
+        video = host.wait()  # (N, 3, H, W) float32 on the host
         memory = world.memory
         revisits = None
         if options.scores:

@@ -64,8 +64,6 @@ class StageTimer:
         self.device = torch.device(device)
         self.on_stage = on_stage  # called with the stage name as each stage begins or resumes (errors name it)
         self.cuda = self.device.type == "cuda"
-        self._events: dict[str, list[tuple[object, object]]] = {}
-        self._cpu_ms: dict[str, float] = {}
         self._open: list[tuple[str, object, int]] = []  # the open stages, innermost last: (name, start, base bytes)
         self.peak_bytes: dict[str, int] = {}  # absolute peak (resident weights included)
         self.peak_extra_bytes: dict[str, int] = {}  # peak above what was allocated when the stage began (resumed)
@@ -73,6 +71,7 @@ class StageTimer:
         self._bounds: list[object] = []  # [start] or [start, stop] of the run (events or perf_counter values)
 
     def _now(self) -> object:
+        """A point on the timer's clock: a recorded CUDA event, or ``perf_counter()`` on the CPU."""
         if not self.cuda:
             return time.perf_counter()
         event = torch.cuda.Event(enable_timing=True)
@@ -107,24 +106,17 @@ class StageTimer:
         if self.on_stage is not None:
             self.on_stage(name)
         if not self.cuda:
-            return name, time.perf_counter(), 0
+            return name, self._now(), 0
         torch.cuda.reset_peak_memory_stats(self.device)
         base = int(torch.cuda.memory_allocated(self.device))
-        start = torch.cuda.Event(enable_timing=True)
-        start.record()
-        return name, start, base
+        return name, self._now(), base
 
     def _record(self, name: str, start, base: int) -> None:
         """Close a segment opened by :meth:`_begin`: add its time and peak VRAM to stage ``name``."""
-        if not self.cuda:
-            end = time.perf_counter()
-            self._cpu_ms[name] = self._cpu_ms.get(name, 0.0) + (end - start) * 1e3
-            self._segments.append((name, start, end))
-            return
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        self._events.setdefault(name, []).append((start, end))
+        end = self._now()
         self._segments.append((name, start, end))
+        if not self.cuda:
+            return
         peak = int(torch.cuda.max_memory_allocated(self.device))
         self.peak_bytes[name] = max(self.peak_bytes.get(name, 0), peak)
         self.peak_extra_bytes[name] = max(self.peak_extra_bytes.get(name, 0), peak - base)
@@ -159,11 +151,11 @@ class StageTimer:
 
     def times_ms(self) -> dict[str, float]:
         """Milliseconds per stage (synchronises CUDA once)."""
-        out = dict(self._cpu_ms)
-        if self._events:
+        if self.cuda and self._segments:
             torch.cuda.synchronize(self.device)
-            for name, pairs in self._events.items():
-                out[name] = out.get(name, 0.0) + sum(float(s.elapsed_time(e)) for s, e in pairs)
+        out: dict[str, float] = {}
+        for name, start, end in self._segments:
+            out[name] = out.get(name, 0.0) + self._between_ms(start, end)
         return out
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mirage._check import check_shape
+from mirage.camera import angle_deg_from_trace
 
 #: PSNR written to a report for frames that agree exactly (JSON has no infinity).
 PSNR_CAP_DB = 100.0
@@ -239,10 +240,9 @@ def revisit_pairs(w2c: torch.Tensor, candidates: list[int], scene_depth: float, 
     w2c = w2c.detach().cpu().double()
     R = w2c[:, :3, :3]
     centre = -(R.transpose(-1, -2) @ w2c[:, :3, 3:])[..., 0]  # (N, 3) camera centres, world
-    # the angle between poses i and j from trace(R_i R_j^T) = sum(R_i * R_j): one (N, 9) x (9, N) product, not
-    # N x N 3x3 products (as :func:`mirage.camera.rotation_angle_deg` reads it)
+    # the traces of R_i R_j^T from one (N, 9) x (9, N) product, not N x N 3x3 products
     flat = R.reshape(-1, 9)
-    rot = torch.rad2deg(torch.acos(((flat @ flat.T - 1.0) / 2.0).clamp(-1.0, 1.0)))  # (N, N) degrees between poses
+    rot = angle_deg_from_trace(flat @ flat.T)  # (N, N) degrees between poses
     dist = torch.cdist(centre, centre)  # (N, N)
     near = (rot < max_deg) & (dist < max_fraction * scene_depth)  # (N, N)
     N = near.shape[0]

@@ -14,11 +14,20 @@ render's window, and charges each idle microsecond to what the render thread was
 
 Timestamps are the trace's microseconds. Host times under the profiler are inflated (each op costs more), so the idle
 time is an upper bound; the ranking is what the pass is for.
+
+Read a trace again without a GPU (``gpu_overhead.py --only gaps --keep-trace T.json.gz`` keeps one):
+
+    python scripts/gpu_gaps.py T.json.gz
+
+prints :func:`idle_gaps` and :func:`idle_between_stages` of it.
 """
 
 from __future__ import annotations
 
 import bisect
+import gzip
+import json
+import sys
 
 DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 HOST_OP_CATS = ("cpu_op", "cuda_runtime", "cuda_driver")
@@ -104,10 +113,7 @@ def idle_gaps(events: list[dict], *, window_name: str = "stage:unstaged", step_u
         window's start, ms, stage, mirage function, op], ...], "by_stage", "by_function", "by_pipeline_step", "by_op": {name: idle ms}}.
     """
     xs = [e for e in events if e.get("ph") == "X"]
-    win = [e for e in xs if e.get("name") == window_name]
-    if not win:
-        raise ValueError(f"no '{window_name}' range in the trace")
-    w = max(win, key=lambda e: float(e.get("dur", 0.0)))
+    w = _window(xs, window_name)
     tid, pid = w.get("tid"), w.get("pid")
     lo, hi = float(w["ts"]), float(w["ts"]) + float(w["dur"])
     busy = busy_intervals(xs)
@@ -148,3 +154,43 @@ def idle_gaps(events: list[dict], *, window_name: str = "stage:unstaged", step_u
         "by_stage": {k[6:]: v for k, v in total(stage, "stage:unstaged").items()},
         "by_function": total(fn, "-"), "by_pipeline_step": total(pipeline_step, "-"), "by_op": total(op, "python"),
     }
+
+
+def _window(events: list[dict], window_name: str) -> dict:
+    win = [e for e in events if e.get("ph") == "X" and e.get("name") == window_name]
+    if not win:
+        raise ValueError(f"no '{window_name}' range in the trace")
+    return max(win, key=lambda e: float(e.get("dur", 0.0)))
+
+
+def idle_between_stages(events: list[dict], *, window_name: str = "stage:unstaged") -> dict[str, float]:
+    """The GPU's idle ms in the host's time between one stage range and the next (outside every stage), keyed by the
+    stage that follows (``"-> encode"``), plus ``"total"``."""
+    xs = [e for e in events if e.get("ph") == "X"]
+    w = _window(xs, window_name)
+    lo, hi = float(w["ts"]), float(w["ts"]) + float(w["dur"])
+    gaps = idle_intervals(busy_intervals(xs), (lo, hi))
+    stages = sorted((float(e["ts"]), float(e["ts"]) + float(e.get("dur", 0.0)), e["name"][6:]) for e in xs
+                    if e.get("tid") == w.get("tid") and e.get("pid") == w.get("pid")
+                    and str(e.get("name", "")).startswith("stage:") and e["name"] != window_name)
+    out: dict[str, float] = {}
+    prev_end = None
+    for a, b, name in stages:
+        if prev_end is not None and a > prev_end:
+            idle = sum(max(0.0, min(a, y) - max(prev_end, x)) for x, y in gaps) / 1e3
+            out[f"-> {name}"] = out.get(f"-> {name}", 0.0) + idle
+        prev_end = b if prev_end is None else max(prev_end, b)
+    out["total"] = sum(out.values())
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def main() -> None:
+    path = sys.argv[1]
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        events = json.load(f)["traceEvents"]
+    print(json.dumps({"idle_gaps": idle_gaps(events), "idle_between_stages": idle_between_stages(events)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

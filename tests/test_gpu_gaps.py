@@ -62,3 +62,16 @@ def test_idle_time_is_charged_to_the_stage_and_mirage_function_the_host_is_in(tm
 def test_a_trace_without_the_render_range_is_refused():
     with pytest.raises(ValueError, match="stage:unstaged"):
         gpu_gaps.idle_gaps([{"ph": "X", "cat": "kernel", "name": "k", "ts": 0, "dur": 1}])
+
+
+def test_idle_between_stages_is_keyed_by_the_stage_that_follows():
+    host = {"ph": "X", "tid": 1, "pid": 1}
+    ms = 1000.0  # the trace's clock is in microseconds
+
+    def stage(name, a, d):
+        return {**host, "cat": "user_annotation", "name": f"stage:{name}", "ts": a * ms, "dur": d * ms}
+
+    events = [stage("unstaged", 0, 100), stage("encode", 10, 20), stage("decode", 50, 20), stage("encode", 80, 10),
+              {"ph": "X", "cat": "kernel", "name": "k", "ts": 30 * ms, "dur": 15 * ms, "tid": 7, "pid": 1}]
+    got = gpu_gaps.idle_between_stages(events)
+    assert got == {"-> decode": 5.0, "-> encode": 10.0, "total": 15.0}  # 30-50: busy until 45; 70-80 all idle
