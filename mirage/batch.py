@@ -1,22 +1,27 @@
-"""Rendering many images: models load once, outputs named after inputs, done outputs skipped, failures collected.
+"""Rendering many images: models load once, outputs named after inputs, done outputs skipped, failures collected,
+each input's files written on a thread while the next input renders (docs/architecture.md, "Batches").
 
 ``render`` is the library call behind ``mirage render``: everything the CLI does, without the CLI.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
 from mirage.errors import InputError, MirageError, OutputBusy
 from mirage.inputs import InputPlan, TrajectoryOptions, check_input
 from mirage.io import claim, remove_part_files
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
-from mirage.pipeline import Pipeline, ProgressCallback
+from mirage.pipeline import Pipeline, ProgressCallback, RenderResult
 from mirage.report import StageTimer
 from mirage.video import IMAGE_SUFFIXES
 
@@ -38,6 +43,7 @@ class OutputRequest:
     plot: Path | None = None  # consistency scores along the path: single: the PNG; batch: <plot>/<name>.png
     overwrite: bool = False  # re-render outputs that exist
     crf: int = 18
+    write_behind: bool = True  # batch: write each input's files on a background thread while the next one renders
 
 
 @dataclass
@@ -163,6 +169,7 @@ def render(
     on_item: Callable[[ItemResult, int, int], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    pipeline: Pipeline | None = None,
 ) -> BatchResult:
     """Render one video per image: the library call behind ``mirage render``.
 
@@ -176,6 +183,8 @@ def render(
         memory_from: a saved memory to continue from (single input).
         progress: chunk/step progress callback; on_item: called after each input (result, index, total).
         rank, world_size: data-parallel share (torchrun): this process renders ``shard(images, rank, world_size)``.
+        pipeline: a loaded :class:`Pipeline` to render with (models loaded once for several calls); ``config``
+            is then its config (or left out).
     Returns:
         BatchResult with one ItemResult per input of this rank. Never raises for a single input's failure in a batch.
     Raises:
@@ -183,6 +192,10 @@ def render(
             resolve for it: checked by :func:`check_input` before any model loads. In a batch such inputs are
             marked failed, and models load only if some input remains.
     """
+    if pipeline is not None:
+        if config is not None and config != pipeline.config:
+            raise InputError("render: config differs from the given pipeline's config; pass one of them")
+        config = pipeline.config
     config = config or PipelineConfig()
     options = _options_for(options or RenderOptions(), output)
     check_pipeline_config(config)  # settings first: a bad option fails before any input is read or model loaded
@@ -232,54 +245,107 @@ def render(
             if not batch:
                 raise
             early[image] = str(e)
-    pipe = None
-    if len(early) < len(todo):
+    pipe = pipeline
+    if pipe is None and len(early) < len(todo):
         from mirage.hub import cache_dir
         from mirage.limits import check_cache_dir
 
         check_cache_dir(cache_dir())
         pipe = Pipeline(config, progress=progress)
+
+    def finished(item: ItemResult, i: int) -> None:
+        logger.debug("%s: %s", item.image.name, item.status)
+        result.items.append(item)
+        if on_item:
+            on_item(item, i, len(todo))
+
+    # write-behind: input i's files are written on a thread while input i + 1 renders (the GPU would otherwise
+    # wait for the MP4's encode); one write at a time, each holding its output's claim until its files are complete
+    writer = ThreadPoolExecutor(1, thread_name_prefix="mirage-write") if (
+        batch and output.write_behind and len(todo) > 1) else None
+    pending: list[tuple[int, Future]] = []
+
+    def finish_pending() -> None:
+        while pending:
+            i, future = pending[0]
+            item = future.result()  # a Ctrl-C while waiting leaves it pending: the handler below waits again
+            pending.pop(0)
+            finished(item, i)
+
     try:
         for i, (image, opts) in enumerate(todo):
-            item = _render_one(pipe, plans.get(image), image, opts, options, output, batch, early.get(image))
-            logger.debug("%s: %s", image.name, item.status)
-            result.items.append(item)
-            if on_item:
-                on_item(item, i, len(todo))
-    except KeyboardInterrupt:
+            got = _render_one(pipe, plans.get(image), image, opts, options, output, batch, early.get(image))
+            finish_pending()
+            if isinstance(got, _Rendered) and writer is not None:
+                pending.append((i, writer.submit(_write_one, got, batch)))
+                continue
+            finished(_write_one(got, batch) if isinstance(got, _Rendered) else got, i)
+        finish_pending()
+    except KeyboardInterrupt:  # a write in flight completes (whole files or none) and is listed, then the batch stops
+        with contextlib.suppress(Exception):
+            finish_pending()
         result.interrupted = True
         raise BatchInterrupted(result) from None
+    finally:
+        if writer is not None:
+            writer.shutdown(wait=True)
     return result
 
 
+@dataclass
+class _Rendered:
+    """An input rendered, its files not yet written: it holds its output's claim (``held``) until they are."""
+
+    image: Path
+    opts: OutputOptions
+    result: RenderResult
+    held: contextlib.ExitStack
+    render_s: float
+
+
 def _render_one(pipe, plan: InputPlan | None, image: Path, opts: OutputOptions, options: RenderOptions,
-                output: OutputRequest, batch: bool, early: str | None) -> ItemResult:
+                output: OutputRequest, batch: bool, early: str | None) -> ItemResult | _Rendered:
     """Render one input under the claim (lock) on its output; a batch turns its MirageError into a failed item."""
     t0 = time.perf_counter()
+    held = contextlib.ExitStack()
     try:
         if early is not None:
             raise InputError(early)
         assert pipe is not None
-        with claim(opts.video):
-            # another process may have finished it while this one rendered earlier inputs
-            if not output.overwrite and is_done(opts):
-                return ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")
-            for f in _output_files(opts):  # temporary files a killed run left (nobody else holds the claim)
-                if remove_part_files(f):
-                    logger.info("%s: removed the temporary files of an interrupted run", f)
-            res = pipe.render(plan, options=options)
-            timer = StageTimer(pipe.device)
-            write_outputs(res, opts, timer=timer)
-        scores = {k: v for k, v in res.report.scores.items() if k not in ("per_frame", "revisit_pairs")}
-        return ItemResult(image, opts.video, "done", seconds=time.perf_counter() - t0, scores=scores)
-    except OutputBusy as e:  # another batch on the same --out-dir renders it: share the work, do not redo it
-        if not batch:
-            raise
-        return ItemResult(image, opts.video, "skipped", error=str(e), seconds=time.perf_counter() - t0)
-    except MirageError as e:  # CUDA out of memory arrives as a RuntimeFailure naming the stage (Pipeline.render)
-        if not batch:
-            raise
-        return ItemResult(image, opts.video, "failed", error=str(e), seconds=time.perf_counter() - t0)
+        held.enter_context(claim(opts.video))
+        # another process may have finished it while this one rendered earlier inputs
+        if not output.overwrite and is_done(opts):
+            held.close()
+            return ItemResult(image, opts.video, "skipped", error="output exists (--overwrite to redo)")
+        for f in _output_files(opts):  # temporary files a killed run left (nobody else holds the claim)
+            if remove_part_files(f):
+                logger.info("%s: removed the temporary files of an interrupted run", f)
+        res = pipe.render(plan, options=options)
+    except BaseException as e:
+        held.close()
+        return _failed(e, image, opts, batch, time.perf_counter() - t0)
+    return _Rendered(image, opts, res, held, time.perf_counter() - t0)
+
+
+def _write_one(r: _Rendered, batch: bool) -> ItemResult:
+    """Write a rendered input's files (then release its claim). Its ``seconds`` are the render's and the write's."""
+    t0 = time.perf_counter()
+    try:
+        with r.held:  # the write is host work: timed on the host clock (it may overlap the next render's GPU work)
+            write_outputs(r.result, r.opts, timer=StageTimer(torch.device("cpu")))
+    except BaseException as e:
+        return _failed(e, r.image, r.opts, batch, r.render_s + time.perf_counter() - t0)
+    scores = {k: v for k, v in r.result.report.scores.items() if k not in ("per_frame", "revisit_pairs")}
+    return ItemResult(r.image, r.opts.video, "done", seconds=r.render_s + time.perf_counter() - t0, scores=scores)
+
+
+def _failed(e: BaseException, image: Path, opts: OutputOptions, batch: bool, seconds: float) -> ItemResult:
+    """A batch's item for a MirageError (a single input re-raises it, as anything else)."""
+    if isinstance(e, OutputBusy) and batch:  # another batch on the same --out-dir renders it: share the work
+        return ItemResult(image, opts.video, "skipped", error=str(e), seconds=seconds)
+    if isinstance(e, MirageError) and batch:  # CUDA out of memory arrives as a RuntimeFailure naming the stage
+        return ItemResult(image, opts.video, "failed", error=str(e), seconds=seconds)
+    raise e
 
 
 def _clean_leftovers(opts: OutputOptions) -> None:

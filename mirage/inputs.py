@@ -62,6 +62,8 @@ class InputPlan:
         depth_file, memory_from: the files asked for (for the report).
         warnings: what the report's warnings start with.
         sampling: the denoiser's settings at this size (:func:`mirage.sampling.resolve_sampling`).
+        num_frames: the frames the trajectory resolves to, before rounding to the video model's lengths (a preset's
+            count does not depend on the scene depth or the intrinsics); None without a trajectory.
     """
 
     image: Path | torch.Tensor
@@ -78,6 +80,7 @@ class InputPlan:
     memory_from: Path | None
     warnings: tuple[str, ...]
     sampling: SamplingSettings
+    num_frames: int | None = None
 
     def image_sha256(self) -> str:
         from mirage.report import sha256_file
@@ -188,4 +191,5 @@ def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str 
     return InputPlan(image, name, tuple(src_wh), (int(W), int(H)), traj, camera_traj, preset, K_known,
                      str(getattr(k_source, "value", k_source)), dres,
                      Path(depth_file) if depth_file is not None else None,
-                     Path(memory_from) if memory_from is not None else None, tuple(warnings), sampling)
+                     Path(memory_from) if memory_from is not None else None, tuple(warnings), sampling,
+                     None if first is None else first.num_frames)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from mirage.config import (
     check_pipeline_config,
     check_render_options,
 )
+from mirage.depth.scene import resize_depth_result, scene_depth
 from mirage.errors import InputError, RuntimeFailure
 from mirage.holefill import push_pull_fill
 from mirage.inputs import InputPlan, TrajectoryOptions, check_input
@@ -231,10 +231,12 @@ class Pipeline:
             image_t = plan.read_image(self.device)
             dres = self._depth_of(plan, image_t, timer)
             W, H = plan.size
+            scene_depth(dres, plan.name).value()  # refuses a depth without a valid pixel
             K_src, _, k_warn = self._intrinsics(plan, options, dres)
             K = scale_intrinsics(K_src, W / plan.source_size[0], H / plan.source_size[1])
-            return self._open_world(plan, options, image_t, dres, K, torch.eye(4), timer, list(plan.warnings) + list(k_warn),
-                                    chunk_frames=options.chunk_frames)
+            encoded = self._encode_image(plan, options, image_t, timer, chunk_frames=options.chunk_frames)
+            return self._open_world(plan, options, image_t, dres, K, torch.eye(4), timer,
+                                    list(plan.warnings) + list(k_warn), encoded)
 
     def _freeze_gc(self) -> None:
         """With ``config.freeze_gc``: collect, then move every object alive to the garbage collector's permanent
@@ -269,7 +271,7 @@ class Pipeline:
         with timer.stage(Stage.DEPTH):
             if plan.depth is not None:
                 # a depth file is in the coordinates of the image as given: read there, resized like the image
-                return _resize_depth_result(plan.depth, *plan.size)
+                return resize_depth_result(plan.depth, *plan.size)
             # Depth Pro's metric scale follows the focal length: give it the one the render will use, if known
             fov = None if plan.K_known is None else float(fov_x_from_intrinsics(plan.K_known, plan.source_size[0]))
             return self.depth_model().estimate(image, fov_x_deg=fov)
@@ -281,15 +283,10 @@ class Pipeline:
         return depth_mod.resolve_intrinsics(*plan.source_size, fov_x_deg=o.fov, intrinsics=o.intrinsics,
                                             predicted_fov_x_deg=dres.fov_x_deg)
 
-    def _open_world(self, plan: InputPlan, options: RenderOptions, image: torch.Tensor, dres, K: torch.Tensor,
-                    c2w: torch.Tensor, timer: StageTimer, warnings: list[str], *, chunk_frames: int) -> World:
-        """Encode the image and build its memory: a World at the input view (K (3, 3), c2w (4, 4)) for chunks of up
-        to ``chunk_frames`` frames (a latent memory under a video VAE keeps a feature per latent slot of them)."""
-        warnings.extend(dres.warnings)
-        depth = dres.depth.to(self.device, torch.float32)  # (H, W) z, scene units
-        valid = dres.valid.to(self.device)
-        if not bool(valid.any()):
-            raise InputError(f"depth of {plan.name}: no valid pixel; check --depth or the depth model")
+    def _encode_image(self, plan: InputPlan, options: RenderOptions, image: torch.Tensor, timer: StageTimer, *,
+                      chunk_frames: int) -> _EncodedImage:
+        """The image's latents for its memory (stage ``encode``): needs neither the camera nor the depth, so a render
+        queues it before the host resolves the trajectory (docs/architecture.md, "The render's start")."""
         # a latent memory built here keeps every latent slot of a chunk (docs/memory.md, "Latent slots") and, with
         # --memory-phases, every sub-stride shift; a loaded memory keeps its own, the RGB memory needs neither
         builds_latent = options.memory is MemoryKind.LATENT and plan.memory_from is None
@@ -308,11 +305,21 @@ class Pipeline:
                 slot_latents = encode_static_clip(self.vae, img[None], clip)[0]  # (T, C, h, w)
             else:
                 slot_latents = self.vae.encode_image(img)  # (C, h, w)
-            latents = slot_latents[0] if slot_latents.ndim == 4 else slot_latents
+        return _EncodedImage(slot_latents, phase_latents)
+
+    def _open_world(self, plan: InputPlan, options: RenderOptions, image: torch.Tensor, dres, K: torch.Tensor,
+                    c2w: torch.Tensor, timer: StageTimer, warnings: list[str], encoded: _EncodedImage) -> World:
+        """Build the image's memory from its latents (:meth:`_encode_image`) and depth (valid pixels checked by
+        :func:`scene_depth`): a World at the input view (K (3, 3), c2w (4, 4))."""
+        warnings.extend(dres.warnings)
+        depth = dres.depth.to(self.device, torch.float32)  # (H, W) z, scene units
+        valid = dres.valid.to(self.device)
+        slot_latents = encoded.slot_latents
+        latents = slot_latents[0] if slot_latents.ndim == 4 else slot_latents
         K = K.to(self.device, torch.float32)
         with timer.stage(Stage.MEMORY_INIT):
             memory = self._make_memory(plan, options, image, slot_latents, depth, valid, K,
-                                       c2w.to(self.device, torch.float32), phase_latents=phase_latents)
+                                       c2w.to(self.device, torch.float32), phase_latents=encoded.phase_latents)
         init_report = getattr(memory, "init_report", None)
         if init_report is not None and getattr(init_report, "warning", None):
             warnings.append(init_report.warning)
@@ -331,9 +338,13 @@ class Pipeline:
         image = plan.read_image(self.device)  # (3, H, W) [-1, 1]
         dres = self._depth_of(plan, image, timer)
         dres = replace(dres, depth=dres.depth.to(self.device, torch.float32), valid=dres.valid.to(self.device))
-        # the median of the valid depths (torch's lower middle value), where they are: one read-back
-        scene_depth = float(torch.nanmedian(torch.where(dres.valid, dres.depth, torch.nan)))
-        scene_depth = scene_depth if math.isfinite(scene_depth) else 1.0  # no valid pixel: _open_world refuses it
+        n_req = plan.num_frames  # known before the trajectory resolves: the encode below needs the chunk length
+        n = self._space.round_frames(n_req)
+        # the GPU encodes the image while the host waits for the depth's median and resolves the trajectory: the
+        # median's copy is queued before the encode, and waiting for it waits for the depth only
+        pending = scene_depth(dres, plan.name)
+        encoded = self._encode_image(plan, options, image, timer, chunk_frames=min(options.chunk_frames, n))
+        median_depth = pending.value()
 
         # --- intrinsics and trajectory, both for the image as given, then following its resize to (W, H)
         if plan.camera_traj is not None:
@@ -341,10 +352,11 @@ class Pipeline:
         else:
             K_src, k_source, k_warn = self._intrinsics(plan, options, dres)
             warnings.extend(k_warn)
-            traj_src = plan.preset.resolve(src_w, src_h, K_src, scene_depth)  # the preset checked before loading
+            traj_src = plan.preset.resolve(src_w, src_h, K_src, median_depth)  # the preset checked before loading
         traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
-        n_req = traj.num_frames
-        n = self._space.round_frames(n_req)
+        if traj.num_frames != n_req:  # InputPlan.num_frames is what the resolve gives (tests/test_inputs.py)
+            raise RuntimeFailure(f"{plan.name}: the trajectory resolved to {traj.num_frames} frames, not the "
+                                 f"{n_req} planned", hint="a mirage bug; please report it with the command")
         if n != n_req:
             logger.info("frames: %d -> %d (a Wan video has 4k + 1 frames)", n_req, n)
             warnings.append(f"frames: {n_req} -> {n} (a Wan video has 4k + 1 frames)")
@@ -355,8 +367,7 @@ class Pipeline:
             traj = traj.with_fps(rate)
         K_all = traj.K.to(self.device, torch.float32)  # (N, 3, 3)
         w2c_all = traj.w2c.to(self.device, torch.float32)  # (N, 4, 4)
-        world = self._open_world(plan, options, image, dres, K_all[0], traj.c2w[0], timer, warnings,
-                                 chunk_frames=min(options.chunk_frames, n))
+        world = self._open_world(plan, options, image, dres, K_all[0], traj.c2w[0], timer, warnings, encoded)
 
         # --- chunks: each one a step of the world
         chunks = plan_chunks(n, options.chunk_frames if self.denoiser is not None else n)
@@ -383,7 +394,7 @@ class Pipeline:
         revisits = None
         if options.scores:
             with timer.stage(Stage.SCORES):
-                revisits = video_revisits(video, K_all, w2c_all, world._read_depth, scene_depth, self.device)
+                revisits = video_revisits(video, K_all, w2c_all, world._read_depth, median_depth, self.device)
         total_ms = (time.perf_counter() - t_start) * 1e3
         timer.stop()
         report = build_report(
@@ -593,13 +604,13 @@ class Pipeline:
             self.progress("step", step, total)
 
 
-def _resize_depth_result(dres, width: int, height: int):
-    """A DepthResult resized to (width, height): nearest neighbour, so depth edges and the valid mask stay sharp."""
-    if tuple(dres.depth.shape) == (height, width):
-        return dres
-    d = torch.nn.functional.interpolate(dres.depth[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0]
-    v = torch.nn.functional.interpolate(dres.valid[None, None].float(), size=(height, width), mode="nearest-exact")[0, 0]
-    return replace(dres, depth=d, valid=v > 0.5)
+@dataclass(frozen=True)
+class _EncodedImage:
+    """The input image's latents for its memory: ``slot_latents`` (C, h, w), or (T, C, h, w) with a latent slot per
+    frame of a chunk; ``phase_latents`` {(dy, dx): the same} with --memory-phases > 1, else None."""
+
+    slot_latents: torch.Tensor
+    phase_latents: dict | None = None
 
 
 __all__ = [

@@ -145,9 +145,10 @@ def read_image(path: str | Path, device: torch.device | str | None = None) -> to
     """Read an image file as ``(3, H, W)`` float32 in [-1, 1], the way a photo viewer shows it: EXIF orientation
     applied, alpha dropped, greyscale expanded, 16-bit and float pixels scaled from their range (others refused).
 
-    ``device``: where the result lives (default: the CPU). An 8-bit image crosses to it as uint8 and is scaled
-    there: a quarter of the bytes, and no float pass over the pixels on the host (the same float32 operations, so the
-    same values on any device)."""
+    ``device``: where the result lives (default: the CPU). An 8-bit image crosses to it as uint8 and is mapped there
+    through a 256-entry table (``v / 255 * 2 - 1`` in float32 on the CPU): a quarter of the bytes, no float pass over
+    the pixels on the host, and the same values on every device (CUDA divides by a scalar as a multiplication by its
+    reciprocal, one ulp away for some values; a table lookup is exact everywhere)."""
     from PIL import ImageOps
 
     path = Path(path)
@@ -161,8 +162,12 @@ def read_image(path: str | Path, device: torch.device | str | None = None) -> to
             raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
     x = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
     if x.dtype == torch.uint8:
-        x = x.float() / 255.0
+        return _UINT8_TO_UNIT.to(x.device)[x.long()].permute(2, 0, 1)
     return (x * 2.0 - 1.0).permute(2, 0, 1)
+
+
+#: 8-bit pixel value -> float32 in [-1, 1], computed once on the CPU (read_image looks values up here on any device)
+_UINT8_TO_UNIT = torch.arange(256, dtype=torch.float32) / 255.0 * 2.0 - 1.0
 
 
 class HostFrames:

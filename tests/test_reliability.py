@@ -258,6 +258,20 @@ def test_16_bit_and_float_images_keep_their_brightness(tmp_path):
         assert torch.equal(x[0], x[2])
 
 
+def test_8_bit_pixels_read_as_the_float32_formula_gives_them_on_any_device_argument(tmp_path):
+    """Every 8-bit value v reads as float32 ``v / 255 * 2 - 1`` computed on the CPU, exactly, whether the image is
+    read to the CPU or sent as uint8 to a device (``device=``) and mapped there (gpu_smoke.py check 0 on CUDA)."""
+    v = np.arange(256)
+    rgb = np.stack([v, v[::-1], v * 7 % 256], -1).astype(np.uint8)[None].repeat(2, 0)  # (2, 256, 3): every value
+    p = tmp_path / "values.png"
+    Image.fromarray(rgb).save(p)
+    expected = (torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0) * 2.0 - 1.0  # the definition, on the CPU
+    for device in (None, "cpu", torch.device("cpu")):
+        x = read_image(p, device)
+        assert x.dtype == torch.float32 and tuple(x.shape) == (3, 2, 256)
+        assert torch.equal(x, expected), device
+
+
 def test_fps_in_the_report_is_the_rate_the_mp4_holds(tiny, tmp_path, monkeypatch, capsys):
     img = _image(tmp_path / "a.png")
     out = tmp_path / "v.mp4"

@@ -225,6 +225,39 @@ def test_the_stage_timer_charges_the_time_between_stages_to_where_it_falls():
     assert got["memory_write->write_depth"] < 2 and got["write_depth->memory_write"] < 2
 
 
+def test_the_render_queues_the_image_encode_before_it_waits_for_the_scene_depth(tiny, tmp_path, monkeypatch):
+    """The render's start: the encode needs neither the camera nor the depth, so it is queued before the host waits
+    for the depth's median and resolves the trajectory (on a GPU, that host work then overlaps the encode)."""
+    import mirage.pipeline as mp
+    from mirage.depth import SceneDepth
+    from mirage.trajectory import CameraPresetSource
+
+    log: list[str] = []
+
+    def logged(name, fn):
+        def wrapper(*a, **k):
+            log.append(name)
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(mp.Pipeline, "_encode_image", logged("encode", mp.Pipeline._encode_image))
+    monkeypatch.setattr(SceneDepth, "value", logged("median", SceneDepth.value))
+    monkeypatch.setattr(CameraPresetSource, "resolve", logged("trajectory", CameraPresetSource.resolve))
+    render_one(tmp_path / "a.mp4", denoiser=DenoiserKind.NONE, depth_file=ROOM_DEPTH)
+    assert log == ["trajectory", "encode", "median", "trajectory"]  # the input check's resolve, then the render's
+
+
+def test_a_depth_without_a_valid_pixel_is_refused_by_its_scene_depth():
+    from mirage.depth import DepthKind, DepthResult, scene_depth
+
+    depth = torch.tensor([[1.0, 5.0], [2.0, 9.0]])
+    some = DepthResult(depth, torch.tensor([[True, False], [True, True]]), None, DepthKind.METRIC, ())
+    assert scene_depth(some, "img.png").value() == 2.0  # the median of 1, 2, 9
+    none = DepthResult(depth, torch.zeros(2, 2, dtype=torch.bool), None, DepthKind.METRIC, ())
+    with pytest.raises(InputError, match="depth of img.png: no valid pixel"):
+        scene_depth(none, "img.png").value()
+
+
 def test_stage_times_add_up_even_when_writing_is_slow(tiny, tmp_path, monkeypatch):
     """Writing the video is a stage of the render, so ``total`` must include it (docs/report.md)."""
     import mirage.outputs as outputs

@@ -76,6 +76,23 @@ def test_shipped_presets_load_and_start_at_identity():
         assert t.source == f"preset:{name}"
 
 
+@pytest.mark.parametrize("frames", [None, 17])
+def test_the_input_plans_frame_count_is_what_every_preset_resolves_to_at_any_depth(frames):
+    """A render encodes the image for its chunk length before the trajectory resolves (the GPU encodes while the
+    host resolves it): the plan's count must be the resolve's, whatever the scene depth and intrinsics."""
+    from mirage.config import RenderOptions
+    from mirage.inputs import TrajectoryOptions, check_input
+
+    image = Path(__file__).resolve().parents[1] / "examples" / "room" / "image.png"
+    for info in list_camera_presets():
+        plan = check_input(image, TrajectoryOptions(info.name, frames=frames), RenderOptions(size=(W, H)),
+                           preset="tiny")
+        K = intrinsics_from_fov(75.0, *plan.source_size).to(DT)
+        for depth in (0.3, 7.0):
+            assert plan.preset.resolve(*plan.source_size, K, depth).num_frames == plan.num_frames, info.name
+        assert plan.num_frames == (frames or 49)
+
+
 def test_translation_presets_move_the_centre_the_right_way():
     expect = {
         "truck_left": (-0.25, 0, 0), "truck_right": (0.25, 0, 0), "move_left": (-0.3, 0, 0), "move_right": (0.3, 0, 0),

@@ -5,6 +5,8 @@
   gives a :class:`DepthResult` for one image, :meth:`DepthEstimator.estimate_batch` depth for many frames.
 - :mod:`mirage.depth.files`: :func:`read_depth_file` reads a user's depth map (``.npy`` metres or 16-bit PNG
   millimetres); :func:`save_depth_png16` writes one.
+- :mod:`mirage.depth.scene`: :func:`scene_depth` (the median of the valid depths, queued for the host without
+  waiting) and :func:`resize_depth_result`.
 - :mod:`mirage.depth.intrinsics`: :func:`resolve_intrinsics` picks the input camera's intrinsics: ``--intrinsics``
   > ``--fov`` > the depth model's predicted FoV > :data:`DEFAULT_FOV_X_DEG` (with a warning).
 - :mod:`mirage.depth.tiny`: :func:`build_tiny_depth_model` (tests, the ``tiny`` preset) and apple/DepthPro-hf's
@@ -41,6 +43,7 @@ from mirage.depth.intrinsics import (
     resolve_intrinsics,
 )
 from mirage.depth.load import load_depth_model
+from mirage.depth.scene import SceneDepth, resize_depth_result, scene_depth
 from mirage.depth.tiny import build_tiny_depth_model, depth_pro_config, depth_pro_processor
 
 __all__ = [
@@ -63,12 +66,15 @@ __all__ = [
     "DepthResult",
     "IntrinsicsSource",
     "ResolvedIntrinsics",
+    "SceneDepth",
     "_disparity_to_depth",
     "build_tiny_depth_model",
     "depth_pro_config",
     "depth_pro_processor",
     "load_depth_model",
     "read_depth_file",
+    "resize_depth_result",
     "resolve_intrinsics",
     "save_depth_png16",
+    "scene_depth",
 ]
