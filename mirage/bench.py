@@ -36,7 +36,8 @@ BENCH_SCHEMA_VERSION = 4  # 2: each run's consistency scores (``scores``) and th
 
 #: What a row's ``videos_per_hour`` means (printed under the table and kept in the JSON header).
 VIDEOS_PER_HOUR = ("videos per hour = 3600 / end-to-end seconds of one video (median), the models loaded once "
-                   "(loading not included), one video at a time")
+                   "(loading not included), one video at a time, its MP4 not written (a batch writes it while the next "
+                   "video renders: scripts/bench_batch.py measures both)")
 
 #: The consistency scores a row summarises (the render report's ``scores``, docs/report.md).
 SCORE_KEYS = ("memory_agreement_psnr", "memory_agreement_ssim", "temporal_change", "revisit_psnr")
