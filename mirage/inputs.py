@@ -80,7 +80,7 @@ class InputPlan:
     memory_from: Path | None
     warnings: tuple[str, ...]
     sampling: SamplingSettings
-    num_frames: int | None = None
+    num_frames: int | None
 
     def image_sha256(self) -> str:
         from mirage.report import sha256_file

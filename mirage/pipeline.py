@@ -354,7 +354,7 @@ class Pipeline:
             warnings.extend(k_warn)
             traj_src = plan.preset.resolve(src_w, src_h, K_src, median_depth)  # the preset checked before loading
         traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
-        if traj.num_frames != n_req:  # InputPlan.num_frames is what the resolve gives (tests/test_inputs.py)
+        if traj.num_frames != n_req:  # InputPlan.num_frames is what a resolve gives (tests/test_traj_presets.py)
             raise RuntimeFailure(f"{plan.name}: the trajectory resolved to {traj.num_frames} frames, not the "
                                  f"{n_req} planned", hint="a mirage bug; please report it with the command")
         if n != n_req:
