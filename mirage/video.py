@@ -30,9 +30,12 @@ FRAME_PATTERN = "{:05d}.png"
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``(F, 3, H, W)`` float in [-1, 1] (any device) -> ``(F, H, W, 3)`` uint8 on the host."""
-    x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    """``(F, 3, H, W)`` float in [-1, 1] (any device) -> ``(F, H, W, 3)`` uint8 on the host: ``round((x + 1) *
+    127.5)`` of ``x`` clamped to [-1, 1]; one new float tensor, the rest in place (a video is 388 MB of float32 at
+    81 frames of 832x480: every out-of-place step would allocate and fill that again)."""
+    x = frames.detach().float().clamp(-1, 1)  # a new tensor: the caller's frames are not touched
+    x.add_(1).mul_(127.5).round_()
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def from_uint8(frames: np.ndarray) -> torch.Tensor:

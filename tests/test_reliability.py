@@ -395,3 +395,19 @@ def test_png_orientation_is_read_without_decoding_the_pixels_when_there_is_no_ex
     for p in (before, after):
         x = read_image(p)
         assert tuple(x.shape) == (3, 40, 20) and float(x[:, :18].mean()) > 0.9  # turned as shown
+
+
+def test_frames_become_the_bytes_of_their_rounded_definition_and_stay_untouched():
+    """to_uint8 (what every MP4 and PNG frame is written from) is round((clamp(x, -1, 1) + 1) * 127.5), computed out
+    of place here; the caller's float frames are left as they were."""
+    from mirage.video import to_uint8
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 8, 10, generator=g) * 2.4 - 1.2  # out of range on both sides too
+    x[0, 0, 0, :4] = torch.tensor([-1.0, 1.0, (0.5 / 127.5) - 1.0, (1.5 / 127.5) - 1.0])  # ends and .5 ties
+    before = x.clone()
+    expected = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    got = to_uint8(x)
+    assert got.dtype == np.uint8 and got.shape == (3, 8, 10, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert torch.equal(x, before)
