@@ -429,7 +429,7 @@ class Pipeline:
                 world._latent = vae.encode_image(world._frame.to(vae.dtype))
         with timer.stage(Stage.MEMORY_READ):
             read = world.memory.read(K, w2c)
-        self._note_missing_slots(world, int(read.latents.shape[0]))
+        world.note_missing_slots(int(read.latents.shape[0]))
         if check_sees is not None:
             check_sees_memory(read, check_sees, span[1])
         with timer.stage(Stage.CONDITIONING):
@@ -577,24 +577,6 @@ class Pipeline:
             "negative_prompt": s.negative_prompt if s.guidance > 1 else None,
             "flow_shift": shift, "flow_shift_source": s.flow_shift_source,
         }
-
-    def _note_missing_slots(self, world: World, num_latent_frames: int) -> None:
-        """Once per world: a warning when a chunk reads latent slots the latent memory keeps no features for (a
-        step longer than the chunk the world was opened for, or a memory file without slot features); those slots
-        read the last slot the memory keeps (its image latent when it keeps none)."""
-        store = getattr(world.memory, "store", None)  # the latent memory's (the RGB memory encodes its renders)
-        if store is None or self._space.temporal_stride == 1 or world._slots_noted:
-            return
-        if num_latent_frames - 1 > store.slots:
-            world._slots_noted = True
-            need = self._space.num_pixel_frames(num_latent_frames)
-            fix = (f"re-create {Path(world.plan.memory_from).name} with --chunk-frames >= {need}"
-                   if world.plan.memory_from is not None else f"open the world with chunk_frames >= {need}")
-            msg = (f"memory: this chunk reads {num_latent_frames - 1} steady latent slots, the memory keeps "
-                   f"{store.slots}; slots past {store.slots} read slot {store.slots}'s features ({fix} to keep them "
-                   "all)")
-            logger.warning(msg)
-            world.warnings.append(msg)
 
     def _on_stage(self, name: str) -> None:
         self._stage = name

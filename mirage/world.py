@@ -7,6 +7,7 @@ between chunks (memory, current pose, known frame) and calls back into its pipel
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,8 @@ from mirage.scores import FrameScores
 
 if TYPE_CHECKING:
     from mirage.pipeline import Pipeline
+
+logger = logging.getLogger("mirage")
 
 #: Hole fraction above which the first chunk's reads count as seeing nothing of the input image.
 ALL_HOLES = 0.999
@@ -134,6 +137,25 @@ class World:
         res = self.pipe._run_chunk(self, torch.cat([self.K[None], K]), w2c_c, c2w_c, write_back=write_back)
         self.K, self.w2c = K[-1], w2c[-1]
         return res.frames[1:]
+
+    def note_missing_slots(self, num_latent_frames: int) -> None:
+        """Once per world: a warning when a chunk reads latent slots the latent memory keeps no features for (a
+        step longer than the chunk the world was opened for, or a memory file without slot features); those slots
+        read the last slot the memory keeps (its image latent when it keeps none)."""
+        space = self.pipe._space
+        store = getattr(self.memory, "store", None)  # the latent memory's (the RGB memory encodes its renders)
+        if store is None or space.temporal_stride == 1 or self._slots_noted:
+            return
+        if num_latent_frames - 1 > store.slots:
+            self._slots_noted = True
+            need = space.num_pixel_frames(num_latent_frames)
+            fix = (f"re-create {Path(self.plan.memory_from).name} with --chunk-frames >= {need}"
+                   if self.plan.memory_from is not None else f"open the world with chunk_frames >= {need}")
+            msg = (f"memory: this chunk reads {num_latent_frames - 1} steady latent slots, the memory keeps "
+                   f"{store.slots}; slots past {store.slots} read slot {store.slots}'s features ({fix} to keep them "
+                   "all)")
+            logger.warning(msg)
+            self.warnings.append(msg)
 
     def save(self, path: str | Path) -> None:
         """Save the memory (``mirage render --memory-from`` or :meth:`Pipeline.world` continue from it)."""
