@@ -48,6 +48,7 @@ SEGMENTS = [
     ("mirage.inputs:InputPlan", "read_image"),
     ("mirage.pipeline:Pipeline", "_depth_of"),
     ("mirage.pipeline:Pipeline", "_intrinsics"),
+    ("mirage.pipeline:Pipeline", "_encode_image"),
     ("mirage.pipeline:Pipeline", "_open_world"),
     ("mirage.pipeline:Pipeline", "_run_chunk"),
     ("mirage.pipeline:Pipeline", "_conditioning"),

@@ -75,3 +75,16 @@ def test_idle_between_stages_is_keyed_by_the_stage_that_follows():
               {"ph": "X", "cat": "kernel", "name": "k", "ts": 30 * ms, "dur": 15 * ms, "tid": 7, "pid": 1}]
     got = gpu_gaps.idle_between_stages(events)
     assert got == {"-> decode": 5.0, "-> encode": 10.0, "total": 15.0}  # 30-50: busy until 45; 70-80 all idle
+
+
+def test_every_step_the_overhead_script_wraps_still_exists(monkeypatch):
+    """scripts/gpu_overhead.py times the render's steps by name: a step renamed or moved must fail here, on the CPU,
+    not on the GPU."""
+    scripts = Path(__file__).parents[1] / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))
+    spec = importlib.util.spec_from_file_location("gpu_overhead", scripts / "gpu_overhead.py")
+    overhead = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(overhead)
+    missing = [f"{owner}.{attr}" for owner, attr in overhead.SEGMENTS
+               if not callable(getattr(overhead._owner(owner), attr, None))]
+    assert not missing, missing
