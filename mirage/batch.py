@@ -19,7 +19,7 @@ import torch
 from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
 from mirage.errors import InputError, MirageError, OutputBusy
 from mirage.inputs import InputPlan, TrajectoryOptions, check_input
-from mirage.io import claim, remove_part_files
+from mirage.io import claim, interrupts_deferred, remove_part_files
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
 from mirage.pipeline import Pipeline, ProgressCallback, RenderResult
 from mirage.report import StageTimer
@@ -263,29 +263,45 @@ def render(
     # wait for the MP4's encode); one write at a time, each holding its output's claim until its files are complete
     writer = ThreadPoolExecutor(1, thread_name_prefix="mirage-write") if (
         batch and output.write_behind and len(todo) > 1) else None
-    pending: list[tuple[int, Future]] = []
+    queue: list[tuple[int, ItemResult | Future]] = []  # finished or being written, in input order, not yet listed
 
-    def finish_pending() -> None:
-        while pending:
-            i, future = pending[0]
-            item = future.result()  # a Ctrl-C while waiting leaves it pending: the handler below waits again
-            pending.pop(0)
+    def deliver(wait: bool) -> None:
+        """List the queue's items in input order: up to the first write still in flight, or (``wait``) all."""
+        while queue:
+            i, item = queue[0]
+            if isinstance(item, Future):
+                if not wait and not item.done():
+                    return
+                item = item.result()  # a Ctrl-C while waiting leaves it queued: the handler below waits again
+            queue.pop(0)
             finished(item, i)
 
     try:
         for i, (image, opts) in enumerate(todo):
             got = _render_one(pipe, plans.get(image), image, opts, options, output, batch, early.get(image))
-            finish_pending()
-            if isinstance(got, _Rendered) and writer is not None:
-                pending.append((i, writer.submit(_write_one, got, batch)))
-                continue
-            finished(_write_one(got, batch) if isinstance(got, _Rendered) else got, i)
-        finish_pending()
-    except KeyboardInterrupt:  # a write in flight completes (whole files or none) and is listed, then the batch stops
-        with contextlib.suppress(Exception):
-            finish_pending()
-        result.interrupted = True
-        raise BatchInterrupted(result) from None
+            if isinstance(got, _Rendered):
+                try:
+                    deliver(wait=True)  # one write at a time: the previous one completes before this one starts
+                    if writer is None:
+                        queue.append((i, _write_one(got, batch)))
+                    else:
+                        with interrupts_deferred():  # a write submitted is a write listed
+                            queue.append((i, writer.submit(_write_one, got, batch)))
+                finally:
+                    if not queue or queue[-1][0] != i:  # not handed on (an error or Ctrl-C first): free its claim
+                        got.held.close()
+                    got = None  # the next render does not keep this one's frames alive
+            else:
+                queue.append((i, got))
+            deliver(wait=False)
+        deliver(wait=True)
+    except BaseException as e:  # a write in flight completes (whole files or none) and is listed, then the batch stops
+        with contextlib.suppress(BaseException):
+            deliver(wait=True)
+        if isinstance(e, KeyboardInterrupt):
+            result.interrupted = True
+            raise BatchInterrupted(result) from None
+        raise
     finally:
         if writer is not None:
             writer.shutdown(wait=True)
@@ -298,7 +314,7 @@ class _Rendered:
 
     image: Path
     opts: OutputOptions
-    result: RenderResult
+    result: RenderResult | None  # None once written
     held: contextlib.ExitStack
     render_s: float
 
@@ -320,11 +336,10 @@ def _render_one(pipe, plan: InputPlan | None, image: Path, opts: OutputOptions, 
         for f in _output_files(opts):  # temporary files a killed run left (nobody else holds the claim)
             if remove_part_files(f):
                 logger.info("%s: removed the temporary files of an interrupted run", f)
-        res = pipe.render(plan, options=options)
+        return _Rendered(image, opts, pipe.render(plan, options=options), held, time.perf_counter() - t0)
     except BaseException as e:
         held.close()
         return _failed(e, image, opts, batch, time.perf_counter() - t0)
-    return _Rendered(image, opts, res, held, time.perf_counter() - t0)
 
 
 def _write_one(r: _Rendered, batch: bool) -> ItemResult:
@@ -333,9 +348,11 @@ def _write_one(r: _Rendered, batch: bool) -> ItemResult:
     try:
         with r.held:  # the write is host work: timed on the host clock (it may overlap the next render's GPU work)
             write_outputs(r.result, r.opts, timer=StageTimer(torch.device("cpu")))
+        scores = {k: v for k, v in r.result.report.scores.items() if k not in ("per_frame", "revisit_pairs")}
     except BaseException as e:
         return _failed(e, r.image, r.opts, batch, r.render_s + time.perf_counter() - t0)
-    scores = {k: v for k, v in r.result.report.scores.items() if k not in ("per_frame", "revisit_pairs")}
+    finally:
+        r.result = None  # written: the frames, reads and memory go now, not when the batch ends
     return ItemResult(r.image, r.opts.video, "done", seconds=r.render_s + time.perf_counter() - t0, scores=scores)
 
 

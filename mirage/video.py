@@ -31,8 +31,8 @@ FRAME_PATTERN = "{:05d}.png"
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """``(F, 3, H, W)`` float in [-1, 1] (any device) -> ``(F, H, W, 3)`` uint8 on the host: ``round((x + 1) *
-    127.5)`` of ``x`` clamped to [-1, 1]; one new float tensor, the rest in place (a video is 388 MB of float32 at
-    81 frames of 832x480: every out-of-place step would allocate and fill that again)."""
+    127.5)`` of ``x`` clamped to [-1, 1]; for float32 frames one new float tensor, the rest in place (a video is
+    388 MB of float32 at 81 frames of 832x480: every out-of-place step would allocate and fill that again)."""
     x = frames.detach().float().clamp(-1, 1)  # a new tensor: the caller's frames are not touched
     x.add_(1).mul_(127.5).round_()
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
@@ -165,7 +165,8 @@ def read_image(path: str | Path, device: torch.device | str | None = None) -> to
             raise InputError(f"image {path}: cannot be decoded ({type(e).__name__}); pass a PNG or JPEG image") from None
     x = torch.from_numpy(np.ascontiguousarray(arr)).to(device)
     if x.dtype == torch.uint8:
-        return _UINT8_TO_UNIT.to(x.device)[x.long()].permute(2, 0, 1)
+        # int32 indices: an int64 copy of a large photo would take more device memory than the float result
+        return _UINT8_TO_UNIT.to(x.device).index_select(0, x.flatten().int()).view(x.shape).permute(2, 0, 1)
     return (x * 2.0 - 1.0).permute(2, 0, 1)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,64 @@ def test_a_pipeline_and_another_config_are_refused(pipe, tmp_path):
     with pytest.raises(InputError, match="config differs from the given pipeline"):
         mb.render([images(tmp_path / "in", "a")], TRAJ, mb.OutputRequest(out=tmp_path / "a.mp4"), config,
                   pipeline=pipe)
+
+
+def test_ctrl_c_while_waiting_for_a_write_frees_the_rendered_inputs_lock(pipe, tmp_path, monkeypatch):
+    """Ctrl-C while the batch waits for input a's write, with input b rendered but not handed to the writer: a is
+    written and listed, b leaves no lock (other processes could otherwise never render it)."""
+    import os
+    import signal
+
+    b_rendered = threading.Event()
+    real = pipe.render
+
+    def render(plan, **kw):
+        res = real(plan, **kw)
+        if Path(plan.name).stem == "b":
+            b_rendered.set()
+        return res
+
+    monkeypatch.setattr(pipe, "render", render)
+    real_write = mo.write_outputs
+
+    def write_outputs(result, opts, **kw):
+        if opts.video.stem == "a":  # b has rendered and the batch now waits for this write: Ctrl-C there
+            assert b_rendered.wait(TIMEOUT_S)
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_write(result, opts, **kw)
+
+    monkeypatch.setattr(mb, "write_outputs", write_outputs)
+    with pytest.raises(mb.BatchInterrupted) as e:
+        mb.render([images(tmp_path / "in")], TRAJ, mb.OutputRequest(out_dir=tmp_path / "out"), pipeline=pipe,
+                  options=settings()[1])
+    assert [(i.image.name, i.status) for i in e.value.result.items] == [("a.png", "done")]
+    assert files(tmp_path / "out") == ["a.json", "a.mp4"]  # and no .b.mp4.lock
+
+
+@pytest.mark.parametrize("write_behind", [True, False])
+def test_a_rendered_video_is_freed_once_written_not_kept_through_the_next_render(pipe, tmp_path, monkeypatch,
+                                                                                 write_behind):
+    import gc
+    import weakref
+
+    kept: dict[str, weakref.ref] = {}
+    alive_at_c: list[str] = []
+    real = pipe.render
+
+    def render(plan, **kw):
+        stem = Path(plan.name).stem
+        if stem == "c":  # written by now: b inline (before c renders); behind, a (before b's write was queued)
+            gc.collect()
+            done = "a" if write_behind else "b"
+            alive_at_c.extend(s for s, ref in kept.items() if s == done and ref() is not None)
+        res = real(plan, **kw)
+        kept[stem] = weakref.ref(res.frames)
+        return res
+
+    monkeypatch.setattr(pipe, "render", render)
+    res = mb.render([images(tmp_path / "in")], TRAJ, mb.OutputRequest(out_dir=tmp_path / "out",
+                                                                      write_behind=write_behind),
+                    pipeline=pipe, options=settings()[1])
+    assert res.ok
+    assert alive_at_c == []

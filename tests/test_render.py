@@ -258,6 +258,22 @@ def test_a_depth_without_a_valid_pixel_is_refused_by_its_scene_depth():
         scene_depth(none, "img.png").value()
 
 
+def test_the_median_taken_without_a_read_back_is_torchs_nanmedian():
+    """On CUDA the scene depth's median is a sort and a gather (no read-back, unlike torch's nanmedian): the same
+    value as nanmedian of the valid depths, for odd and even counts, ties, NaN among the valid ones, and none."""
+    from mirage.depth import lower_median
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 3, 4, 7, 10, 1000):
+        for invalid in (0.0, 0.5, 1.0):
+            values = torch.randint(0, 6, (n,), generator=g).float()  # ties on purpose
+            values[torch.rand(n, generator=g) < 0.1] = torch.nan
+            valid = torch.rand(n, generator=g) >= invalid
+            got = lower_median(values.view(1, n), valid.view(1, n))
+            want = torch.nanmedian(torch.where(valid, values, torch.nan))
+            assert got.shape == () and (bool(got.isnan() & want.isnan()) or float(got) == float(want)), (n, invalid)
+
+
 def test_stage_times_add_up_even_when_writing_is_slow(tiny, tmp_path, monkeypatch):
     """Writing the video is a stage of the render, so ``total`` must include it (docs/report.md)."""
     import mirage.outputs as outputs

@@ -43,7 +43,7 @@ from mirage.depth.intrinsics import (
     resolve_intrinsics,
 )
 from mirage.depth.load import load_depth_model
-from mirage.depth.scene import SceneDepth, resize_depth_result, scene_depth
+from mirage.depth.scene import SceneDepth, lower_median, resize_depth_result, scene_depth
 from mirage.depth.tiny import build_tiny_depth_model, depth_pro_config, depth_pro_processor
 
 __all__ = [
@@ -72,6 +72,7 @@ __all__ = [
     "depth_pro_config",
     "depth_pro_processor",
     "load_depth_model",
+    "lower_median",
     "read_depth_file",
     "resize_depth_result",
     "resolve_intrinsics",

@@ -19,8 +19,9 @@ from mirage.errors import InputError
 @dataclass(frozen=True)
 class SceneDepth:
     """The median of a depth's valid pixels (torch's lower middle value, scene units), taken where the depth is and
-    on its way to the host: :meth:`value` waits for the work queued before it only, not for what the caller queues
-    after it (a render queues the image's encode there, docs/architecture.md, "The render's start")."""
+    on its way to the host: :meth:`value` waits for the work queued before it on the depth's stream, not for what
+    the caller queues after it (a render queues the image's encode there, docs/architecture.md, "The render's
+    start")."""
 
     name: str  # the image, for the error
     host: torch.Tensor  # () float32; pinned when copied from CUDA
@@ -38,15 +39,28 @@ class SceneDepth:
 
 def scene_depth(result: DepthResult, name: str) -> SceneDepth:
     """Queue the median of ``result``'s valid depths for the host without waiting for it (:class:`SceneDepth`);
-    ``name`` is the image its error names."""
-    med = torch.nanmedian(torch.where(result.valid, result.depth, torch.nan))
-    if med.device.type != "cuda":
-        return SceneDepth(name, med, None)
+    ``name`` is the image its error names. On CUDA the median is taken by a sort (:func:`lower_median`), as torch's
+    ``nanmedian`` reads a count back to the host first; on the CPU by ``nanmedian`` (the same value)."""
+    if result.depth.device.type != "cuda":
+        return SceneDepth(name, torch.nanmedian(torch.where(result.valid, result.depth, torch.nan)), None)
+    med = lower_median(result.depth, result.valid)
     host = torch.empty((), dtype=med.dtype, pin_memory=True)
-    host.copy_(med, non_blocking=True)
+    host.copy_(med, non_blocking=True)  # on the depth device's current stream
     done = torch.cuda.Event()
-    done.record()
+    done.record(torch.cuda.current_stream(med.device))
     return SceneDepth(name, host, done)
+
+
+def lower_median(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The median of ``values`` where ``valid`` (and not NaN), the lower of the two middle values for an even count
+    (torch's ``median`` rule); NaN when there is none. ``values``, ``valid``: the same shape. Returns a () tensor on
+    their device, with no read-back: the valid values sorted first, and the middle one gathered at an index
+    computed on the device."""
+    keep = (valid & ~values.isnan()).flatten()
+    ordered = torch.where(keep, values.flatten(), torch.inf).sort().values  # (N,) the kept values first, ascending
+    n = keep.sum()
+    mid = ordered.gather(0, ((n - 1).clamp(min=0) // 2)[None])[0]
+    return torch.where(n > 0, mid, torch.nan)
 
 
 def resize_depth_result(result: DepthResult, width: int, height: int) -> DepthResult:
