@@ -8,7 +8,8 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 2. the memory read captured in a CUDA graph vs eager: identical holes, latents to float precision (atomics);
    the host syncs of a chunk's write-back (at most 24, however many views it writes) and of the write-back's depth
    call (at most 2, its range check), counted by ``torch.cuda.set_sync_debug_mode``; a render's frames copied to the
-   host on a side stream (:class:`mirage.video.HostFrames`): no host wait, and exact under memory reuse;
+   host on a side stream (:class:`mirage.video.HostFrames`): no host wait, and exact under memory reuse; the scene
+   depth's median queued with no host wait (:func:`mirage.depth.scene_depth`), equal to torch's nanmedian;
 3. Wan VAE decode in bfloat16 (the GPU default) vs float32: < 2e-2 (bf16 band);
 4. ``--compile``: the transformer (diffusers' regional compile) vs eager, one forward at the real 1.3B architecture,
    the Wan VAE's compiled encoder call and decoder regions vs eager: < 2e-2; the depth model's compiled write-back call
@@ -30,6 +31,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -164,6 +166,17 @@ def main() -> int:
         got = hf.wait()
         check("host_frames_side_stream_copy_max_error",
               max(float((got[k] - k).abs().max()) for k in range(4)), 0.0)
+
+        # the scene depth's median is queued without a host wait (torch's nanmedian waits), equal to nanmedian
+        from mirage.depth import read_depth_file, scene_depth
+
+        dres = read_depth_file(example_inputs()[1], 832, 480)
+        dres = replace(dres, depth=dres.depth.to(dev), valid=dres.valid.to(dev))
+        torch.cuda._sleep(20_000_000)  # the stream busy, as after the depth model
+        pending = []
+        check("scene_depth_queue_host_syncs", float(syncs(lambda: pending.append(scene_depth(dres, "example")))), 0.0)
+        want = float(torch.nanmedian(torch.where(dres.valid, dres.depth, torch.nan)).cpu())
+        check("scene_depth_cuda_vs_nanmedian", abs(pending[0].value() - want), 0.0)
 
     # 3-5: models at the real architecture, random weights
     from mirage.random_weights import random_components
