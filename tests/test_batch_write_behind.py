@@ -51,8 +51,9 @@ def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def spy_renders(monkeypatch, pipe, on_render=None) -> list[str]:
-    """Record which input each render was for (the image's stem), calling ``on_render(stem)`` first."""
+def spy_renders(monkeypatch, pipe, on_render=None, after_render=None) -> list[str]:
+    """Record which input each render was for (the image's stem), calling ``on_render(stem)`` first and
+    ``after_render(stem)`` once it has rendered."""
     seen: list[str] = []
     real = pipe.render
 
@@ -61,26 +62,47 @@ def spy_renders(monkeypatch, pipe, on_render=None) -> list[str]:
         seen.append(stem)
         if on_render is not None:
             on_render(stem)
-        return real(plan, **kw)
+        res = real(plan, **kw)
+        if after_render is not None:
+            after_render(stem)
+        return res
 
     monkeypatch.setattr(pipe, "render", render)
     return seen
 
 
+def spy_writes(monkeypatch, before_write) -> None:
+    """Call ``before_write(stem)`` on the writing thread before each input's files are written."""
+    real = mo.write_outputs
+
+    def write_outputs(result, opts, **kw):
+        before_write(opts.video.stem)
+        return real(result, opts, **kw)
+
+    monkeypatch.setattr(mb, "write_outputs", write_outputs)
+
+
+def interrupted_after_a(pipe, tmp_path) -> None:
+    """Render a, b, c expecting a Ctrl-C after a was rendered: a is listed done, and only a's files are there (whole,
+    with no temporary file and no lock of b's)."""
+    with pytest.raises(mb.BatchInterrupted) as e:
+        mb.render([images(tmp_path / "in")], TRAJ, mb.OutputRequest(out_dir=tmp_path / "out"), pipeline=pipe,
+                  options=settings()[1])
+    assert [(i.image.name, i.status) for i in e.value.result.items] == [("a.png", "done")]
+    assert files(tmp_path / "out") == ["a.json", "a.mp4"]
+
+
 def test_a_batch_writes_an_input_while_the_next_one_renders(pipe, tmp_path, monkeypatch):
     b_renders = threading.Event()
     spy_renders(monkeypatch, pipe, on_render=lambda stem: b_renders.set() if stem == "b" else None)
-    real_write = mo.write_outputs
     writers: dict[str, tuple[str, bool]] = {}
 
-    def write_outputs(result, opts, **kw):
-        stem = opts.video.stem
+    def before_write(stem):
         # a's write holds on until b's render has begun: only a write behind the render lets that happen
         overlapped = b_renders.wait(TIMEOUT_S) if stem == "a" else True
         writers[stem] = (threading.current_thread().name, overlapped)
-        return real_write(result, opts, **kw)
 
-    monkeypatch.setattr(mb, "write_outputs", write_outputs)
+    spy_writes(monkeypatch, before_write)
     seen = []
     res = mb.render([images(tmp_path / "in")], TRAJ, mb.OutputRequest(out_dir=tmp_path / "out"), pipeline=pipe,
                     options=settings()[1], on_item=lambda item, i, n: seen.append((item.image.name, i)))
@@ -96,13 +118,7 @@ def test_a_batch_writes_an_input_while_the_next_one_renders(pipe, tmp_path, monk
 def test_without_write_behind_each_input_is_written_before_the_next_renders(pipe, tmp_path, monkeypatch):
     order: list[str] = []
     spy_renders(monkeypatch, pipe, on_render=lambda stem: order.append(f"render {stem}"))
-    real_write = mo.write_outputs
-
-    def write_outputs(result, opts, **kw):
-        order.append(f"write {opts.video.stem} on {threading.current_thread().name}")
-        return real_write(result, opts, **kw)
-
-    monkeypatch.setattr(mb, "write_outputs", write_outputs)
+    spy_writes(monkeypatch, lambda stem: order.append(f"write {stem} on {threading.current_thread().name}"))
     res = mb.render([images(tmp_path / "in", "ab")], TRAJ,
                     mb.OutputRequest(out_dir=tmp_path / "out", write_behind=False), pipeline=pipe,
                     options=settings()[1])
@@ -146,18 +162,8 @@ def test_ctrl_c_during_a_render_lets_the_write_in_flight_finish_and_lists_it(pip
             raise KeyboardInterrupt
 
     spy_renders(monkeypatch, pipe, on_render=on_render)
-    real_write = mo.write_outputs
-
-    def write_outputs(result, opts, **kw):
-        a_writing.set()
-        return real_write(result, opts, **kw)
-
-    monkeypatch.setattr(mb, "write_outputs", write_outputs)
-    with pytest.raises(mb.BatchInterrupted) as e:
-        mb.render([images(tmp_path / "in")], TRAJ, mb.OutputRequest(out_dir=tmp_path / "out"), pipeline=pipe,
-                  options=settings()[1])
-    assert [(i.image.name, i.status) for i in e.value.result.items] == [("a.png", "done")]
-    assert files(tmp_path / "out") == ["a.json", "a.mp4"]  # whole, with no lock left behind
+    spy_writes(monkeypatch, lambda stem: a_writing.set())
+    interrupted_after_a(pipe, tmp_path)
 
 
 def test_a_pipeline_and_another_config_are_refused(pipe, tmp_path):
@@ -174,30 +180,16 @@ def test_ctrl_c_while_waiting_for_a_write_frees_the_rendered_inputs_lock(pipe, t
     import signal
 
     b_rendered = threading.Event()
-    real = pipe.render
+    spy_renders(monkeypatch, pipe, after_render=lambda stem: b_rendered.set() if stem == "b" else None)
 
-    def render(plan, **kw):
-        res = real(plan, **kw)
-        if Path(plan.name).stem == "b":
-            b_rendered.set()
-        return res
-
-    monkeypatch.setattr(pipe, "render", render)
-    real_write = mo.write_outputs
-
-    def write_outputs(result, opts, **kw):
-        if opts.video.stem == "a":  # b has rendered and the batch now waits for this write: Ctrl-C there
+    def before_write(stem):
+        if stem == "a":  # b has rendered and the batch now waits for this write: Ctrl-C there
             assert b_rendered.wait(TIMEOUT_S)
             time.sleep(0.3)
             os.kill(os.getpid(), signal.SIGINT)
-        return real_write(result, opts, **kw)
 
-    monkeypatch.setattr(mb, "write_outputs", write_outputs)
-    with pytest.raises(mb.BatchInterrupted) as e:
-        mb.render([images(tmp_path / "in")], TRAJ, mb.OutputRequest(out_dir=tmp_path / "out"), pipeline=pipe,
-                  options=settings()[1])
-    assert [(i.image.name, i.status) for i in e.value.result.items] == [("a.png", "done")]
-    assert files(tmp_path / "out") == ["a.json", "a.mp4"]  # and no .b.mp4.lock
+    spy_writes(monkeypatch, before_write)
+    interrupted_after_a(pipe, tmp_path)  # and no .b.mp4.lock
 
 
 @pytest.mark.parametrize("write_behind", [True, False])
@@ -210,7 +202,7 @@ def test_a_rendered_video_is_freed_once_written_not_kept_through_the_next_render
     alive_at_c: list[str] = []
     real = pipe.render
 
-    def render(plan, **kw):
+    def render(plan, **kw):  # keeps a weak reference to each video's frames
         stem = Path(plan.name).stem
         if stem == "c":  # written by now: b inline (before c renders); behind, a (before b's write was queued)
             gc.collect()
