@@ -338,7 +338,9 @@ class Pipeline:
         image = plan.read_image(self.device)  # (3, H, W) [-1, 1]
         dres = self._depth_of(plan, image, timer)
         dres = replace(dres, depth=dres.depth.to(self.device, torch.float32), valid=dres.valid.to(self.device))
-        n_req = plan.num_frames  # known before the trajectory resolves: the encode below needs the chunk length
+        # known before the trajectory resolves (what every resolve gives, tests/test_traj_presets.py): the encode
+        # below needs the chunk length
+        n_req = plan.num_frames
         n = self._space.round_frames(n_req)
         # the GPU encodes the image while the host waits for the depth's median and resolves the trajectory: the
         # median's copy is queued before the encode, and waiting for it waits for the depth only
@@ -354,9 +356,6 @@ class Pipeline:
             warnings.extend(k_warn)
             traj_src = plan.preset.resolve(src_w, src_h, K_src, median_depth)  # the preset checked before loading
         traj = replace(traj_src, K=scale_intrinsics(traj_src.K, W / src_w, H / src_h), width=W, height=H)
-        if traj.num_frames != n_req:  # InputPlan.num_frames is what a resolve gives (tests/test_traj_presets.py)
-            raise RuntimeFailure(f"{plan.name}: the trajectory resolved to {traj.num_frames} frames, not the "
-                                 f"{n_req} planned", hint="a mirage bug; please report it with the command")
         if n != n_req:
             logger.info("frames: %d -> %d (a Wan video has 4k + 1 frames)", n_req, n)
             warnings.append(f"frames: {n_req} -> {n} (a Wan video has 4k + 1 frames)")
