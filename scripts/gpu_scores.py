@@ -18,20 +18,13 @@ import torch
 from gpu_levers import write_report  # scripts/ is on sys.path when run as a script
 
 
-def main() -> None:
-    from mirage import scores
+def chunk_inputs(n: int, W: int, H: int, dev: torch.device, ts: int = 4) -> dict:
+    """What :func:`mirage.scores.chunk_scores` gets for one chunk of ``n`` frames at WxH, seeded: random frames and
+    reads near them (F, 3, H, W) in [-1, 1], a latent read's holes (T, h, w) and depth (T, h, w), an orbit's cameras
+    K (F, 3, 3), w2c and c2w (F, 4, 4); ``ts`` the latent reads' frame stride."""
     from mirage.camera import intrinsics_from_fov
     from mirage.trajectory import load_trajectory
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=33)
-    ap.add_argument("--size", default="832x480")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (timed by the host clock)")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    W, H = (int(v) for v in args.size.lower().split("x"))
-    n, ts, dev = args.frames, 4, torch.device(args.device)
     g = torch.Generator(device=dev).manual_seed(0)
     frames = torch.rand(n, 3, H, W, device=dev, generator=g) * 2 - 1
     reads = (frames + 0.1 * torch.randn(n, 3, H, W, device=dev, generator=g)).clamp(-1, 1)
@@ -42,7 +35,24 @@ def main() -> None:
     K = intrinsics_from_fov(60.0, W, H).float()
     tj = load_trajectory("orbit", width=W, height=H, K=K.double(), scene_depth=3.5, frames=n)
     Ks, w2c = tj.K.float().to(dev), tj.w2c.float().to(dev)
-    c2w = torch.linalg.inv(w2c)
+    return {"frames": frames, "reads": reads, "holes": holes, "depth": depth, "K": Ks, "w2c": w2c,
+            "c2w": torch.linalg.inv(w2c), "read_stride": ts}
+
+
+def main() -> None:
+    from mirage import scores
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=33)
+    ap.add_argument("--size", default="832x480")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (timed by the host clock)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    W, H = (int(v) for v in args.size.lower().split("x"))
+    n, ts, dev = args.frames, 4, torch.device(args.device)
+    x = chunk_inputs(n, W, H, dev)
+    frames, reads, holes, depth, Ks, w2c, c2w = (x[k] for k in ("frames", "reads", "holes", "depth", "K", "w2c", "c2w"))
     scored = slice(ts, None, ts)
     seen = ~(scores.upsample_depth(holes[1:].float(), (H, W)) > 0.5)
     group = scores.read_groups(n, ts, device=dev)
