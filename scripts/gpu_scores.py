@@ -1,6 +1,6 @@
 """A chunk's consistency scores on the GPU at the default size: where their time goes.
 
-    python scripts/gpu_scores.py [--frames 33] [--size 832x480] [--repeats 20] [--device cuda] [--out F.json]
+    python scripts/gpu_scores.py [--frames 33] [--size 832x480] [--repeats 20] [--device cuda] [--kernels N] [--out F.json]
 
 ``chunk_scores`` of one chunk (random frames and reads, a latent read's holes and depth, an orbit's cameras) and its
 parts, each timed with CUDA events after a warm-up (median of ``--repeats``): the memory agreement of the scored
@@ -39,6 +39,58 @@ def chunk_inputs(n: int, W: int, H: int, dev: torch.device, ts: int = 4) -> dict
             "c2w": torch.linalg.inv(w2c), "read_stride": ts}
 
 
+def top_kernels(fn, n: int) -> list[dict]:
+    """The ``n`` ops of one ``fn()`` (after a warm-up) with the most device time: name, ms, calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows = [e for e in prof.key_averages() if e.device_time_total > 0]
+    rows.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    return [{"op": e.key[:90], "ms": round(e.self_device_time_total / 1e3, 3), "calls": e.count} for e in rows[:n]]
+
+
+def ssim_variants(a: torch.Tensor, b: torch.Tensor, timed) -> dict:
+    """``ssim_map`` of (N, 3, H, W) frames as written, against the same maths with its gaussian blur written other
+    ways: the five maps stacked into one grouped convolution a direction (``stacked``), eleven shifted slices summed
+    (``shifted``), and that under torch.compile. Each: ms (``timed``) and its largest difference from ``ssim_map``."""
+    import torch.nn.functional as F
+
+    from mirage.scores import _gaussian_window, ssim_map, to_unit
+
+    def variant(blur_kind: str):
+        def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            x, y = to_unit(a), to_unit(b)
+            g = _gaussian_window(11, 1.5, device=x.device)
+            maps = torch.cat([x, y, x * x, y * y, x * y], 1)  # (N, 15, H, W)
+            t = F.pad(maps, (5, 5, 5, 5), mode="reflect")
+            H, W = x.shape[-2:]
+            if blur_kind == "stacked":
+                c = t.shape[1]
+                t = F.conv2d(t, g.view(1, 1, 1, -1).expand(c, 1, 1, 11), groups=c)
+                t = F.conv2d(t, g.view(1, 1, -1, 1).expand(c, 1, 11, 1), groups=c)
+            else:
+                t = sum(g[i] * t[..., i:i + W] for i in range(11))
+                t = sum(g[i] * t[..., i:i + H, :] for i in range(11))
+            mx, my, xx, yy, xy = t.split(3, 1)
+            c1, c2 = 0.01**2, 0.03**2
+            vx, vy, cxy = xx - mx.square(), yy - my.square(), xy - mx * my
+            s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx.square() + my.square() + c1) * (vx + vy + c2))
+            return s.mean(1)
+        return fn
+
+    ref = ssim_map(a, b)
+    out = {"conv": {"ms": timed(lambda: ssim_map(a, b)), "max_abs_diff": 0.0}}
+    fns = {"stacked": variant("stacked"), "shifted": variant("shifted")}
+    fns["shifted_compiled"] = torch.compile(fns["shifted"])
+    for name, fn in fns.items():
+        diff = float((fn(a, b) - ref).abs().max())
+        out[name] = {"ms": timed(lambda fn=fn: fn(a, b)), "max_abs_diff": diff}
+    return out
+
+
 def main() -> None:
     from mirage import scores
 
@@ -47,6 +99,9 @@ def main() -> None:
     ap.add_argument("--size", default="832x480")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of the script (timed by the host clock)")
+    ap.add_argument("--kernels", type=int, default=0, help="also list the N kernels of one chunk's scores that take "
+                    "the most GPU time (torch.profiler)")
+    ap.add_argument("--blur-variants", action="store_true", help="also time ways to write the SSIM's blur")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     W, H = (int(v) for v in args.size.lower().split("x"))
@@ -87,6 +142,10 @@ def main() -> None:
     report = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "torch": torch.__version__,
               "frames": n, "scored_frames": int(frames[scored].shape[0]), "size": [W, H],
               "ms": {k: timed(fn) for k, fn in parts.items()}}
+    if args.blur_variants:
+        report["ssim_map_variants"] = ssim_variants(frames[scored], reads[scored], timed)
+    if args.kernels:
+        report["kernels"] = top_kernels(parts["chunk_scores"], args.kernels)
     write_report(report, args.out)
 
 
