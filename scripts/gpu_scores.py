@@ -39,6 +39,26 @@ def chunk_inputs(n: int, W: int, H: int, dev: torch.device, ts: int = 4) -> dict
             "c2w": torch.linalg.inv(w2c), "read_stride": ts}
 
 
+def median_ms(fn, repeats: int, dev: torch.device) -> float:
+    """Median ms of ``repeats`` calls of ``fn()`` after one warm-up: CUDA events on a GPU (each call waited for),
+    the host clock on the CPU."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if dev.type != "cuda":
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+            continue
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return round(statistics.median(times), 3)
+
+
 def top_kernels(fn, n: int) -> list[dict]:
     """The ``n`` ops of one ``fn()`` (after a warm-up) with the most device time: name, ms, calls."""
     from torch.profiler import ProfilerActivity, profile
@@ -115,21 +135,7 @@ def main() -> None:
     K_key, c2w_key = Ks[::ts][group], c2w[::ts][group]
 
     def timed(fn) -> float:
-        fn()
-        times = []
-        for _ in range(args.repeats):
-            if dev.type != "cuda":
-                t = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t) * 1e3)
-                continue
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
-        return round(statistics.median(times), 3)
+        return median_ms(fn, args.repeats, dev)
 
     parts = {
         "chunk_scores": lambda: scores.chunk_scores(frames, reads, holes, None, depth, Ks, w2c, c2w, ts),

@@ -17,13 +17,12 @@ real config (952 M, bf16, given the FoV as a write-back calls it), each timed en
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 from gpu_depth import _image
 from gpu_levers import write_report
-from gpu_scores import chunk_inputs
+from gpu_scores import chunk_inputs, median_ms
 
 
 def main() -> None:
@@ -72,19 +71,9 @@ def main() -> None:
         depth()
         main.wait_stream(side)
 
-    def timed(fn, repeats: int = args.repeats) -> float:
+    def timed(fn) -> float:
         with torch.no_grad():
-            fn()
-            times = []
-            for _ in range(repeats):
-                torch.cuda.synchronize()
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                b.synchronize()
-                times.append(a.elapsed_time(b))
-        return round(statistics.median(times), 3)
+            return median_ms(fn, args.repeats, cuda)
 
     ms = {"depth": timed(depth), "scores": timed(chunk_scores), "serial": timed(serial),
           "side_stream": timed(side_stream)}
