@@ -8,17 +8,17 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
 from mirage.errors import InputError, RuntimeFailure
 from mirage.memory.types import MemoryKind
 from mirage.precision import Fp8Mode
+from mirage_cli.console import make_console, plain
 from mirage_cli.options import DTypeChoice, DTypeOpt, VaeDTypeChoice, VaeDTypeOpt
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
 class _BenchGroup(TyperGroup):
@@ -150,7 +150,7 @@ def bench(
         from mirage.io import atomic_write_text
 
         atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1, default=str))
-        console.print(f"results written to {json_out}")
+        console.print(f"results written to {plain(json_out)}", highlight=False)
     if report.failed:
         raise RuntimeFailure(
             f"{len(report.failed)} setting(s) failed: "
@@ -204,7 +204,7 @@ def _print(report) -> None:
                    f(e["peak_vram_conditioning"]), f(e["memory_bytes_final"]))
     console.print(rt)
     if h.get("note"):
-        console.print(f"[yellow]{h['note']}[/]")
+        console.print(f"[yellow]{plain(h['note'])}[/]")
 
 
 def _num(v: float | None, digits: int) -> str:

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mirage.data import example_dir, taesd_dir
@@ -19,8 +18,9 @@ from mirage.fidelity import (
     run_fidelity_folder,
     variants_by_name,
 )
+from mirage_cli.console import make_console, plain
 
-console = Console()
+console = make_console()
 
 
 def fidelity_command(
@@ -57,7 +57,7 @@ def fidelity_command(
     console.print(report_table(report))
     if json_out is not None:
         report.save_json(json_out)
-        console.print(f"wrote {json_out}", highlight=False)
+        console.print(f"wrote {plain(json_out)}", highlight=False)
 
 
 def report_table(report: FidelityReport) -> Table:
@@ -74,7 +74,7 @@ def report_table(report: FidelityReport) -> Table:
         table.add_column(f"t{i}", justify="right")
     for m in report.methods:
         mean = report.mean[m]
-        table.add_row(m, _fmt(mean.psnr), "-" if math.isnan(mean.ssim) else f"{mean.ssim:.3f}",
+        table.add_row(plain(m), _fmt(mean.psnr), "-" if math.isnan(mean.ssim) else f"{mean.ssim:.3f}",
                       f"{report.bytes[m]:,}" if m in report.bytes else "-",
                       *[_fmt(t.scores[m].psnr) for t in report.targets])
     legend = ", ".join(f"t{i} {t.name} ({100 * t.covered:.0f}% px)" for i, t in enumerate(report.targets, 1))

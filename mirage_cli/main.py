@@ -13,15 +13,15 @@ import platform
 import sys
 
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
 import mirage
 from mirage.errors import MirageError
+from mirage_cli.console import make_console, plain
 
-err_console = Console(stderr=True)
-console = Console()
+err_console = make_console(stderr=True)
+console = make_console()
 
 app = typer.Typer(
     name="mirage",
@@ -73,7 +73,7 @@ def env() -> None:
     info = collect_env()
     table = Table(show_header=False, box=None)
     for k, v in info.items():
-        table.add_row(k, str(v))
+        table.add_row(plain(k), plain(v))
     console.print(table)
 
 
@@ -118,9 +118,9 @@ def main() -> None:
     except MirageError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {_cap(e.message)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {plain(_cap(e.message))}", highlight=False, soft_wrap=True)
         if e.hint:
-            err_console.print(f"[dim]hint:[/] {_cap(e.hint)}", highlight=False, soft_wrap=True)
+            err_console.print(f"[dim]hint:[/] {plain(_cap(e.hint))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         _interrupted()
@@ -137,7 +137,7 @@ def main() -> None:
         if debug:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {_cap(str(e))}", highlight=False, soft_wrap=True
+            f"[bold red]internal error:[/] {type(e).__name__}: {plain(_cap(str(e)))}", highlight=False, soft_wrap=True
         )
         err_console.print("[dim]hint:[/] this is a bug in mirage; rerun with MIRAGE_DEBUG=1 and report the traceback")
         sys.exit(1)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-console = Console()
+from mirage_cli.console import make_console, plain
+
+console = make_console()
 
 
 def models_command() -> None:
@@ -28,12 +29,12 @@ def models_command() -> None:
             src = {hub.SourceKind.HUB: c.repo_id + (f":{c.subfolder}" if c.subfolder else ""),
                    hub.SourceKind.EMBEDDED: "embedded in mirage", hub.SourceKind.TINY: "built locally"}[c.kind]
             ok = state.get(c.name.value)
-            t.add_row(c.name.value, c.cls_name, src, c.revision or "-", f"{c.size_gb:.2f} GB" if c.size_bytes else "-",
+            t.add_row(c.name.value, c.cls_name, plain(src), plain(c.revision or "-"), f"{c.size_gb:.2f} GB" if c.size_bytes else "-",
                       c.licence, "[green]yes[/]" if ok else ("[red]no[/]" if ok is not None else "?"))
         console.print(t)
         if info.distill_lora is not None:
             lo, ok = info.distill_lora, state.get("distill_lora")
-            console.print(f"  distilled LoRA (--distilled): {lo.repo_id}:{lo.filename} @ {lo.revision}, "
+            console.print(f"  distilled LoRA (--distilled): {plain(lo.repo_id)}:{plain(lo.filename)} @ {plain(lo.revision)}, "
                           f"{lo.size_bytes / 1e9:.2f} GB, cached: {'yes' if ok else ('no' if ok is not None else '?')}",
                           highlight=False)
         if info.local:
@@ -59,7 +60,7 @@ def download_command(
 
         folders = hub.download(preset, progress=on_progress)
     for comp, folder in folders.items():
-        console.print(f"{comp}: {folder}")
+        console.print(f"{comp}: {plain(folder)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

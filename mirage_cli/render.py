@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -22,6 +21,7 @@ from mirage.offload import OffloadMode
 from mirage.precision import Fp8Mode
 from mirage.sampling import SamplingProfile
 from mirage.trajectory import TrajFormat
+from mirage_cli.console import make_console, plain
 from mirage_cli.options import (
     DTypeChoice,
     DTypeOpt,
@@ -37,7 +37,7 @@ from mirage_cli.options import (
     parse_size,
 )
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def parse_intrinsics(value: str | None) -> tuple[float, float, float, float] | None:
@@ -182,7 +182,8 @@ def render_command(
 
     def on_item(item, i, n) -> None:
         mark = {"done": "[green]done[/]", "skipped": "[yellow]skipped[/]", "failed": "[red]failed[/]"}[item.status]
-        console.print(f"{mark} {item.image} -> {item.video}" + (f" ({item.error})" if item.error else ""), highlight=False)
+        console.print(f"{mark} {plain(item.image)} -> {plain(item.video)}" + (f" ({plain(item.error)})" if item.error else ""),
+                      highlight=False)
 
     from mirage.batch import BatchInterrupted
     from mirage.parallel import render_batch
@@ -210,7 +211,7 @@ def _summary(result, interrupted: bool = False) -> None:
         for col in ("image", "status", "output", "seconds"):
             table.add_column(col)
         for it in result.items:
-            table.add_row(str(it.image), it.status, str(it.video), f"{it.seconds:.1f}")
+            table.add_row(plain(it.image), it.status, plain(it.video), f"{it.seconds:.1f}")
         console.print(table)
 
 

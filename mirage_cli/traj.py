@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mirage.errors import InputError
 from mirage.trajectory import Trajectory, TrajFormat, list_camera_presets, load_trajectory
+from mirage_cli.console import make_console, plain
 from mirage_cli.options import (
     FormatOpt,
     FpsOpt,
@@ -25,7 +25,7 @@ from mirage_cli.options import (
     parse_size,
 )
 
-console = Console()
+console = make_console()
 
 app = typer.Typer(
     help="Inspect, plot and convert camera trajectories (camera presets and camera files).",
@@ -112,7 +112,7 @@ def show_cmd(
     table = Table(title=f"trajectory {traj}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    table.add_row("source", t.source)
+    table.add_row("source", plain(t.source))
     table.add_row("frames", str(s.frames))
     table.add_row("fps", f"{s.fps:g}")
     table.add_row("duration", f"{s.duration_s:.2f} s")

@@ -220,6 +220,23 @@ def test_batch_folder_one_corrupt_image(tiny, tmp_path, monkeypatch, capsys):
         assert status in row, row
 
 
+def test_names_with_markup_and_emoji_codes_are_shown_as_written(tiny, tmp_path, monkeypatch, capsys):
+    """rich reads [..] as markup and :name: as an emoji: a user's file name and an error message must not be either."""
+    src = tmp_path / "in"
+    make_images(src, "a")
+    bad = corrupt(src / "b[red] :abc:.png")
+    code, _, err = run_main(monkeypatch, capsys, "render", src, "--traj", "orbit", "--frames", "5", *TINY,
+                            "--out-dir", tmp_path / "out")
+    assert code == 1, err
+    assert error_lines(err) == [f"error: 1 of 2 inputs failed: {bad}"], err
+    assert f"failed {bad} -> {tmp_path / 'out' / 'b[red] :abc:.mp4'}" in err  # the per-input line
+    assert next(ln for ln in err[err.index("mirage render"):].splitlines() if "b[red] :abc:" in ln)  # the table
+    code, _, err = run_main(monkeypatch, capsys, "render", src / "a.png", "-t", "orbit", "-o", tmp_path / "o.mp4",
+                            "--lora", "x.safetensors:abc")
+    assert code == 2 and error_lines(err)[0].startswith("error: --lora x.safetensors:abc: 'abc' is not a scale; pass "
+                                                        "a local .safetensors file or owner/name[@revision]:"), err
+
+
 @pytest.mark.parametrize(
     "case",
     ["both", "neither", "many_to_file", "not_mp4", "report_in_batch", "depth_in_batch", "bad_size", "bad_chunks",
