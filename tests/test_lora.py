@@ -135,6 +135,51 @@ def test_original_wan_comfyui_format_with_alpha_and_diff_b(base, tmp_path, down,
     _check_fused(base, fused, want, 1.5)
 
 
+#: The original format's top-level layers (LORA_KEYS.md) and where diffusers' converter puts them.
+TOP_LEVEL_TO_DIFFUSERS = {
+    "time_projection.1": "condition_embedder.time_proj", "head.head": "proj_out",
+    "text_embedding.0": "condition_embedder.text_embedder.linear_1",
+    "text_embedding.2": "condition_embedder.text_embedder.linear_2",
+    "time_embedding.0": "condition_embedder.time_embedder.linear_1",
+    "time_embedding.2": "condition_embedder.time_embedder.linear_2",
+}
+
+
+def test_original_format_top_level_layers_with_diff_b(base, tmp_path):
+    gen = torch.Generator().manual_seed(11)
+    extra, want = {}, {}
+    for orig, ours in TOP_LEVEL_TO_DIFFUSERS.items():
+        a, b = _pair(_layer(base, ours), gen)
+        bias = torch.randn(b.shape[0], generator=gen)
+        key = f"diffusion_model.{orig}"
+        # no .alpha here: diffusers 0.42's converter folds it in for blocks.{i} only (a top-level one is left over,
+        # which the keys-that-match-nothing error below reports)
+        extra.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.diff_b": bias})
+        want[ours] = (b @ a, bias)
+    path = tmp_path / "top.safetensors"
+    want.update(_write_original(base, path, extra=extra))
+    fused = copy.deepcopy(base)
+    rec = fuse_lora(fused, LoraSpec(str(path), 0.5))
+    assert rec.layers == len(want) == 26
+    _check_fused(base, fused, want, 0.5)
+
+
+def test_original_format_keys_that_match_nothing_are_counted_and_shown(base, tmp_path):
+    path = tmp_path / "bogus.safetensors"
+    gen = torch.Generator().manual_seed(3)
+    a, b = _pair(_layer(base, "blocks.0.attn1.to_q"), gen)
+    _write_original(base, path, extra={"diffusion_model.blocks.0.bogus.lora_down.weight": a,
+                                       "diffusion_model.blocks.0.bogus.lora_up.weight": b})
+    fused = copy.deepcopy(base)
+    with pytest.raises(ModelError) as e:
+        fuse_lora(fused, LoraSpec(str(path)))
+    msg = _one_line(e.value)
+    n_keys = 20 * 4 + 2  # 20 layers with down, up, alpha and diff_b, and the bogus pair
+    assert f"2 of {n_keys} keys match nothing diffusers' Wan LoRA conversion knows" in msg, msg
+    assert "(e.g. diffusion_model.blocks.0.bogus.lora_" in msg and "nothing was applied" in msg
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in fused.state_dict().items())
+
+
 def test_musubi_format(base, tmp_path):
     gen = torch.Generator().manual_seed(5)
     sd, want = {}, {}
@@ -337,6 +382,11 @@ def test_existing_local_file_wins_over_a_hub_id(tmp_path, monkeypatch):
     ("x.bin", r"--lora x.bin: mirage loads .safetensors LoRAs only"),
     ("owner/name:x.ckpt:0.5", r"safetensors LoRAs only"),
     ("x.safetensors:nan", r"scale nan is not a finite number"),
+    ("x.safetensors:", r"--lora x.safetensors:: no scale after the last ':'; pass x.safetensors, or x.safetensors:SCALE"),
+    ("owner/name", r"--lora owner/name: a Hub LoRA needs its file; pass owner/name:path/in/repo.safetensors"),
+    ("owner/name@v2:", r"--lora owner/name@v2:: a Hub LoRA needs its file; pass owner/name@v2:path/in/repo.safetensors"),
+    ("lightx2v/Wan2.1-Distill-Loras", r"a Hub LoRA needs its file; pass lightx2v/Wan2.1-Distill-Loras:path/in/"),
+    ("loras/x.pt", r"--lora loras/x.pt: mirage loads .safetensors LoRAs only"),
 ])
 def test_parse_lora_errors(text, match):
     with pytest.raises(InputError, match=match) as e:

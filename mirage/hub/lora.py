@@ -25,6 +25,7 @@ Strictness (diffusers and PEFT only warn, or log at info level): a LoRA is appli
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import math
@@ -43,6 +44,10 @@ logger = logging.getLogger("mirage")
 
 #: ``owner/name[@revision]:path/in/repo.safetensors`` (the same ``@revision`` as ``--vae``/``--transformer``).
 _HUB_LORA = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(@(?P<rev>[\w./-]+?))?:(?P<file>[^:@]+\.safetensors)$")
+#: A Hub repo id without its file (``owner/name[@revision]``, optionally with the ``:`` a file would follow).
+_HUB_REPO = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<rev>@[\w./-]+?)?:?$")
+#: Weight files that unpickle (refused), as opposed to a repo name with a dot in it (``Wan2.1-Distill-Loras``).
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _SYNTAX = "a local .safetensors file or owner/name[@revision]:path/in/repo.safetensors, then optionally :SCALE"
 #: What a diffusers LoRA weight key ends with, and which side of the layer its shape must match.
 _LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_B.bias")
@@ -65,6 +70,10 @@ class LoraSpec:
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
             raise InputError(f"--lora {self.source}: scale {self.scale!r} is not a finite number (e.g. :0.8)")
         if not str(self.source).endswith(".safetensors"):
+            repo = _HUB_REPO.match(str(self.source))
+            if repo and Path(str(self.source)).suffix.lower() not in _PICKLE_SUFFIXES:
+                raise InputError(f"--lora {self.source}: a Hub LoRA needs its file; pass "
+                                 f"{repo['repo']}{repo['rev'] or ''}:path/in/repo.safetensors (see the repo's files)")
             raise InputError(f"--lora {self.source}: mirage loads .safetensors LoRAs only (no pickle); pass "
                              f"{_SYNTAX}")
 
@@ -89,6 +98,10 @@ def parse_lora(value: str) -> LoraSpec:
     ``:`` part that is a number is the scale (``file.safetensors:0.8``, ``owner/name:lora.safetensors:1.5``).
     """
     head, sep, tail = value.rpartition(":")
+    if sep and not tail:
+        if head.endswith(".safetensors"):
+            raise InputError(f"--lora {value}: no scale after the last ':'; pass {head}, or {head}:SCALE (e.g. :0.8)")
+        return LoraSpec(value)  # "owner/name:" names no file: LoraSpec says so
     if sep and head and not tail.endswith(".safetensors"):
         try:
             scale = float(tail)
@@ -222,6 +235,18 @@ class FusedLora:
     zero_deltas: int
 
 
+def _leftover_keys(error: Exception, raw: dict[str, torch.Tensor]) -> list[str]:
+    """The file's keys that diffusers' original-format Wan converter left over, read from its error (it raises
+    ``ValueError("... original_state_dict.keys()=dict_keys([...])")`` with its ``diffusion_model.`` prefix cut), as
+    the file names them; [] when the error is another one."""
+    m = re.search(r"dict_keys\((\[.*\])\)", str(error), re.S)
+    try:
+        left = ast.literal_eval(m[1]) if m else []
+    except (ValueError, SyntaxError):
+        return []
+    return [next((r for r in raw if r == k or r.endswith(f".{k}")), k) for k in left if isinstance(k, str)]
+
+
 def convert_lora(tensors: dict[str, torch.Tensor], transformer: torch.nn.Module,
                  label: str) -> tuple[dict[str, torch.Tensor], int]:
     """A LoRA state dict (any format diffusers' ``WanLoraLoaderMixin`` knows) converted by diffusers, checked strictly.
@@ -242,13 +267,17 @@ def convert_lora(tensors: dict[str, torch.Tensor], transformer: torch.nn.Module,
     from diffusers import WanVACEPipeline
 
     raw = dict(tensors)
+    fix = "pass a Wan 2.1 LoRA (diffusers/PEFT, original Wan/ComfyUI or musubi-tuner keys) for this model"
     try:
         converted = WanVACEPipeline.lora_state_dict(dict(raw))
     except (ValueError, KeyError, IndexError, TypeError, RuntimeError) as e:
+        left = _leftover_keys(e, raw)
+        if left:  # the original-format converter went through the file and these keys matched nothing it knows
+            raise ModelError(f"lora {label}: {len(left)} of {len(raw)} keys match nothing diffusers' Wan LoRA "
+                             f"conversion knows (e.g. {left[0]}); nothing was applied", fix) from None
         first = next(iter(raw))
         raise ModelError(f"lora {label}: diffusers cannot convert its keys ({type(e).__name__}: {one_line(e, 80)}; "
-                         f"first key {first})", "pass a Wan 2.1 LoRA (diffusers/PEFT, original Wan/ComfyUI or "
-                         "musubi-tuner keys)") from None
+                         f"first key {first})", fix) from None
 
     # deltas the converter leaves out on purpose: every one holds ".diff" in its key, and the ones it keeps
     # (diff_b -> lora_B.bias, head.head.diff) are passed through as the same tensor objects
