@@ -335,7 +335,8 @@ def test_missing_file_and_uncached_hub_file(tmp_path, monkeypatch):
     assert "hf download someone/loras dir/x.safetensors --revision v2" in msg
 
 
-def test_uncached_hub_lora_fails_before_any_model_loads(tiny_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", ["uncached_hub_file", "truncated_file", "no_tensors"])
+def test_a_lora_that_cannot_be_read_fails_before_any_model_loads(case, base, tiny_root, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     import mirage.hub.components as components
@@ -344,11 +345,22 @@ def test_uncached_hub_lora_fails_before_any_model_loads(tiny_root, tmp_path, mon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
     def no_load(*a, **k):
-        raise AssertionError("a model loaded before the LoRA was found")
+        raise AssertionError("a model loaded before the LoRA was found and read")
 
     monkeypatch.setattr(components, "load_diffusers", no_load)
-    with pytest.raises(ModelError, match=r"lora: someone/x@main file f.safetensors is not in the local"):
-        hub.load_components("tiny", tiny_root=tiny_root, need_depth=False, loras=(parse_lora("someone/x:f.safetensors"),))
+    path = tmp_path / "lora.safetensors"
+    if case == "uncached_hub_file":
+        spec, match = parse_lora("someone/x:f.safetensors"), r"lora: someone/x@main file f.safetensors is not in the local"
+    elif case == "truncated_file":  # a download cut short: the header's offsets run past the end of the file
+        _write_original(base, path)
+        path.write_bytes(path.read_bytes()[:-100])
+        spec, match = LoraSpec(str(path)), r"lora .*lora.safetensors: unreadable safetensors file, truncated or corrupt"
+    else:
+        save_file({}, str(path))
+        spec, match = LoraSpec(str(path)), r"lora .*lora.safetensors: the file holds no tensors"
+    with pytest.raises(ModelError, match=match) as e:
+        hub.load_components("tiny", tiny_root=tiny_root, need_depth=False, loras=(spec,))
+    _one_line(e.value)
 
 
 # ---------------------------------------------------------------------------------------------- parsing

@@ -132,7 +132,7 @@ def load_components(
         InputError: unknown preset or override key, bad override value.
         ModelError: a component missing, offline and uncached, not safetensors, or not matching its config.
     """
-    from mirage.hub.lora import check_loras, fuse_loras, lora_file
+    from mirage.hub.lora import check_loras, fuse_loras, open_lora
     from mirage.hub.tiny import build_tiny
 
     p = parse_preset(preset)
@@ -149,8 +149,8 @@ def load_components(
         raise ModelError(f"preset {p.value}: has no denoiser; use preset {DEFAULT_PRESET.value} for generation")
     if p is Preset.TINY:
         build_tiny(tiny_root)
-    for lora in loras:  # found (or downloaded) now: an uncached LoRA fails before minutes of model loading
-        lora_file(lora)
+    for lora in loras:  # found (or downloaded) and its header read now: an uncached, truncated or corrupt LoRA
+        open_lora(lora)  # fails before minutes of model loading
 
     resolved: dict[str, ResolvedSource] = {}
 

@@ -196,6 +196,31 @@ def lora_file(spec: LoraSpec) -> Path:
                          _hub_hint(repo, revision, filename)) from None
 
 
+def _unreadable(label: str, e: Exception) -> ModelError:
+    return ModelError(f"lora {label}: unreadable safetensors file, truncated or corrupt ({one_line(e, 90)})",
+                      "download it again or pass another file")
+
+
+def open_lora(spec: LoraSpec) -> Path:
+    """:func:`lora_file`, then the file's safetensors header read (its keys and offsets against the file's size, not
+    the weights): a truncated or corrupt file, or one without tensors, fails here, before any model loads.
+
+    Raises:
+        ModelError: one line naming the file and the fix.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path, label = lora_file(spec), spec.describe()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            n_keys = len(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise _unreadable(label, e) from None
+    if not n_keys:
+        raise ModelError(f"lora {label}: the file holds no tensors", "pass a LoRA .safetensors file")
+    return path
+
+
 def _read(path: Path, label: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(tensors, diffusers' LoRA adapter metadata or None) of a safetensors LoRA file."""
     from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
@@ -208,8 +233,7 @@ def _read(path: Path, label: str) -> tuple[dict[str, torch.Tensor], dict[str, An
             header = f.metadata() or {}
         metadata = json.loads(header[LORA_ADAPTER_METADATA_KEY]) if LORA_ADAPTER_METADATA_KEY in header else None
     except (SafetensorError, OSError, ValueError) as e:
-        raise ModelError(f"lora {label}: unreadable safetensors file, truncated or corrupt ({one_line(e, 90)})",
-                         "download it again or pass another file") from None
+        raise _unreadable(label, e) from None
     if not tensors:
         raise ModelError(f"lora {label}: the file holds no tensors", "pass a LoRA .safetensors file")
     return tensors, metadata
@@ -379,4 +403,4 @@ def fuse_loras(transformer: torch.nn.Module, loras: tuple[LoraSpec, ...] | list[
 
 
 __all__ = ["FusedLora", "LoraSpec", "check_loras", "convert_lora", "distill_lora", "fuse_lora", "fuse_loras", "lora_file",
-           "parse_lora"]
+           "open_lora", "parse_lora"]
