@@ -20,7 +20,9 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
    against the bf16 forward (bands of a few 1e-2); mirage's channels-last VAE decode against diffusers' own;
 6. the whole tiny-preset render on CUDA (float32) vs the CPU: frames within 2/255 on average;
 7. ``--lora``: a LoRA (original Wan keys) fused through diffusers' loaders into the real 1.3B architecture on the GPU
-   equals W + alpha/rank * B @ A, and with ``--fp8 all`` the fused model's forward stays in the FP8 band;
+   equals W + alpha/rank * B @ A, and with ``--fp8 all`` the fused model's forward stays in the FP8 band, and so
+   does it compiled after FP8 (``--lora --fp8 all --compile``, the pipeline's order); ``--fp8 all --compile``
+   without a LoRA is checked with the FP8 forwards (5.);
 8. latent slots: for a still camera the latent memory's VACE stream (real Wan VAE architecture, bf16) equals
    ``WanVACEPipeline.prepare_video_latents`` of the repeated image slot by slot, within bf16 rounding (< 8e-3).
 """
@@ -259,6 +261,10 @@ def main() -> int:
         check("transformer_fp8_attention_vs_bf16", rel(fwd(tr8), plain), 5e-2)
         applied = apply_fp8(tr8, Fp8Mode.ALL)
         check("transformer_fp8_all_vs_bf16", rel(fwd(tr8), plain), 8e-2, linear_layers=applied.linear_layers)
+        if "compile" not in skip:  # --compile --fp8 all, the benchmarked path: FP8 first, then the regional compile
+            tr8.compile_repeated_blocks()
+            check("transformer_fp8_all_compiled_vs_bf16", rel(fwd(tr8), plain), 8e-2)
+        del tr8
     if "lora" not in skip:
         # --lora (issue 15): a LoRA in the original Wan key format fused through diffusers' loaders into the real
         # 1.3B architecture on the GPU: the fused weights are W + alpha/rank * B @ A, and (with --fp8 all) the FP8
@@ -295,7 +301,11 @@ def main() -> int:
 
             apply_fp8(trl, Fp8Mode.ALL)
             check("lora_fp8_all_vs_lora_bf16", rel(fwd(trl), plain_lora), 8e-2)
-        del tr8
+        if "compile" not in skip:  # the pipeline's order: LoRA fused, FP8 (when asked), then the regional compile
+            trl.compile_repeated_blocks()
+            name, band = ("lora_fp8_all_compiled", 8e-2) if "fp8" not in skip else ("lora_compiled", 2e-2)
+            check(f"{name}_vs_lora_bf16", rel(fwd(trl), plain_lora), band)
+        del trl
         torch.cuda.empty_cache()
     if "offload" not in skip:
         tr.to("cpu")
