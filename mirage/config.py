@@ -157,6 +157,22 @@ def check_pipeline_config(c: PipelineConfig) -> None:
         distill_lora(c.preset)  # the preset must name one (none is published for 1.3B): one line now, not at load
 
 
+def profile_warning(c: PipelineConfig, o: RenderOptions) -> str | None:
+    """A warning when a render's sampling does not fit the LoRAs its pipeline fused: the preset's step-distilled LoRA
+    (``distill``) sampled by another profile (its many steps, or guidance), or the distilled profile's 4 steps with
+    no LoRA at all. None when they fit, or when the render gives both ``steps`` and ``guidance`` itself."""
+    if o.steps is not None and o.guidance is not None:
+        return None
+    if c.distill and o.profile is not SamplingProfile.DISTILLED:
+        return (f"the preset's step-distilled LoRA is fused (distill), but this render samples with the "
+                f"{o.profile.value} profile; the LoRA is made for 4 steps without guidance: pass "
+                "RenderOptions(profile=SamplingProfile.DISTILLED) (the CLI's --distilled sets both)")
+    if o.profile is SamplingProfile.DISTILLED and not (c.distill or c.loras):
+        return ("the distilled profile (4 steps, guidance off) with no step-distilled LoRA fused: the base model gives "
+                "blurred frames at 4 steps; pass PipelineConfig(distill=True), or your distilled LoRA in loras")
+    return None
+
+
 def check_render_options(o: RenderOptions) -> None:
     """Validate the per-video settings before any input is read (one-line InputError naming the option)."""
     check_sampling_options(steps=o.steps, guidance=o.guidance, flow_shift=o.flow_shift)

@@ -29,6 +29,7 @@ from mirage.config import (
     RenderOptions,
     check_pipeline_config,
     check_render_options,
+    profile_warning,
 )
 from mirage.depth.scene import resize_depth_result, scene_depth
 from mirage.errors import InputError, RuntimeFailure
@@ -129,8 +130,6 @@ class Pipeline:
     @property
     def model_ids(self) -> dict:
         """component -> {"id", "revision", "class", "local"} (for the run report); ``lora_<i>``: each fused LoRA."""
-        from mirage.hub.lora import LoraSpec
-
         classes = dict(self.components.classes)
         classes["vae"] = type(self.vae.model).__name__
         if self.components.transformer is not None:
@@ -139,12 +138,8 @@ class Pipeline:
             classes["scheduler"] = self.components.scheduler_config.get("_class_name")
         out = {k: {"id": r.source + (f"/{r.subfolder}" if r.subfolder else ""), "revision": r.revision,
                    "class": classes.get(k), "local": r.local} for k, r in self.components.resolved.items()}
-        for i, lo in enumerate(self.components.loras):  # fused into the transformer, in this order
-            hub_id = LoraSpec(lo.source, lo.scale).hub()
-            out[f"lora_{i}"] = {"id": lo.source if hub_id is None else f"{hub_id[0]}:{hub_id[2]}",
-                                "revision": None if hub_id is None else hub_id[1],
-                                "class": f"LoRA fused at scale {lo.scale:g} into {lo.layers} layers",
-                                "local": hub_id is None}
+        # fused into the transformer, in this order
+        out.update({f"lora_{i}": lo.report_entry() for i, lo in enumerate(self.components.loras)})
         return out
 
     @property
@@ -194,8 +189,12 @@ class Pipeline:
         """:func:`mirage.inputs.check_input` for this pipeline's preset and denoiser."""
         options = options or RenderOptions()
         check_render_options(options)
-        return check_input(image, traj, options, preset=self.preset, denoiser=self.config.denoiser,
+        plan = check_input(image, traj, options, preset=self.preset, denoiser=self.config.denoiser,
                            depth_file=depth_file, memory_from=memory_from)
+        if (mismatch := profile_warning(self.config, options)) is not None:  # the LoRAs fused and the sampling
+            logger.warning("%s", mismatch)
+            plan = replace(plan, warnings=(*plan.warnings, mismatch))
+        return plan
 
     # ------------------------------------------------------------------------------------------------------------
     def render(self, image: InputPlan | str | Path | torch.Tensor, traj: TrajectoryOptions | str | None = None,

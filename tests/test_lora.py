@@ -417,6 +417,41 @@ def test_distilled_profile_settings():
     assert (s.steps, s.guidance, s.flow_shift) == (8, 1.0, 3.0)
 
 
+@pytest.mark.parametrize("config,options,words", [
+    (dict(preset="wan-vace-14b", distill=True), dict(), ["step-distilled LoRA is fused", "standard profile",
+                                                         "profile=SamplingProfile.DISTILLED"]),
+    (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.FAST), ["the fast profile"]),
+    (dict(), dict(profile=SamplingProfile.DISTILLED), ["no step-distilled LoRA fused", "PipelineConfig(distill=True)"]),
+    (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.DISTILLED), None),
+    (dict(loras=(LoraSpec("mine.safetensors"),)), dict(profile=SamplingProfile.DISTILLED), None),  # the user's own
+    (dict(preset="wan-vace-14b", distill=True), dict(steps=8, guidance=1.0), None),  # both given: the user chose
+    (dict(), dict(), None),
+])
+def test_a_render_whose_sampling_does_not_fit_the_fused_loras_is_warned(config, options, words):
+    from mirage.config import PipelineConfig, RenderOptions, profile_warning
+
+    msg = profile_warning(PipelineConfig(**config), RenderOptions(**options))
+    if words is None:
+        assert msg is None
+    else:
+        assert msg is not None and "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_the_profile_warning_reaches_the_plan_and_the_log(caplog):
+    from mirage.config import PipelineConfig, RenderOptions
+    from mirage.pipeline import Pipeline
+
+    hub.build_tiny()
+    pipe = Pipeline(PipelineConfig(preset="tiny", device="cpu"))
+    with caplog.at_level("WARNING", logger="mirage"):
+        plan = pipe.check_input(torch.zeros(3, 48, 64), "orbit", RenderOptions(profile=SamplingProfile.DISTILLED,
+                                                                                size=(64, 48)))
+    assert any("no step-distilled LoRA fused" in w for w in plan.warnings), plan.warnings
+    assert "no step-distilled LoRA fused" in caplog.text
+    assert not any("LoRA" in w for w in pipe.check_input(torch.zeros(3, 48, 64), "orbit",
+                                                          RenderOptions(size=(64, 48))).warnings)
+
+
 def test_presets_name_the_real_lightx2v_file(shared):
     import csv
 

@@ -258,6 +258,13 @@ class FusedLora:
     layers: int
     zero_deltas: int
 
+    def report_entry(self) -> dict:
+        """Its entry in a run report's ``models``: id (a Hub LoRA as ``owner/name:file``), revision, class, local."""
+        hub_id = LoraSpec(self.source, self.scale).hub()
+        return {"id": self.source if hub_id is None else f"{hub_id[0]}:{hub_id[2]}",
+                "revision": None if hub_id is None else hub_id[1],
+                "class": f"LoRA fused at scale {self.scale:g} into {self.layers} layers", "local": hub_id is None}
+
 
 def _leftover_keys(error: Exception, raw: dict[str, torch.Tensor]) -> list[str]:
     """The file's keys that diffusers' original-format Wan converter left over, read from its error (it raises
