@@ -195,6 +195,39 @@ def test_download_offline_is_a_model_error(no_hf_cache):
     assert seen == [("vae", 0)]
 
 
+@pytest.mark.parametrize("preset", ["wan-vace-14b", "wan-vace-1.3b"])
+def test_download_fetches_the_presets_distilled_lora(preset, tmp_path, monkeypatch):
+    """``mirage download`` asks huggingface_hub for every Hub component and, for the 14B preset, the step-distilled
+    LoRA's file at its pinned revision, so that --distilled works offline afterwards (the Hub replaced by recorders)."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    snapshots, files, seen = [], [], []
+
+    def snapshot_download(repo_id, revision=None, allow_patterns=None, **kw):
+        snapshots.append((repo_id, revision))
+        return str(tmp_path / repo_id.replace("/", "--"))
+
+    def hf_hub_download(repo_id, filename, revision=None, **kw):
+        files.append((repo_id, filename, revision))
+        return str(tmp_path / filename)
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    out = hub.download(preset, progress=lambda c, i, n: seen.append(c))
+    lora = hub.PRESETS[hub.Preset(preset)].distill_lora
+    assert {r for r, _ in snapshots} == {c.repo_id for c in hub.preset_components(preset)
+                                         if c.kind is hub.SourceKind.HUB}
+    if lora is None:
+        assert files == [] and "distill_lora" not in out and "distill_lora" not in seen
+    else:
+        assert files == [(lora.repo_id, lora.filename, lora.revision)]
+        assert lora.repo_id == "lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v"
+        assert out["distill_lora"] == tmp_path / lora.filename and "distill_lora" in seen
+
+
 def test_build_tiny_rebuilds_an_incomplete_component(tmp_path):
     """A component folder without its files (left by an older mirage whose other torchrun rank saved nothing)
     is rebuilt, not loaded into a confusing 'no config.json' error."""
