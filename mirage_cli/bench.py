@@ -65,6 +65,7 @@ def bench(
     flow_shift: float | None = typer.Option(None, "--flow-shift", help="Scheduler flow shift (default: by resolution; the model's own with --fast)."),
     fast: bool = typer.Option(False, "--fast", help="Guidance off and the model's flow shift, as `render --fast` (the figures in BENCHMARKS.md)."),
     lora: list[str] | None = typer.Option(None, "--lora", help="Fuse a LoRA first, as `render --lora` (a step must cost what it cost without)."),
+    distilled: bool = typer.Option(False, "--distilled", help="Fuse the preset's step-distilled LoRA and use its guidance and flow shift, as `render --distilled` (14B; its steps: --steps 4)."),
     no_scores: bool = typer.Option(False, "--no-scores", help="Measure without the consistency scores, as `render --no-scores`."),
     chunk_frames: int | None = typer.Option(None, "--chunk-frames", help="Frames per chunk (default 81)."),
     repeats: int = typer.Option(3, "--repeats", help="Timed runs per setting (median and spread reported)."),
@@ -111,8 +112,9 @@ def bench(
         depth, fov = depth or example_depth, fov or 60.0
     config = PipelineConfig(preset=preset, device=dev, dtype=resolve_dtype(dtype, dev),
                             vae_dtype=resolve_vae_dtype(vae_dtype, dev), offload=OffloadMode(offload), compile=compile,
-                            fp8=fp8, loras=parse_loras(lora))
-    options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast), scores=not no_scores,
+                            fp8=fp8, loras=parse_loras(lora), distill=distilled)
+    options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast, distilled),
+                            scores=not no_scores,
                             guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
     if context_parallel:
         from mirage.parallel import check_context_parallel

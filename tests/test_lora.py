@@ -572,3 +572,7 @@ def test_cli_bench_passes_lora_through(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(bench_mod, "run_bench", fake_run_bench)
     run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--lora", f"{f}:0.25")
     assert got["cfg"].config.loras == (LoraSpec(str(f), 0.25),)
+    run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--preset", "wan-vace-14b", "--distilled", "--steps", "4")
+    assert got["cfg"].config.distill and got["cfg"].options.profile is SamplingProfile.DISTILLED
+    code, _, err = run_main(monkeypatch, capsys, "bench", "--device", "cpu", "--distilled")  # tiny: no LoRA named
+    assert code == 2 and "--distilled: preset tiny has no step-distilled LoRA" in err
