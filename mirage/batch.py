@@ -18,7 +18,7 @@ import torch
 
 from mirage.config import PipelineConfig, RenderOptions, check_pipeline_config, check_render_options
 from mirage.errors import InputError, MirageError, OutputBusy
-from mirage.inputs import InputPlan, TrajectoryOptions, check_input
+from mirage.inputs import InputPlan, TrajectoryOptions, check_input, with_profile_warning
 from mirage.io import claim, interrupts_deferred, remove_part_files
 from mirage.outputs import OutputOptions, default_report_path, write_outputs
 from mirage.pipeline import Pipeline, ProgressCallback, RenderResult
@@ -239,8 +239,9 @@ def render(
     for image, opts in todo:
         try:
             check_outputs(opts, inputs=_inputs_of(image, traj, depth_file, memory_from))
-            plans[image] = check_input(image, traj, options, preset=config.preset, denoiser=config.denoiser,
-                                       depth_file=depth_file, memory_from=memory_from)
+            plans[image] = with_profile_warning(check_input(
+                image, traj, options, preset=config.preset, denoiser=config.denoiser, depth_file=depth_file,
+                memory_from=memory_from), config, options)
         except MirageError as e:
             if not batch:
                 raise

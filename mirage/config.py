@@ -160,9 +160,10 @@ def check_pipeline_config(c: PipelineConfig) -> None:
 def profile_warning(c: PipelineConfig, o: RenderOptions) -> str | None:
     """A warning when a render's sampling does not fit the LoRAs its pipeline fused: the preset's step-distilled LoRA
     (``distill``) sampled by another profile (its many steps, or guidance), or the distilled profile's 4 steps with
-    no LoRA at all. None when they fit, or when the render gives both ``steps`` and ``guidance`` itself."""
-    if o.steps is not None and o.guidance is not None:
-        return None
+    no LoRA at all. None when they fit, without a denoiser, or when the render gives both ``steps`` and ``guidance``
+    itself."""
+    if c.denoiser is not DenoiserKind.VACE or (o.steps is not None and o.guidance is not None):
+        return None  # no sampling (the preview), or the render chose its own
     if c.distill and o.profile is not SamplingProfile.DISTILLED:
         return (f"the preset's step-distilled LoRA is fused (distill), but this render samples with the "
                 f"{o.profile.value} profile; the LoRA is made for 4 steps without guidance: pass "

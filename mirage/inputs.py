@@ -19,7 +19,15 @@ from pathlib import Path
 import torch
 
 from mirage._check import check_shape
-from mirage.config import PIXEL_AREA, SIZE_MULTIPLE, DenoiserKind, RenderOptions, check_output_shape
+from mirage.config import (
+    PIXEL_AREA,
+    SIZE_MULTIPLE,
+    DenoiserKind,
+    PipelineConfig,
+    RenderOptions,
+    check_output_shape,
+    profile_warning,
+)
 from mirage.errors import InputError
 from mirage.limits import MAX_ASPECT, MAX_STEPS, check_video_fits, echo
 from mirage.sampling import SamplingSettings, resolve_sampling
@@ -108,6 +116,16 @@ def output_size(image_wh: tuple[int, int], pixel_area: int, multiple: int) -> tu
     W = max(multiple, round(w * s / multiple) * multiple)
     H = max(multiple, round(h * s / multiple) * multiple)
     return int(W), int(H)
+
+
+def with_profile_warning(plan: InputPlan, config: PipelineConfig, options: RenderOptions) -> InputPlan:
+    """``plan`` with :func:`mirage.config.profile_warning`'s warning (the render's sampling against the LoRAs the
+    pipeline fuses) added and logged, if there is one."""
+    mismatch = profile_warning(config, options)
+    if mismatch is None:
+        return plan
+    logger.warning("%s", mismatch)
+    return replace(plan, warnings=(*plan.warnings, mismatch))
 
 
 def check_input(image: str | Path | torch.Tensor, traj: TrajectoryOptions | str | None, options: RenderOptions, *,

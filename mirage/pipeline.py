@@ -29,12 +29,11 @@ from mirage.config import (
     RenderOptions,
     check_pipeline_config,
     check_render_options,
-    profile_warning,
 )
 from mirage.depth.scene import resize_depth_result, scene_depth
 from mirage.errors import InputError, RuntimeFailure
 from mirage.holefill import push_pull_fill
-from mirage.inputs import InputPlan, TrajectoryOptions, check_input
+from mirage.inputs import InputPlan, TrajectoryOptions, check_input, with_profile_warning
 from mirage.memory.types import MemoryKind, MemoryRead
 from mirage.offload import OffloadMode, apply_offload, offload_denoiser
 from mirage.precision import Fp8Mode, apply_fp8
@@ -191,10 +190,7 @@ class Pipeline:
         check_render_options(options)
         plan = check_input(image, traj, options, preset=self.preset, denoiser=self.config.denoiser,
                            depth_file=depth_file, memory_from=memory_from)
-        if (mismatch := profile_warning(self.config, options)) is not None:  # the LoRAs fused and the sampling
-            logger.warning("%s", mismatch)
-            plan = replace(plan, warnings=(*plan.warnings, mismatch))
-        return plan
+        return with_profile_warning(plan, self.config, options)
 
     # ------------------------------------------------------------------------------------------------------------
     def render(self, image: InputPlan | str | Path | torch.Tensor, traj: TrajectoryOptions | str | None = None,

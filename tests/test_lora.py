@@ -13,6 +13,7 @@ from _cli import run_main  # tests/_cli.py
 from safetensors.torch import save_file
 
 from mirage import hub
+from mirage.config import profile_warning
 from mirage.errors import InputError, ModelError
 from mirage.hub.lora import LoraSpec, distill_lora, fuse_lora, lora_file, parse_lora
 from mirage.sampling import SamplingProfile, resolve_sampling
@@ -428,7 +429,7 @@ def test_distilled_profile_settings():
     (dict(), dict(), None),
 ])
 def test_a_render_whose_sampling_does_not_fit_the_fused_loras_is_warned(config, options, words):
-    from mirage.config import PipelineConfig, RenderOptions, profile_warning
+    from mirage.config import PipelineConfig, RenderOptions
 
     msg = profile_warning(PipelineConfig(**config), RenderOptions(**options))
     if words is None:
@@ -437,19 +438,35 @@ def test_a_render_whose_sampling_does_not_fit_the_fused_loras_is_warned(config, 
         assert msg is not None and "\n" not in msg and all(w in msg for w in words), msg
 
 
-def test_the_profile_warning_reaches_the_plan_and_the_log(caplog):
-    from mirage.config import PipelineConfig, RenderOptions
+def test_the_profile_warning_reaches_the_plan_the_log_and_a_batchs_reports(caplog, tmp_path):
+    import json
+
+    from PIL import Image
+
+    import mirage.batch as mb
+    from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
+    from mirage.inputs import TrajectoryOptions
     from mirage.pipeline import Pipeline
 
     hub.build_tiny()
     pipe = Pipeline(PipelineConfig(preset="tiny", device="cpu"))
+    distilled = RenderOptions(profile=SamplingProfile.DISTILLED, size=(64, 48), chunk_frames=5)
     with caplog.at_level("WARNING", logger="mirage"):
-        plan = pipe.check_input(torch.zeros(3, 48, 64), "orbit", RenderOptions(profile=SamplingProfile.DISTILLED,
-                                                                                size=(64, 48)))
+        plan = pipe.check_input(torch.zeros(3, 48, 64), "orbit", distilled)
     assert any("no step-distilled LoRA fused" in w for w in plan.warnings), plan.warnings
     assert "no step-distilled LoRA fused" in caplog.text
     assert not any("LoRA" in w for w in pipe.check_input(torch.zeros(3, 48, 64), "orbit",
                                                           RenderOptions(size=(64, 48))).warnings)
+    preview = PipelineConfig(preset="tiny", device="cpu", denoiser=DenoiserKind.NONE)  # no sampling: no warning
+    assert profile_warning(preview, distilled) is None
+    # a batch (what `mirage render DIR/` runs) checks its inputs itself: the warning reaches each report
+    (tmp_path / "in").mkdir()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(tmp_path / "in" / "a.png")
+    res = mb.render([tmp_path / "in"], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=tmp_path / "out"),
+                    pipeline=pipe, options=distilled)
+    assert [i.status for i in res.items] == ["done"]
+    report = json.loads((tmp_path / "out" / "a.json").read_text())
+    assert any("no step-distilled LoRA fused" in w for w in report["warnings"]), report["warnings"]
 
 
 def test_presets_name_the_real_lightx2v_file(shared):
