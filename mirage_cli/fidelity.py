@@ -64,8 +64,8 @@ def report_table(report: FidelityReport) -> Table:
     """A rich table: one row per method; mean PSNR / SSIM, memory bytes, then PSNR per target (SSIM per target is
     in the JSON)."""
     h = report.header
-    table = Table(title=f"mirage bench fidelity: {Path(h['scene']).name} ({h['size'][0]}x{h['size'][1]}, "
-                        f"vae {Path(h['vae']).name})")
+    table = Table(title=f"mirage bench fidelity: {plain(Path(h['scene']).name)} ({h['size'][0]}x{h['size'][1]}, "
+                        f"vae {plain(Path(h['vae']).name)})")
     table.add_column("method", no_wrap=True)
     table.add_column("PSNR", justify="right")
     table.add_column("SSIM", justify="right")
@@ -77,7 +77,7 @@ def report_table(report: FidelityReport) -> Table:
         table.add_row(plain(m), _fmt(mean.psnr), "-" if math.isnan(mean.ssim) else f"{mean.ssim:.3f}",
                       f"{report.bytes[m]:,}" if m in report.bytes else "-",
                       *[_fmt(t.scores[m].psnr) for t in report.targets])
-    legend = ", ".join(f"t{i} {t.name} ({100 * t.covered:.0f}% px)" for i, t in enumerate(report.targets, 1))
+    legend = ", ".join(f"t{i} {plain(t.name)} ({100 * t.covered:.0f}% px)" for i, t in enumerate(report.targets, 1))
     table.caption = (f"mean PSNR (dB) / SSIM over the pixels every memory covers; vae-ceiling = encode + decode of "
                      f"the target. Targets: {legend}")
     return table

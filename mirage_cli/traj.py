@@ -109,7 +109,7 @@ def show_cmd(
         _not_an_input(plot, "--plot", traj, image)
     t = _load(traj, image, size, fmt, frames, fps, traj_scale, start, scene_depth, colmap_order)
     s = t.stats()
-    table = Table(title=f"trajectory {traj}", show_header=False)
+    table = Table(title=f"trajectory {plain(traj)}", show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
     table.add_row("source", plain(t.source))

@@ -21,6 +21,7 @@ from _cli import run_main  # tests/_cli.py
 from PIL import Image
 from typer.testing import CliRunner
 
+from mirage.trajectory import load_trajectory
 from mirage.video import read_mp4
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,6 +232,11 @@ def test_names_with_markup_and_emoji_codes_are_shown_as_written(tiny, tmp_path, 
     assert error_lines(err) == [f"error: 1 of 2 inputs failed: {bad}"], err
     assert f"failed {bad} -> {tmp_path / 'out' / 'b[red] :abc:.mp4'}" in err  # the per-input line
     assert next(ln for ln in err[err.index("mirage render"):].splitlines() if "b[red] :abc:" in ln)  # the table
+    cam = tmp_path / "sc[/x]" / "c[red].json"  # a closing tag rich never opened was a MarkupError (a crash)
+    cam.parent.mkdir(parents=True)  # the folders "sc[" and "x]"
+    load_trajectory("orbit", width=W, height=H, frames=5).save_json(cam)
+    code, out, err = run_main(monkeypatch, capsys, "traj", "show", cam)
+    assert code == 0 and f"trajectory {cam}" in out and str(cam) in out, out + err
     code, _, err = run_main(monkeypatch, capsys, "render", src / "a.png", "-t", "orbit", "-o", tmp_path / "o.mp4",
                             "--lora", "x.safetensors:abc")
     assert code == 2 and error_lines(err)[0].startswith("error: --lora x.safetensors:abc: 'abc' is not a scale; pass "
