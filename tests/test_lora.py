@@ -396,10 +396,14 @@ def test_existing_local_file_wins_over_a_hub_id(tmp_path, monkeypatch):
     ("owner/name:x.ckpt:0.5", r"safetensors LoRAs only"),
     ("x.safetensors:nan", r"scale nan is not a finite number"),
     ("x.safetensors:", r"--lora x.safetensors:: no scale after the last ':'; pass x.safetensors, or x.safetensors:SCALE"),
-    ("owner/name", r"--lora owner/name: a Hub LoRA needs its file; pass owner/name:path/in/repo.safetensors"),
-    ("owner/name@v2:", r"--lora owner/name@v2:: a Hub LoRA needs its file; pass owner/name@v2:path/in/repo.safetensors"),
+    ("owner/name", r"--lora owner/name: not a .safetensors file, and a Hub LoRA needs its file; pass "
+                   r"owner/name:path/in/repo.safetensors \(see the repo's files\), or a local .safetensors file"),
+    ("owner/name@v2:", r"--lora owner/name@v2:: .* pass owner/name@v2:path/in/repo.safetensors "),
+    ("owner/name:0.8", r"--lora owner/name: .* pass owner/name:path/in/repo.safetensors:0.8 "),
     ("lightx2v/Wan2.1-Distill-Loras", r"a Hub LoRA needs its file; pass lightx2v/Wan2.1-Distill-Loras:path/in/"),
     ("loras/x.pt", r"--lora loras/x.pt: mirage loads .safetensors LoRAs only"),
+    ("loras/x.gguf", r"--lora loras/x.gguf: mirage loads .safetensors LoRAs only"),
+    ("loras/x.safetensors.bak", r"--lora loras/x.safetensors.bak: mirage loads .safetensors LoRAs only"),
 ])
 def test_parse_lora_errors(text, match):
     with pytest.raises(InputError, match=match) as e:

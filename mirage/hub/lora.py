@@ -46,8 +46,8 @@ logger = logging.getLogger("mirage")
 _HUB_LORA = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(@(?P<rev>[\w./-]+?))?:(?P<file>[^:@]+\.safetensors)$")
 #: A Hub repo id without its file (``owner/name[@revision]``, optionally with the ``:`` a file would follow).
 _HUB_REPO = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?P<rev>@[\w./-]+?)?:?$")
-#: Weight files that unpickle (refused), as opposed to a repo name with a dot in it (``Wan2.1-Distill-Loras``).
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: A file name's extension (``x.gguf``, ``x.bin``), as opposed to a dot inside a repo name (``Wan2.1-Distill-Loras``).
+_FILE_SUFFIX = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,15}$")
 _SYNTAX = "a local .safetensors file or owner/name[@revision]:path/in/repo.safetensors, then optionally :SCALE"
 #: What a diffusers LoRA weight key ends with, and which side of the layer its shape must match.
 _LORA_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_B.bias")
@@ -70,12 +70,14 @@ class LoraSpec:
         if isinstance(self.scale, bool) or not isinstance(self.scale, (int, float)) or not math.isfinite(self.scale):
             raise InputError(f"--lora {self.source}: scale {self.scale!r} is not a finite number (e.g. :0.8)")
         if not str(self.source).endswith(".safetensors"):
-            repo = _HUB_REPO.match(str(self.source))
-            if repo and Path(str(self.source)).suffix.lower() not in _PICKLE_SUFFIXES:
-                raise InputError(f"--lora {self.source}: a Hub LoRA needs its file; pass "
-                                 f"{repo['repo']}{repo['rev'] or ''}:path/in/repo.safetensors (see the repo's files)")
-            raise InputError(f"--lora {self.source}: mirage loads .safetensors LoRAs only (no pickle); pass "
-                             f"{_SYNTAX}")
+            source = str(self.source)
+            repo = _HUB_REPO.match(source)
+            if repo and not Path(source).expanduser().exists() and not _FILE_SUFFIX.search(source.rstrip(":")):
+                scale = "" if self.scale == 1.0 else f":{self.scale:g}"
+                raise InputError(f"--lora {source}: not a .safetensors file, and a Hub LoRA needs its file; pass "
+                                 f"{repo['repo']}{repo['rev'] or ''}:path/in/repo.safetensors{scale} (see the repo's "
+                                 "files), or a local .safetensors file")
+            raise InputError(f"--lora {source}: mirage loads .safetensors LoRAs only (no pickle); pass {_SYNTAX}")
 
     def hub(self) -> tuple[str, str, str] | None:
         """(repo id, revision, file path in the repo) for a Hub LoRA; None for a local file."""
@@ -269,13 +271,15 @@ class FusedLora:
 def _leftover_keys(error: Exception, raw: dict[str, torch.Tensor]) -> list[str]:
     """The file's keys that diffusers' original-format Wan converter left over, read from its error (it raises
     ``ValueError("... original_state_dict.keys()=dict_keys([...])")`` with its ``diffusion_model.`` prefix cut), as
-    the file names them; [] when the error is another one."""
+    the file names them (the key as diffusers shows it where no prefixed key matches exactly); [] when the error is
+    another one."""
     m = re.search(r"dict_keys\((\[.*\])\)", str(error), re.S)
     try:
         left = ast.literal_eval(m[1]) if m else []
     except (ValueError, SyntaxError):
         return []
-    return [next((r for r in raw if r == k or r.endswith(f".{k}")), k) for k in left if isinstance(k, str)]
+    named = ("diffusion_model.", "lora_unet_", "")  # the prefixes diffusers' converters cut, then none
+    return [next((p + k for p in named if p + k in raw), k) for k in left if isinstance(k, str)]
 
 
 def convert_lora(tensors: dict[str, torch.Tensor], transformer: torch.nn.Module,
