@@ -239,13 +239,14 @@ def render(
     for image, opts in todo:
         try:
             check_outputs(opts, inputs=_inputs_of(image, traj, depth_file, memory_from))
-            plans[image] = with_profile_warning(check_input(
-                image, traj, options, preset=config.preset, denoiser=config.denoiser, depth_file=depth_file,
-                memory_from=memory_from), config, options)
+            plans[image] = check_input(image, traj, options, preset=config.preset, denoiser=config.denoiser,
+                                       depth_file=depth_file, memory_from=memory_from)
         except MirageError as e:
             if not batch:
                 raise
             early[image] = str(e)
+    # the sampling against the pipeline's LoRAs is the same for every input: logged once, in every report
+    plans = {k: with_profile_warning(p, config, options, log=i == 0) for i, (k, p) in enumerate(plans.items())}
     pipe = pipeline
     if pipe is None and len(early) < len(todo):
         from mirage.hub import cache_dir

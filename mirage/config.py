@@ -24,7 +24,7 @@ from mirage.limits import MAX_ASPECT, MAX_OUTPUT_PIXELS, MAX_STEPS, echo
 from mirage.memory.types import MemoryKind
 from mirage.offload import OffloadMode
 from mirage.precision import Fp8Mode, check_fp8
-from mirage.sampling import SamplingProfile, check_sampling_options
+from mirage.sampling import SamplingProfile, SamplingSettings, check_sampling_options
 
 #: Pixel area of the default output size per preset (the image's aspect ratio is kept, sides rounded to 16).
 PIXEL_AREA = {
@@ -157,18 +157,24 @@ def check_pipeline_config(c: PipelineConfig) -> None:
         distill_lora(c.preset)  # the preset must name one (none is published for 1.3B): one line now, not at load
 
 
-def profile_warning(c: PipelineConfig, o: RenderOptions) -> str | None:
-    """A warning when a render's sampling does not fit the LoRAs its pipeline fused: the preset's step-distilled LoRA
-    (``distill``) sampled by another profile (its many steps, or guidance), or the distilled profile's 4 steps with
-    no LoRA at all. None when they fit, without a denoiser, or when the render gives both ``steps`` and ``guidance``
-    itself."""
-    if c.denoiser is not DenoiserKind.VACE or (o.steps is not None and o.guidance is not None):
-        return None  # no sampling (the preview), or the render chose its own
-    if c.distill and o.profile is not SamplingProfile.DISTILLED:
-        return (f"the preset's step-distilled LoRA is fused (distill), but this render samples with the "
-                f"{o.profile.value} profile; the LoRA is made for 4 steps without guidance: pass "
-                "RenderOptions(profile=SamplingProfile.DISTILLED) (the CLI's --distilled sets both)")
-    if o.profile is SamplingProfile.DISTILLED and not (c.distill or c.loras):
+#: Steps a step-distilled LoRA is sampled with: lightx2v publishes 4; a few more are common, dozens are not.
+DISTILLED_MAX_STEPS = 8
+
+
+def profile_warning(c: PipelineConfig, o: RenderOptions, s: SamplingSettings) -> str | None:
+    """A warning when a render's sampling (``s``, resolved from ``o``) does not fit the LoRAs its pipeline fuses:
+    the preset's step-distilled LoRA (``distill``) sampled with many steps or with guidance that a profile chose, or
+    the distilled profile with no LoRA at all. None when they fit, without a denoiser, or for values ``o`` gives."""
+    if c.denoiser is not DenoiserKind.VACE:
+        return None  # no sampling: the preview
+    if c.distill:
+        off = [f"{s.steps} steps"] if s.steps > DISTILLED_MAX_STEPS and o.steps is None else []
+        off += [f"guidance {s.guidance:g}"] if s.guidance > 1 and o.guidance is None else []
+        if off:
+            return (f"the preset's step-distilled LoRA is fused (distill), but this render samples with "
+                    f"{' and '.join(off)} from the {s.profile.value} profile; the LoRA is made for 4 steps without "
+                    "guidance: pass RenderOptions(profile=SamplingProfile.DISTILLED) (the CLI's --distilled sets both)")
+    elif s.profile is SamplingProfile.DISTILLED and not c.loras:
         return ("the distilled profile (4 steps, guidance off) with no step-distilled LoRA fused: the base model gives "
                 "blurred frames at 4 steps; pass PipelineConfig(distill=True), or your distilled LoRA in loras")
     return None

@@ -118,13 +118,15 @@ def output_size(image_wh: tuple[int, int], pixel_area: int, multiple: int) -> tu
     return int(W), int(H)
 
 
-def with_profile_warning(plan: InputPlan, config: PipelineConfig, options: RenderOptions) -> InputPlan:
-    """``plan`` with :func:`mirage.config.profile_warning`'s warning (the render's sampling against the LoRAs the
-    pipeline fuses) added and logged, if there is one."""
-    mismatch = profile_warning(config, options)
-    if mismatch is None:
+def with_profile_warning(plan: InputPlan, config: PipelineConfig, options: RenderOptions, *,
+                         log: bool = True) -> InputPlan:
+    """``plan`` with :func:`mirage.config.profile_warning`'s warning (its sampling against the LoRAs the pipeline
+    fuses) added, and logged when ``log``; unchanged when there is none or the plan holds it already."""
+    mismatch = profile_warning(config, options, plan.sampling)
+    if mismatch is None or mismatch in plan.warnings:
         return plan
-    logger.warning("%s", mismatch)
+    if log:
+        logger.warning("%s", mismatch)
     return replace(plan, warnings=(*plan.warnings, mismatch))
 
 

@@ -209,8 +209,8 @@ class Pipeline:
             MirageError: bad input (before any heavy work); RuntimeFailure: CUDA out of memory, naming the stage.
         """
         options = options or RenderOptions()
-        plan = image if isinstance(image, InputPlan) else self.check_input(
-            image, traj, options, depth_file=depth_file, memory_from=memory_from)
+        plan = with_profile_warning(image, self.config, options) if isinstance(image, InputPlan) else (
+            self.check_input(image, traj, options, depth_file=depth_file, memory_from=memory_from))
         if plan.traj is None:
             raise InputError("render: no trajectory; pass traj (a preset name or camera file)")
         with self._oom_names_stage(plan, options):

@@ -423,19 +423,26 @@ def test_distilled_profile_settings():
 
 
 @pytest.mark.parametrize("config,options,words", [
-    (dict(preset="wan-vace-14b", distill=True), dict(), ["step-distilled LoRA is fused", "standard profile",
-                                                         "profile=SamplingProfile.DISTILLED"]),
-    (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.FAST), ["the fast profile"]),
+    (dict(preset="wan-vace-14b", distill=True), dict(), ["step-distilled LoRA is fused", "50 steps and guidance 5",
+                                                         "standard profile", "profile=SamplingProfile.DISTILLED"]),
+    (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.FAST), ["with 20 steps from the fast"]),
+    (dict(preset="wan-vace-14b", distill=True), dict(steps=4), ["with guidance 5 from the standard profile"]),
     (dict(), dict(profile=SamplingProfile.DISTILLED), ["no step-distilled LoRA fused", "PipelineConfig(distill=True)"]),
     (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.DISTILLED), None),
+    (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.FAST, steps=4), None),  # fits: no CFG
     (dict(loras=(LoraSpec("mine.safetensors"),)), dict(profile=SamplingProfile.DISTILLED), None),  # the user's own
-    (dict(preset="wan-vace-14b", distill=True), dict(steps=8, guidance=1.0), None),  # both given: the user chose
+    (dict(preset="wan-vace-14b", distill=True), dict(steps=30, guidance=5.0), None),  # given: the user chose them
+    (dict(denoiser="none"), dict(profile=SamplingProfile.DISTILLED), None),  # the preview samples nothing
     (dict(), dict(), None),
 ])
 def test_a_render_whose_sampling_does_not_fit_the_fused_loras_is_warned(config, options, words):
-    from mirage.config import PipelineConfig, RenderOptions
+    from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
 
-    msg = profile_warning(PipelineConfig(**config), RenderOptions(**options))
+    if "denoiser" in config:
+        config = {**config, "denoiser": DenoiserKind(config["denoiser"])}
+    o = RenderOptions(**options)
+    s = resolve_sampling(o.profile, 832, 480, steps=o.steps, guidance=o.guidance)
+    msg = profile_warning(PipelineConfig(**config), o, s)
     if words is None:
         assert msg is None
     else:
@@ -448,8 +455,8 @@ def test_the_profile_warning_reaches_the_plan_the_log_and_a_batchs_reports(caplo
     from PIL import Image
 
     import mirage.batch as mb
-    from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
-    from mirage.inputs import TrajectoryOptions
+    from mirage.config import PipelineConfig, RenderOptions
+    from mirage.inputs import TrajectoryOptions, check_input, with_profile_warning
     from mirage.pipeline import Pipeline
 
     hub.build_tiny()
@@ -461,16 +468,26 @@ def test_the_profile_warning_reaches_the_plan_the_log_and_a_batchs_reports(caplo
     assert "no step-distilled LoRA fused" in caplog.text
     assert not any("LoRA" in w for w in pipe.check_input(torch.zeros(3, 48, 64), "orbit",
                                                           RenderOptions(size=(64, 48))).warnings)
-    preview = PipelineConfig(preset="tiny", device="cpu", denoiser=DenoiserKind.NONE)  # no sampling: no warning
-    assert profile_warning(preview, distilled) is None
-    # a batch (what `mirage render DIR/` runs) checks its inputs itself: the warning reaches each report
+    # a plan made by the module's check_input gets it from render, once; a plan that holds it keeps its one copy
+    bare = check_input(torch.zeros(3, 48, 64), TrajectoryOptions("orbit", frames=5), distilled, preset="tiny")
+    assert not any("LoRA fused" in w for w in bare.warnings)
+    assert sum("no step-distilled LoRA fused" in w for w in pipe.render(bare, options=distilled).report.warnings) == 1
+    held = with_profile_warning(bare, pipe.config, distilled, log=False)
+    assert with_profile_warning(held, pipe.config, distilled) is held
+    # a batch (what `mirage render DIR/` runs) checks its inputs itself: the warning is logged once and reaches
+    # every report once
     (tmp_path / "in").mkdir()
-    Image.new("RGB", (64, 48), (90, 120, 150)).save(tmp_path / "in" / "a.png")
-    res = mb.render([tmp_path / "in"], TrajectoryOptions("orbit", frames=5), mb.OutputRequest(out_dir=tmp_path / "out"),
-                    pipeline=pipe, options=distilled)
-    assert [i.status for i in res.items] == ["done"]
-    report = json.loads((tmp_path / "out" / "a.json").read_text())
-    assert any("no step-distilled LoRA fused" in w for w in report["warnings"]), report["warnings"]
+    for n in "ab":
+        Image.new("RGB", (64, 48), (90, 120, 150)).save(tmp_path / "in" / f"{n}.png")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mirage"):
+        res = mb.render([tmp_path / "in"], TrajectoryOptions("orbit", frames=5),
+                        mb.OutputRequest(out_dir=tmp_path / "out"), pipeline=pipe, options=distilled)
+    assert [i.status for i in res.items] == ["done", "done"]
+    assert caplog.text.count("no step-distilled LoRA fused") == 1, caplog.text
+    for n in "ab":
+        warnings = json.loads((tmp_path / "out" / f"{n}.json").read_text())["warnings"]
+        assert sum("no step-distilled LoRA fused" in w for w in warnings) == 1, warnings
 
 
 def test_presets_name_the_real_lightx2v_file(shared):
