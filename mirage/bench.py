@@ -225,9 +225,12 @@ def _sampling_header(o: RenderOptions, pipeline: Pipeline) -> dict | None:
 def build_pipeline(cfg: BenchConfig) -> Pipeline:
     """The pipeline the benchmark measures: the preset's models, or random weights at their real architecture."""
     if cfg.random_weights:
+        from mirage.hub.lora import open_lora
         from mirage.random_weights import random_components
 
         rc = cfg.config
+        for lora in rc.fused_loras:  # an unreadable LoRA fails before the models are built, as load_components does
+            open_lora(lora)
         comps = random_components(rc.preset, device=torch.device(rc.device), dtype=rc.torch_dtype,
                                   vae_dtype=rc.torch_vae_dtype)
         return Pipeline(rc, components=comps)

@@ -364,6 +364,20 @@ def test_a_lora_that_cannot_be_read_fails_before_any_model_loads(case, base, tin
     _one_line(e.value)
 
 
+def test_a_random_weight_benchmark_reads_its_loras_before_building_the_models(tmp_path, monkeypatch):
+    import mirage.random_weights as rw
+    from mirage.bench import BenchConfig, build_pipeline
+    from mirage.config import PipelineConfig
+
+    path = tmp_path / "cut.safetensors"
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.ones(4, 1536)}, str(path))
+    path.write_bytes(path.read_bytes()[:-64])
+    monkeypatch.setattr(rw, "random_components", lambda *a, **k: pytest.fail("the models were built first"))
+    with pytest.raises(ModelError, match=r"lora .*cut.safetensors: unreadable safetensors file") as e:
+        build_pipeline(BenchConfig(PipelineConfig(loras=(LoraSpec(str(path)),)), random_weights=True))
+    _one_line(e.value)
+
+
 # ---------------------------------------------------------------------------------------------- parsing
 
 
