@@ -114,8 +114,8 @@ def bench(
                             vae_dtype=resolve_vae_dtype(vae_dtype, dev), offload=OffloadMode(offload), compile=compile,
                             fp8=fp8, loras=parse_loras(lora), distill=distilled)
     options = RenderOptions(size=size_t, fov=fov, chunk_frames=chunk_frames or 81, profile=profile_of(fast, distilled),
-                            scores=not no_scores,
-                            guidance=guidance, negative_prompt=negative_prompt, flow_shift=flow_shift)
+                            scores=not no_scores, guidance=guidance, negative_prompt=negative_prompt,
+                            flow_shift=flow_shift)
     if context_parallel:
         from mirage.parallel import check_context_parallel
 
