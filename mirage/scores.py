@@ -92,11 +92,17 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, *, size: int = 11, sigma: float =
         t = F.conv2d(t, g.view(1, 1, 1, -1).expand(c, 1, 1, size), groups=c)
         return F.conv2d(t, g.view(1, 1, -1, 1).expand(c, 1, size, 1), groups=c)
 
+    return ssim_from_moments(blur(x), blur(y), blur(x * x), blur(y * y), blur(x * y))
+
+
+def ssim_from_moments(mx: torch.Tensor, my: torch.Tensor, xx: torch.Tensor, yy: torch.Tensor,
+                      xy: torch.Tensor) -> torch.Tensor:
+    """SSIM from the windowed moments of two images in [0, 1] (K1 0.01, K2 0.03, data range 1): the means ``mx``,
+    ``my`` and the means of ``x * x``, ``y * y``, ``x * y``, each (N, C, H, W). Returns (N, H, W), averaged over C."""
     c1, c2 = 0.01**2, 0.03**2
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx.square()
-    vy = blur(y * y) - my.square()
-    cxy = blur(x * y) - mx * my
+    vx = xx - mx.square()
+    vy = yy - my.square()
+    cxy = xy - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx.square() + my.square() + c1) * (vx + vy + c2))
     return s.mean(1)  # (N, H, W)
 

@@ -13,7 +13,7 @@ from _cli import run_main  # tests/_cli.py
 from safetensors.torch import save_file
 
 from mirage import hub
-from mirage.config import profile_warning
+from mirage.config import DenoiserKind, profile_warning
 from mirage.errors import InputError, ModelError
 from mirage.hub.lora import LoraSpec, distill_lora, fuse_lora, lora_file, parse_lora
 from mirage.sampling import SamplingProfile, resolve_sampling
@@ -154,7 +154,7 @@ def test_original_format_top_level_layers_with_diff_b(base, tmp_path):
         bias = torch.randn(b.shape[0], generator=gen)
         key = f"diffusion_model.{orig}"
         # no .alpha here: diffusers 0.42's converter folds it in for blocks.{i} only (a top-level one is left over,
-        # which the keys-that-match-nothing error below reports)
+        # which convert_lora reports as keys that match nothing, as in the next test)
         extra.update({f"{key}.lora_down.weight": a, f"{key}.lora_up.weight": b, f"{key}.diff_b": bias})
         want[ours] = (b @ a, bias)
     path = tmp_path / "top.safetensors"
@@ -446,14 +446,12 @@ def test_distilled_profile_settings():
     (dict(preset="wan-vace-14b", distill=True), dict(profile=SamplingProfile.FAST, steps=4), None),  # fits: no CFG
     (dict(loras=(LoraSpec("mine.safetensors"),)), dict(profile=SamplingProfile.DISTILLED), None),  # the user's own
     (dict(preset="wan-vace-14b", distill=True), dict(steps=30, guidance=5.0), None),  # given: the user chose them
-    (dict(denoiser="none"), dict(profile=SamplingProfile.DISTILLED), None),  # the preview samples nothing
+    (dict(denoiser=DenoiserKind.NONE), dict(profile=SamplingProfile.DISTILLED), None),  # the preview samples nothing
     (dict(), dict(), None),
 ])
 def test_a_render_whose_sampling_does_not_fit_the_fused_loras_is_warned(config, options, words):
-    from mirage.config import DenoiserKind, PipelineConfig, RenderOptions
+    from mirage.config import PipelineConfig, RenderOptions
 
-    if "denoiser" in config:
-        config = {**config, "denoiser": DenoiserKind(config["denoiser"])}
     o = RenderOptions(**options)
     s = resolve_sampling(o.profile, 832, 480, steps=o.steps, guidance=o.guidance)
     msg = profile_warning(PipelineConfig(**config), o, s)
